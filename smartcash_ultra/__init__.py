@@ -1,0 +1,33 @@
+"""smartcash-ultra: train SmartCash Rupiah-banknote YOLO detectors on preprocessed ``.npy`` arrays with Ultralytics.
+
+Public names are imported on first use, so ``import smartcash_ultra`` (which the interpreter-start hook does) stays
+free of torch and Ultralytics.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SmartCashTrainer": "smartcash_ultra.trainer",
+    "TrainResult": "smartcash_ultra.trainer",
+    "SmartCashValidator": "smartcash_ultra.validator",
+    "SmartCashPredictor": "smartcash_ultra.predictor",
+    "SmartCashDetectionModel": "smartcash_ultra.model",
+    "SmartCashDataset": "smartcash_ultra.dataset",
+    "TimmBackbone": "smartcash_ultra.nn",
+    "generate_sample_dataset": "smartcash_ultra.sample_data",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    """Import a public name on first use, and make sure ``YOLO`` routes SmartCash models (no-op if already done)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'smartcash_ultra' has no attribute {name!r}")
+    from smartcash_ultra.integration import install
+
+    install()
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,0 +1,100 @@
+"""Model layers the SmartCash YAMLs name, registered with Ultralytics' ``parse_model``.
+
+``TimmBackbone`` wraps any timm model in ``features_only`` mode and returns the feature maps at the requested strides;
+Ultralytics' own ``Index`` layers then pick each map for the neck. Channel counts come from timm's ``feature_info``,
+so any timm backbone name works from the model YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from ultralytics.utils import LOGGER
+
+
+class TimmBackbone(nn.Module):
+    """A timm backbone returning ``[P3, P4, P5]``-style feature maps for the given strides.
+
+    Input is RGB in 0..1 (what the Ultralytics pipeline feeds); the ImageNet normalisation the timm model was
+    designed for is applied inside, from the model's own ``pretrained_cfg``.
+    """
+
+    def __init__(self, name: str, strides: list[int] | tuple[int, ...] = (8, 16, 32)):
+        """Build ``timm.create_model(name, features_only=True)`` at random init; weights come from :meth:`load`."""
+        super().__init__()
+        import timm
+
+        self.name, self.strides = name, tuple(int(s) for s in strides)
+        out_indices = feature_indices(name, self.strides)
+        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+        cfg = self.body.pretrained_cfg or {}
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, -1, 1, 1))
+
+    @property
+    def channels(self) -> list[int]:
+        """Output channels per returned feature map."""
+        return list(self.body.feature_info.channels())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Normalise and return the feature maps, shallowest first."""
+        return self.body((x - self.mean) / self.std)
+
+    def load(self, path: str | Path) -> None:
+        """Load backbone weights from a local file (a timm/torchvision state dict: .pt, .pth or .safetensors).
+
+        A full classifier's state dict is accepted: its head keys are ignored. Nothing is downloaded.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights file {path} does not exist")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        if not isinstance(state, dict):
+            raise ValueError(f"backbone weights file {path} holds {type(state).__name__}, expected a state dict")
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        own = self.body.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not matched:
+            raise ValueError(f"backbone weights file {path} has no tensor matching timm '{self.name}' (wrong model?)")
+        self.body.load_state_dict(matched, strict=False)
+        LOGGER.info(f"TimmBackbone '{self.name}': loaded {len(matched)}/{len(own)} tensors from {path}")
+
+
+def feature_indices(name: str, strides: tuple[int, ...]) -> tuple[int, ...]:
+    """Return the timm ``out_indices`` of ``name`` whose reductions equal ``strides``."""
+    reductions = feature_info(name)["reduction"]
+    missing = [s for s in strides if s not in reductions]
+    if missing:
+        raise ValueError(f"timm model '{name}' has no feature map at stride {missing}; it offers strides {reductions}")
+    return tuple(reductions.index(s) for s in strides)
+
+
+def feature_info(name: str) -> dict[str, list[int]]:
+    """Return ``{'channels': [...], 'reduction': [...]}`` of every feature level of timm model ``name``.
+
+    Built on the meta device, so it costs no memory or weight initialisation.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"'{name}' is not a timm model name (see timm.list_models())")
+    with torch.device("meta"):
+        info = timm.create_model(name, pretrained=False, features_only=True).feature_info
+    return {"channels": list(info.channels()), "reduction": list(info.reduction())}
+
+
+def register_modules() -> None:
+    """Make the plugin's layers resolvable by name in model YAMLs (``parse_model`` looks names up in its module)."""
+    from ultralytics.nn import tasks
+
+    tasks.TimmBackbone = TimmBackbone

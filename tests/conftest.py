@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny generated SmartCash datasets, offline Ultralytics, and subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics is imported anywhere in the test session
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import hashlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from smartcash_ultra.sample_data import generate_sample_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EFFB4_YAML = ROOT / "cfg/models/smartcash_effb4.yaml"
+CSP_N_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5n.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 17-class SmartCash tree at 96 px: 8 originals + 8 aug_* in train, 4 in valid, 2 in test."""
+    return generate_sample_dataset(
+        tmp_path_factory.mktemp("tiny") / "data", n_train=8, n_valid=4, n_test=2, imgsz=96, seed=1
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_jpeg_data(tiny_data, tmp_path_factory) -> Path:
+    """The same tiny tree saved as JPEG images (what stock Ultralytics reads)."""
+    return export_as_jpeg(tiny_data, tmp_path_factory.mktemp("tiny_jpeg"))
+
+
+def export_as_jpeg(data_yaml: Path, dst: Path) -> Path:
+    """Write every array of a SmartCash tree as a JPEG with its label, plus a data.yaml; return that YAML."""
+    src = data_yaml.parent
+    for npy in src.glob("*/images/*.npy"):
+        split = npy.parts[-3]
+        (dst / split / "images").mkdir(parents=True, exist_ok=True)
+        (dst / split / "labels").mkdir(parents=True, exist_ok=True)
+        rgb = np.load(npy)
+        cv2.imwrite(
+            str(dst / split / "images" / f"{npy.stem}.jpg"),
+            cv2.cvtColor((rgb * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR),
+        )
+        label = src / split / "labels" / f"{npy.stem}.txt"
+        if label.exists():
+            (dst / split / "labels" / label.name).write_bytes(label.read_bytes())
+    (dst / "data.yaml").write_text(data_yaml.read_text())
+    return dst / "data.yaml"
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Map every file below ``root`` (except Ultralytics' own label caches) to the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix != ".cache"
+    }
+
+
+def write_data_yaml(root: Path, names: dict[int, str], **extra) -> Path:
+    """Write a data.yaml for a tree with train/valid image folders."""
+    path = root / "data.yaml"
+    path.write_text(yaml.safe_dump({"train": "train/images", "val": "valid/images", "names": names, **extra}))
+    return path
+
+
+def run_python(code: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh interpreter (the installed package, its start-up hook included)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def run_yolo(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the `yolo` console script of this environment in a subprocess."""
+    yolo = Path(sys.executable).with_name("yolo")
+    return subprocess.run(
+        [str(yolo), *args], cwd=cwd, env={**os.environ, **(env or {})}, text=True, capture_output=True, timeout=timeout
+    )

@@ -1,0 +1,153 @@
+"""The SmartCash models build through Ultralytics' parse_model with the right channels, strides and shapes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import timm
+import torch
+import yaml
+from conftest import CSP_N_YAML, EFFB4_YAML, ROOT
+
+from smartcash_ultra.model import SmartCashDetectionModel, resolve_model_yaml
+from smartcash_ultra.nn import TimmBackbone, feature_info
+
+
+def detect_feature_shapes(model, imgsz: int) -> list[tuple[int, ...]]:
+    """Shapes of the three maps the Detect head receives, via its forward pre-hook."""
+    shapes = []
+    handle = model.model[-1].register_forward_pre_hook(lambda m, x: shapes.extend(tuple(t.shape) for t in x[0]))
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(2, 3, imgsz, imgsz))
+    handle.remove()
+    return shapes
+
+
+def test_effb4_backbone_channels_strides_and_head_shapes():
+    model = SmartCashDetectionModel(EFFB4_YAML, nc=17, verbose=False)
+    backbone = model.model[0]
+    assert isinstance(backbone, TimmBackbone)
+    assert backbone.channels == [56, 160, 448]  # efficientnet_b4 P3/P4/P5, from timm's feature_info
+    assert [model.yaml["backbone"][i][3][0] for i in (1, 2, 3)] == [56, 160, 448]  # null Index channels filled
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    feats = backbone(torch.rand(1, 3, 128, 128))
+    assert [tuple(f.shape[1:]) for f in feats] == [(56, 16, 16), (160, 8, 8), (448, 4, 4)]
+    shapes = detect_feature_shapes(model, 128)
+    assert [s[2:] for s in shapes] == [(16, 16), (8, 8), (4, 4)]
+    model.eval()
+    with torch.no_grad():
+        y = model(torch.rand(1, 3, 128, 128))[0]
+    assert tuple(y.shape) == (1, 4 + 17, 16 * 16 + 8 * 8 + 4 * 4)  # boxes + class scores per anchor point
+
+
+@pytest.mark.parametrize(("name", "scale", "width"), [("yolov5n", "n", 0.25), ("yolov5s", "s", 0.50)])
+def test_cspdarknet_scales(name, scale, width):
+    model = SmartCashDetectionModel(ROOT / f"cfg/models/smartcash_cspdarknet_{name}.yaml", nc=7, verbose=False)
+    assert model.yaml["scale"] == scale
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    assert model.model[0].conv.out_channels == int(64 * width)  # first Conv scaled by the width multiple
+    assert [type(m).__name__ for m in model.model[:10]] == [
+        "Conv",
+        "Conv",
+        "C3",
+        "Conv",
+        "C3",
+        "Conv",
+        "C3",
+        "Conv",
+        "C3",
+        "SPPF",
+    ]
+    assert model.yaml["nc"] == 7 and model.model[-1].nc == 7
+    assert [s[1:] for s in detect_feature_shapes(model, 64)] == [
+        (int(256 * width), 8, 8),
+        (int(512 * width), 4, 4),
+        (int(1024 * width), 2, 2),
+    ]
+
+
+def test_cspdarknet_matches_stock_yolov5_layer_for_layer():
+    from ultralytics.nn.tasks import DetectionModel
+
+    ours = SmartCashDetectionModel(ROOT / "cfg/models/smartcash_cspdarknet_yolov5s.yaml", nc=17, verbose=False)
+    stock = DetectionModel("yolov5s.yaml", nc=17, verbose=False)
+    assert [type(m).__name__ for m in ours.model] == [type(m).__name__ for m in stock.model]
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in stock.parameters())
+
+
+def test_info_reports_parameters_and_gflops():
+    for cfg in (EFFB4_YAML, CSP_N_YAML):
+        model = SmartCashDetectionModel(cfg, nc=17, verbose=False)
+        n_layers, n_params, n_grads, gflops = model.info(imgsz=320)
+        assert n_params == sum(p.numel() for p in model.parameters()) > 1_000_000
+        assert gflops > 0.5
+
+
+def test_any_timm_backbone_from_yaml():
+    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d["backbone"][0][3][0] = "resnet18"
+    model = SmartCashDetectionModel(d, nc=3, verbose=False)
+    assert model.model[0].channels == [128, 256, 512] == feature_info("resnet18")["channels"][2:]
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+
+
+def test_wrong_declared_channels_and_missing_section_are_named_errors(tmp_path):
+    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d["backbone"][2][3][0] = 99
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(d))
+    with pytest.raises(ValueError, match=r"bad\.yaml: layer 2 declares 99 channels .* gives 160"):
+        resolve_model_yaml(bad)
+    d = yaml.safe_load(EFFB4_YAML.read_text())
+    del d["smartcash"]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(d))
+    with pytest.raises(ValueError, match=r"plain\.yaml: not a SmartCash model YAML"):
+        resolve_model_yaml(plain)
+    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d["backbone"][0][3][1] = [8, 16, 64]
+    with pytest.raises(ValueError, match="no feature map at stride"):
+        SmartCashDetectionModel(d, verbose=False)
+
+
+def test_imagenet_normalisation_inside_backbone():
+    backbone = TimmBackbone("efficientnet_b4")
+    backbone.eval()
+    x = torch.rand(1, 3, 64, 64)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours, direct = backbone(x), backbone.body((x - mean) / std)
+    for a, b in zip(ours, direct, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_pretrained_backbone_from_local_file(tmp_path, caplog):
+    classifier = timm.create_model("efficientnet_b4", pretrained=False)
+    torch.nn.init.normal_(classifier.conv_stem.weight)
+    weights = tmp_path / "effb4_imagenet.pth"
+    torch.save({"state_dict": classifier.state_dict()}, weights)  # a full classifier, wrapped: head keys ignored
+    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d["smartcash"]["backbone_weights"] = str(weights)
+    model = SmartCashDetectionModel(d, nc=17, verbose=False)
+    torch.testing.assert_close(model.model[0].body.conv_stem.weight, classifier.conv_stem.weight)
+
+    d["smartcash"]["backbone_weights"] = str(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
+        SmartCashDetectionModel(d, verbose=False)
+    torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    d["smartcash"]["backbone_weights"] = str(tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no tensor matching timm 'efficientnet_b4'"):
+        SmartCashDetectionModel(d, verbose=False)
+
+
+def test_random_init_is_announced_once(caplog):
+    from smartcash_ultra import model as model_module
+
+    model_module._announced_random_init.discard("efficientnet_b4")
+    with caplog.at_level(logging.INFO, logger="ultralytics"):
+        for _ in range(2):
+            SmartCashDetectionModel(EFFB4_YAML, verbose=False)
+    assert caplog.text.count("TimmBackbone 'efficientnet_b4': random init") == 1
