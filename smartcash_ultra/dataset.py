@@ -1,0 +1,237 @@
+"""``SmartCashDataset``: SmartCash ``.npy`` arrays (and ordinary images) fed to Ultralytics' YOLO pipeline unchanged.
+
+Arrays are converted to uint8 BGR when loaded, so Mosaic, HSV, flips, perspective and LetterBox run exactly as on
+JPEGs, and validation sees the unaugmented array. Three stock behaviours are replaced because they would touch a
+user's files: image discovery (it ignores ``.npy``), verification (PIL, which rewrites "corrupt" JPEGs in place) and
+the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array, which stock code deletes on error).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from ultralytics.data import YOLODataset
+from ultralytics.data.utils import FORMATS_HELP_MSG, IMG_FORMATS, check_file_speeds, exif_size, get_split_fraction
+from ultralytics.utils import colorstr
+
+from smartcash_ultra.arrays import ArrayFormatError, is_array_file, load_bgr_uint8, open_array
+
+IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
+CACHE_DIRNAME = ".smartcash_cache"
+"""Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it."""
+VERIFIER_VERSION = "smartcash-1"
+"""Part of the label-cache hash: caches written by stock verification are rebuilt with ours."""
+
+
+class SmartCashDataset(YOLODataset):
+    """YOLO dataset over SmartCash ``pre_*``/``aug_*`` arrays, with labels in the sibling ``labels/`` folder.
+
+    The data YAML may set ``channel_order: BGR`` for trees written by the old SmartCash augmentation (default RGB).
+    """
+
+    def __init__(self, *args, data: dict, **kwargs):
+        """Initialise like ``YOLODataset``; ``data['channel_order']`` declares the arrays' channel order."""
+        self.channel_order = str(data.get("channel_order", "RGB")).upper()
+        if self.channel_order not in {"RGB", "BGR"}:
+            raise ValueError(f"data YAML 'channel_order' must be RGB or BGR, got {data.get('channel_order')!r}")
+        super().__init__(*args, data=data, **kwargs)
+
+    # Discovery -------------------------------------------------------------------------------------------------------
+    def get_img_files(self, img_path: str | list[str]) -> list[str]:
+        """Return the image and ``.npy`` files under ``img_path`` (folders, list files or lists of either), sorted."""
+        files = []
+        for p in img_path if isinstance(img_path, list) else [img_path]:
+            p = Path(p)
+            if p.is_dir():
+                files += glob.glob(str(Path(glob.escape(str(p))) / "**" / "*.*"), recursive=True)
+            elif p.is_file():
+                parent = str(p.parent) + os.sep
+                lines = p.read_text(encoding="utf-8-sig").strip().splitlines()
+                files += [x.replace("./", parent, 1) if x.startswith("./") else x for x in lines]
+            else:
+                raise FileNotFoundError(f"{self.prefix}image path {p} does not exist")
+        im_files = sorted(f.replace("/", os.sep) for f in files if f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES)
+        if not im_files:
+            raise FileNotFoundError(f"{self.prefix}no .npy arrays or images found in {img_path}. {FORMATS_HELP_MSG}")
+        count = self.fraction if isinstance(self.fraction, int) else max(1, round(len(im_files) * self.fraction))
+        im_files = im_files[:count]
+        check_file_speeds(im_files, prefix=self.prefix)
+        return im_files
+
+    @property
+    def npy_files(self) -> list[Path]:
+        """Ultralytics' per-image disk-cache paths, kept in :data:`CACHE_DIRNAME`, never on a user's file."""
+        return self._npy_files
+
+    @npy_files.setter
+    def npy_files(self, files: list[Path]) -> None:
+        self._npy_files = [_cache_path(Path(f)) for f in files]
+
+    # Verification ----------------------------------------------------------------------------------------------------
+    def verify_args(self) -> tuple:
+        """Verify with :func:`verify_sample` (arrays by header, images by PIL; nothing rewritten)."""
+        num_cls = len(self.data["names"])
+        return verify_sample, zip(self.im_files, self.label_files, repeat(self.prefix), repeat(num_cls))
+
+    def get_cache_hash(self) -> str:
+        """Tie the label cache to this verifier too, so a cache built by stock verification is not trusted."""
+        return f"{super().get_cache_hash()}-{VERIFIER_VERSION}"
+
+    # Loading ---------------------------------------------------------------------------------------------------------
+    def load_image(self, i: int, rect_mode: bool = True, resize_short: bool = False):
+        """Load image ``i`` as uint8 BGR resized for ``imgsz``; arrays take the SmartCash path, images the stock one."""
+        if self.ims[i] is not None or not is_array_file(self.im_files[i]):
+            return super().load_image(i, rect_mode, resize_short)
+        if self.cache == "disk" and self.npy_files[i].exists():
+            im = np.load(self.npy_files[i], allow_pickle=False)
+        else:
+            im = load_bgr_uint8(self.im_files[i], self.channel_order)
+        h0, w0 = im.shape[:2]
+        im = _resize(im, self.imgsz, rect_mode, resize_short)
+        if self.augment and self.cache != "ram":  # keep recent images for Mosaic, as BaseDataset.load_image does
+            self.ims[i], self.im_hw0[i], self.im_hw[i] = im, (h0, w0), im.shape[:2]
+            self.buffer.append(i)
+            if 1 < len(self.buffer) >= self.max_buffer_length:
+                j = self.buffer.pop(0)
+                self.ims[j], self.im_hw0[j], self.im_hw[j] = None, None, None
+        return im, (h0, w0), im.shape[:2]
+
+    def cache_images_to_disk(self, i: int) -> None:
+        """Write image ``i`` as uint8 BGR into the cache folder (atomically); the source is only read."""
+        f = self.npy_files[i]
+        if f.exists() and f.stat().st_mtime >= Path(self.im_files[i]).stat().st_mtime:
+            return
+        im_file = self.im_files[i]
+        im = load_bgr_uint8(im_file, self.channel_order) if is_array_file(im_file) else cv2.imread(im_file)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, im, allow_pickle=False)
+        os.replace(tmp, f)
+
+
+def build_smartcash_dataset(
+    cfg, img_path: str, batch: int, data: dict, mode: str = "train", rect: bool = False, stride: int = 32
+) -> SmartCashDataset:
+    """Build a :class:`SmartCashDataset` from the arguments ``build_yolo_dataset`` gives ``YOLODataset``."""
+    return SmartCashDataset(
+        img_path=img_path,
+        imgsz=cfg.imgsz,
+        batch_size=batch,
+        augment=mode == "train",
+        hyp=cfg,
+        rect=cfg.rect or rect,
+        cache=cfg.cache or None,
+        single_cls=cfg.single_cls or False,
+        stride=stride,
+        pad=0.0 if mode == "train" else 0.5,
+        prefix=colorstr(f"{mode}: "),
+        task=cfg.task,
+        classes=cfg.classes,
+        data=data,
+        fraction=get_split_fraction(cfg.fraction, "train" if mode == "train" else cfg.split),
+    )
+
+
+def verify_sample(args: tuple) -> list[Any]:
+    """Verify one image/array and its label file without modifying either.
+
+    Returns the tuple ``ultralytics.data.utils.verify_image_label`` returns (so ``YOLODataset.result_to_label`` reads
+    it unchanged): ``(im_file, labels, shape, segments, keypoints, missing, found, empty, corrupt, message)``.
+    """
+    im_file, lb_file, prefix, num_cls = args
+    nm = nf = ne = 0
+    msg = ""
+    try:
+        shape = _image_shape(im_file)
+        if os.path.isfile(lb_file):
+            nf = 1
+            lb, msg = _read_labels(lb_file, num_cls)
+            msg = f"{prefix}{im_file}: {msg}" if msg else ""
+            ne = int(len(lb) == 0)
+        else:
+            nm = 1
+            lb = np.zeros((0, 5), dtype=np.float32)
+        return [im_file, lb, shape, [], None, nm, nf, ne, 0, msg]
+    except (OSError, ValueError, SyntaxError) as e:  # SyntaxError: PIL's "not an image file"
+        problem = e.problem if isinstance(e, ArrayFormatError) else e
+        return [
+            None,
+            None,
+            None,
+            None,
+            None,
+            nm,
+            nf,
+            ne,
+            1,
+            f"{prefix}{im_file}: ignoring corrupt image/label: {problem}",
+        ]
+
+
+def _image_shape(im_file: str) -> tuple[int, int]:
+    """Return (h, w) of an array (header only) or image (PIL verify, no repair)."""
+    if is_array_file(im_file):
+        return open_array(im_file).shape[:2]
+    with Image.open(im_file) as im:
+        im.verify()
+        w, h = exif_size(im)
+    if min(h, w) < 10:
+        raise ValueError(f"image size {(h, w)} is smaller than 10 pixels")
+    return h, w
+
+
+def _read_labels(lb_file: str, num_cls: int) -> tuple[np.ndarray, str]:
+    """Parse a YOLO detection label file into an (n, 5) float32 array; duplicate rows are dropped and reported."""
+    with open(lb_file, encoding="utf-8-sig") as f:
+        rows = [line.split() for line in f.read().strip().splitlines() if line.strip()]
+    if not rows:
+        return np.zeros((0, 5), dtype=np.float32), ""
+    if any(len(r) != 5 for r in rows):
+        bad = next(i for i, r in enumerate(rows, 1) if len(r) != 5)
+        raise ValueError(f"label line {bad} has {len(rows[bad - 1])} fields, expected 5 (cls xc yc w h)")
+    lb = np.array(rows, dtype=np.float32)
+    if not np.isfinite(lb).all():
+        raise ValueError("labels contain NaN or inf")
+    cls = lb[:, 0]
+    if (cls % 1 != 0).any() or cls.min() < 0 or cls.max() >= num_cls:
+        raise ValueError(f"class ids {sorted(set(cls.tolist()))} outside 0-{num_cls - 1} (nc={num_cls})")
+    if lb[:, 1:].min() < 0 or lb[:, 1:].max() > 1.0 + 1e-6:
+        raise ValueError("box coordinates outside 0..1 (labels must be normalised xywh)")
+    _, keep = np.unique(lb, axis=0, return_index=True)
+    if len(keep) < len(lb):
+        return lb[np.sort(keep)], f"{len(lb) - len(keep)} duplicate labels removed"
+    return lb, ""
+
+
+def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resize_short: bool) -> np.ndarray:
+    """Resize like ``BaseDataset.load_image``: long (or short) side to ``imgsz`` keeping aspect, else stretch."""
+    h0, w0 = im.shape[:2]
+    shape = tuple(imgsz) if isinstance(imgsz, (tuple, list)) else (imgsz, imgsz)
+    size = max(shape)
+    if not rect_mode:
+        return im if (h0, w0) == shape else cv2.resize(im, shape[::-1], interpolation=cv2.INTER_LINEAR)
+    r = size / (min(h0, w0) if resize_short else max(h0, w0))
+    if r == 1:
+        return im
+    if resize_short:
+        w, h = (math.ceil(w0 * r), size) if h0 < w0 else (size, math.ceil(h0 * r))
+    else:
+        w, h = min(math.ceil(w0 * r), size), min(math.ceil(h0 * r), size)
+    return cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _cache_path(im_file: Path) -> Path:
+    """Disk-cache file of an image: ``<split>/.smartcash_cache/<path below split>.npy``, never the source itself."""
+    parts = im_file.parts
+    if "images" in parts:
+        k = len(parts) - 1 - parts[::-1].index("images")  # the last 'images' folder, as Ultralytics' label paths use
+        return Path(*parts[:k], CACHE_DIRNAME, *parts[k:]).with_suffix(".npy")
+    return im_file.parent / CACHE_DIRNAME / (im_file.name + ".npy")

@@ -1,0 +1,224 @@
+"""SmartCashDataset: arrays become what the Ultralytics pipeline expects, labels stay aligned, user files intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import tree_digest, write_data_yaml
+from ultralytics.cfg import get_cfg
+from ultralytics.data.utils import check_det_dataset
+
+from smartcash_ultra.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
+
+GREY = 114 / 255
+NAMES = {0: "001", 1: "002"}
+
+
+def red_box_array(size: int, box: tuple[int, int, int, int], dtype=np.float32, order: str = "RGB") -> np.ndarray:
+    """A letterbox-grey square array with one pure red rectangle (x1, y1, x2, y2)."""
+    arr = np.full((size, size, 3), GREY, dtype=np.float32)
+    x1, y1, x2, y2 = box
+    arr[y1:y2, x1:x2] = (1.0, 0.0, 0.0) if order == "RGB" else (0.0, 0.0, 1.0)
+    if dtype == np.uint8:
+        return (arr * 255).round().astype(np.uint8)
+    return arr.astype(dtype)
+
+
+def label_line(cls: int, box: tuple[int, int, int, int], size: int) -> str:
+    x1, y1, x2, y2 = box
+    return (
+        f"{cls} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} {(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}\n"
+    )
+
+
+def make_tree(root: Path, n: int = 6, size: int = 64, **array_kwargs) -> Path:
+    """train/valid trees of red-box arrays named like SmartCash files; returns the data YAML."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for i in range(n):
+            w, h = rng.integers(size // 5, size // 2, 2)
+            x1, y1 = rng.integers(0, size - w), rng.integers(0, size - h)
+            box = (int(x1), int(y1), int(x1 + w), int(y1 + h))
+            stem = f"pre_rp_001000_{i:08d}-0000-4000-8000-000000000000" if i % 2 else f"aug_001000_{i:08d}_001"
+            np.save(root / split / "images" / f"{stem}.npy", red_box_array(size, box, **array_kwargs))
+            (root / split / "labels" / f"{stem}.txt").write_text(label_line(0, box, size))
+    return write_data_yaml(root, NAMES)
+
+
+def build(data_yaml: Path, mode: str = "val", imgsz: int = 64, **overrides) -> SmartCashDataset:
+    data = check_det_dataset(str(data_yaml))
+    cfg = get_cfg(overrides={"imgsz": imgsz, "task": "detect", **overrides})
+    return build_smartcash_dataset(cfg, data["train" if mode == "train" else "val"], 4, data, mode=mode)
+
+
+def box_pixels(item: dict) -> list[np.ndarray]:
+    """RGB pixels inside each labelled box of a dataset item (2-px inset against interpolation at edges)."""
+    img = item["img"].numpy().transpose(1, 2, 0)  # CHW RGB uint8 -> HWC
+    h, w = img.shape[:2]
+    out = []
+    for xc, yc, bw, bh in item["bboxes"].numpy():
+        x1, x2 = int((xc - bw / 2) * w) + 2, int((xc + bw / 2) * w) - 2
+        y1, y2 = int((yc - bh / 2) * h) + 2, int((yc + bh / 2) * h) - 2
+        if x2 > x1 and y2 > y1:
+            out.append(img[y1:y2, x1:x2].reshape(-1, 3))
+    return out
+
+
+def test_items_have_pipeline_dtype_shape_channel_order_and_aligned_labels(tmp_path):
+    data_yaml = make_tree(tmp_path)
+    ds = build(data_yaml)
+    assert len(ds) == 6
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["img"].dtype == np.uint8 or str(item["img"].dtype) == "torch.uint8"
+        assert tuple(item["img"].shape) == (3, 64, 64)
+        label = np.loadtxt(Path(item["im_file"].replace("images", "labels")).with_suffix(".txt"), ndmin=2)
+        np.testing.assert_allclose(item["bboxes"].numpy(), label[:, 1:], atol=1e-5)
+        (pixels,) = box_pixels(item)
+        assert pixels[:, 0].min() >= 250 and pixels[:, 1:].max() <= 5  # pure red in RGB order, not blue
+
+
+def test_known_boxes_survive_training_augmentation(tmp_path):
+    data_yaml = make_tree(tmp_path, n=8)
+    ds = build(
+        data_yaml,
+        mode="train",
+        mosaic=1.0,
+        fliplr=0.5,
+        flipud=0.5,
+        degrees=0.0,
+        translate=0.1,
+        scale=0.3,
+        hsv_h=0.0,
+        hsv_s=0.0,
+        hsv_v=0.0,
+    )
+    checked = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        assert tuple(item["img"].shape) == (3, 64, 64)
+        for pixels in box_pixels(item):
+            red = (pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)
+            assert red.mean() > 0.9, f"box of item {i} is not on the red rectangle"
+            checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize(("dtype", "order"), [(np.float16, "RGB"), (np.uint8, "RGB"), (np.float32, "BGR")])
+def test_other_valid_dtypes_and_declared_bgr_order(tmp_path, dtype, order):
+    make_tree(tmp_path, dtype=dtype, order=order)
+    data_yaml = write_data_yaml(tmp_path, NAMES, channel_order=order)
+    ds = build(data_yaml)
+    (pixels,) = box_pixels(ds[0])
+    assert pixels[:, 0].min() >= 250 and pixels[:, 1:].max() <= 5
+
+
+def test_invalid_channel_order_is_a_clear_error(tmp_path):
+    make_tree(tmp_path)
+    with pytest.raises(ValueError, match="channel_order' must be RGB or BGR"):
+        build(write_data_yaml(tmp_path, NAMES, channel_order="RBG"))
+
+
+def test_ordinary_images_in_the_same_tree(tmp_path):
+    data_yaml = make_tree(tmp_path)
+    box = (10, 20, 40, 50)
+    bgr = (red_box_array(64, box, dtype=np.uint8))[..., ::-1]
+    cv2.imwrite(str(tmp_path / "valid/images/photo.png"), bgr)
+    (tmp_path / "valid/labels/photo.txt").write_text(label_line(1, box, 64))
+    ds = build(data_yaml)
+    assert len(ds) == 7
+    i = next(k for k, f in enumerate(ds.im_files) if f.endswith("photo.png"))
+    item = ds[i]
+    assert item["cls"].flatten().tolist() == [1.0]
+    (pixels,) = box_pixels(item)
+    assert pixels[:, 0].min() >= 250 and pixels[:, 1:].max() <= 5
+
+
+def test_bad_files_are_skipped_named_and_never_touched(tmp_path):
+    data_yaml = make_tree(tmp_path)
+    images, labels = tmp_path / "train/images", tmp_path / "train/labels"
+    good = next(images.glob("pre_*.npy"))
+    (images / "pre_rp_002000_truncated.npy").write_bytes(good.read_bytes()[:300])
+    (labels / "pre_rp_002000_truncated.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    np.save(images / "pre_rp_002000_object.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    np.save(images / "pre_rp_002000_gray.npy", np.zeros((64, 64), np.float32))
+    np.save(images / "pre_rp_002000_badclass.npy", red_box_array(64, (1, 1, 9, 9)))
+    (labels / "pre_rp_002000_badclass.txt").write_text("7 0.5 0.5 0.2 0.2\n")
+    np.save(images / "pre_rp_002000_nolabel.npy", red_box_array(64, (1, 1, 9, 9)))
+    (images / "notes.meta.json").write_text("{}")  # sidecars are not images
+    before = tree_digest(tmp_path)
+
+    ds = build(data_yaml, mode="train", cache="disk")
+    for i in range(len(ds)):
+        ds[i]
+    ds_ram = build(data_yaml, mode="train", cache="ram")
+    ds_ram[0]
+
+    after = tree_digest(tmp_path)
+    assert {k: after.get(k) for k in before} == before  # no byte of the user's tree changed, nothing deleted
+    assert all(CACHE_DIRNAME in Path(k).parts for k in after.keys() - before.keys())  # only the cache was added
+    names = {Path(f).name for f in ds.im_files}
+    assert "pre_rp_002000_nolabel.npy" in names  # a missing label file is a background image
+    assert not names & {
+        "pre_rp_002000_truncated.npy",
+        "pre_rp_002000_object.npy",
+        "pre_rp_002000_gray.npy",
+        "pre_rp_002000_badclass.npy",
+    }
+    assert len(ds) == 7
+    # the stock '<image>.npy' cache never points at a user's file
+    for im_file, cache_file in zip(ds.im_files, ds.npy_files, strict=True):
+        assert CACHE_DIRNAME in cache_file.parts and Path(im_file) != cache_file
+    assert all(f.exists() for f in ds.npy_files)
+    np.testing.assert_array_equal(
+        np.load(ds.npy_files[0]),
+        cv2.cvtColor((np.load(ds.im_files[0]) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR),
+    )
+
+
+def test_verification_reports_each_problem_with_the_file_name(tmp_path):
+    arr = tmp_path / "a.npy"
+    np.save(arr, red_box_array(32, (1, 1, 9, 9)))
+    lb = tmp_path / "a.txt"
+    cases = {
+        "0 0.5 0.5 0.2\n": "has 4 fields",
+        "3 0.5 0.5 0.2 0.2\n": "outside 0-1",
+        "0 0.5 1.5 0.2 0.2\n": "outside 0..1",
+        "0 nan 0.5 0.2 0.2\n": "NaN or inf",
+    }
+    for text, problem in cases.items():
+        lb.write_text(text)
+        result = verify_sample((str(arr), str(lb), "", 2))
+        assert result[0] is None and result[8] == 1
+        assert str(arr) in result[9] and problem in result[9]
+    lb.write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
+    result = verify_sample((str(arr), str(lb), "", 2))
+    assert len(result[1]) == 1 and "1 duplicate labels removed" in result[9]
+    lb.write_text("")
+    assert verify_sample((str(arr), str(lb), "", 2))[7] == 1  # empty label file: counted as empty
+
+
+def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):
+    arr = tmp_path / "a.npy"
+    np.save(arr, red_box_array(32, (1, 1, 9, 9)))
+    import smartcash_ultra.dataset as dataset_module
+
+    monkeypatch.setattr(dataset_module.Image, "open", lambda *a, **k: pytest.fail("PIL opened an array"))
+    result = verify_sample((str(arr), str(tmp_path / "none.txt"), "", 2))
+    assert result[2] == (32, 32) and result[5] == 1  # shape from the header; label missing
+
+
+def test_empty_or_wrong_image_path_names_the_path(tmp_path):
+    (tmp_path / "train/images").mkdir(parents=True)
+    (tmp_path / "valid/images").mkdir(parents=True)
+    data = {"names": NAMES, "nc": 2, "channels": 3}
+    cfg = get_cfg(overrides={"imgsz": 64})
+    with pytest.raises(FileNotFoundError, match="no .npy arrays or images found in .*train/images"):
+        build_smartcash_dataset(cfg, str(tmp_path / "train/images"), 4, data)
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        build_smartcash_dataset(cfg, str(tmp_path / "nowhere"), 4, data)
