@@ -1,0 +1,89 @@
+"""``SmartCashPredictor``: Ultralytics' detection predictor that also reads SmartCash ``.npy`` arrays.
+
+Sources that are ``.npy`` files (or folders/lists of them) or float arrays in 0..1 are converted to uint8 BGR, the
+format of ``cv2.imread``, and keep their file names in results. Everything else goes to Ultralytics unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ultralytics.data.loaders import LoadPilAndNumpy, SourceTypes
+from ultralytics.models.yolo.detect import DetectionPredictor
+
+from smartcash_ultra.arrays import is_array_file, load_bgr_uint8, to_bgr_uint8
+
+
+class SmartCashPredictor(DetectionPredictor):
+    """Detection predictor accepting SmartCash arrays as well as every stock Ultralytics source."""
+
+    channel_order = "RGB"
+    """Channel order of array sources (SmartCash writes RGB)."""
+
+    def setup_source(self, source, stride: int | None = None):
+        """Wrap array sources in an :class:`ArraySource`; pass any other source through."""
+        arrays = array_source(source, batch=max(int(self.args.batch), 1), channel_order=self.channel_order)
+        return super().setup_source(arrays if arrays is not None else source, stride)
+
+
+class ArraySource(LoadPilAndNumpy):
+    """Batches of SmartCash arrays read lazily from files (or given in memory), named by their file paths.
+
+    A ``LoadPilAndNumpy`` subclass, so Ultralytics takes it as a ready loader.
+    """
+
+    source_type = SourceTypes(from_img=True)
+
+    def __init__(self, items: list[str | np.ndarray], batch: int = 1, channel_order: str = "RGB"):
+        """``items``: ``.npy`` paths or in-memory HWC arrays (float 0..1 or uint8), converted when their batch loads."""
+        self.items, self.bs, self.channel_order = items, batch, channel_order
+        self.paths = [str(x) if isinstance(x, (str, Path)) else f"array{i}.npy" for i, x in enumerate(items)]
+        self.mode, self.count = "image", 0
+
+    def __len__(self) -> int:
+        """Return the number of arrays."""
+        return len(self.items)
+
+    def __iter__(self):
+        """Restart from the first batch."""
+        self.count = 0
+        return self
+
+    def __next__(self) -> tuple[list[str], list[np.ndarray], list[str]]:
+        """Return the next (paths, uint8 BGR images, info strings) batch."""
+        if self.count >= len(self.items):
+            raise StopIteration
+        i, self.count = self.count, min(self.count + self.bs, len(self.items))
+        ims = [self._convert(x) for x in self.items[i : self.count]]
+        return self.paths[i : self.count], ims, [""] * len(ims)
+
+    def _convert(self, item: str | np.ndarray) -> np.ndarray:
+        if isinstance(item, np.ndarray):
+            if item.ndim != 3 or item.shape[2] != 3:
+                raise ValueError(f"array source has shape {item.shape}, expected (H, W, 3)")
+            return to_bgr_uint8(item, self.channel_order)
+        return load_bgr_uint8(item, self.channel_order)
+
+
+def array_source(source, batch: int = 1, channel_order: str = "RGB") -> ArraySource | None:
+    """Return an :class:`ArraySource` when ``source`` is SmartCash arrays, else None.
+
+    Arrays are: a ``.npy`` path, a folder holding ``.npy`` files, a list of ``.npy`` paths, or a float HWC array (or
+    list of them) with values in 0..1. A uint8 array stays a stock (BGR) source.
+    """
+    items = source if isinstance(source, (list, tuple)) else [source]
+    if not items:
+        return None
+    if all(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in items):
+        return ArraySource(list(items), batch, channel_order)
+    if all(isinstance(x, (str, Path)) for x in items):
+        if len(items) == 1 and Path(items[0]).is_dir():
+            files = sorted(str(p) for p in Path(items[0]).rglob("*.npy"))
+            return ArraySource(files, batch, channel_order) if files else None
+        if all(is_array_file(x) for x in items):
+            for x in items:
+                if not Path(x).is_file():
+                    raise FileNotFoundError(f"array source {x} does not exist")
+            return ArraySource([str(x) for x in items], batch, channel_order)
+    return None

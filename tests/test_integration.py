@@ -1,0 +1,83 @@
+"""The one Ultralytics seam the plugin patches, and the interpreter-start hook that installs it.
+
+These tests fail if an Ultralytics upgrade moves the seam: YOLO.task_map as a property consulted by
+Model._smart_load, Model._new setting self.cfg before building, and parse_model resolving layer names
+from the globals of ultralytics.nn.tasks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from conftest import CSP_N_YAML, EFFB4_YAML, run_python
+from ultralytics import YOLO
+from ultralytics.engine.model import Model
+from ultralytics.models.yolo import detect
+from ultralytics.nn import tasks
+
+import smartcash_ultra  # noqa: F401  (importing the package installs the patch, as the start-up hook does)
+from smartcash_ultra.integration import install
+from smartcash_ultra.model import SmartCashDetectionModel
+from smartcash_ultra.predictor import SmartCashPredictor
+from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.validator import SmartCashValidator
+
+
+def test_ultralytics_seams_are_where_the_plugin_expects_them():
+    assert isinstance(inspect.getattr_static(YOLO, "task_map"), property)
+    assert "self.task_map[self.task][key]" in inspect.getsource(Model._smart_load)
+    new = inspect.getsource(Model._new)
+    assert new.index("self.cfg = cfg") < new.index('self._smart_load("model")')
+    assert "globals()[m]" in inspect.getsource(tasks.parse_model)
+    assert "Index" in inspect.getsource(tasks.parse_model)  # channel count as Index's first argument
+
+
+def test_smartcash_yaml_routes_to_smartcash_classes():
+    model = YOLO(CSP_N_YAML)
+    assert isinstance(model.model, SmartCashDetectionModel)
+    assert model.task == "detect"
+    assert model.task_map["detect"] == {
+        "model": SmartCashDetectionModel,
+        "trainer": SmartCashTrainer,
+        "validator": SmartCashValidator,
+        "predictor": SmartCashPredictor,
+    }
+
+
+def test_stock_models_keep_stock_classes():
+    model = YOLO("yolov8n.yaml")
+    assert type(model.model) is tasks.DetectionModel
+    assert model.task_map["detect"] == {
+        "model": tasks.DetectionModel,
+        "trainer": detect.DetectionTrainer,
+        "validator": detect.DetectionValidator,
+        "predictor": detect.DetectionPredictor,
+    }
+
+
+def test_install_is_idempotent():
+    patched = YOLO.task_map.fget
+    install()
+    install()
+    assert YOLO.task_map.fget is patched
+    assert not getattr(patched.__wrapped__, "smartcash", False)  # wraps the stock property exactly once
+
+
+def test_startup_hook_patches_lazily_and_can_be_switched_off():
+    probe = (
+        "import json, sys; start = {'torch': 'torch' in sys.modules, 'ultralytics': 'ultralytics' in sys.modules}; "
+        "from ultralytics import YOLO; "
+        f"m = YOLO({str(EFFB4_YAML)!r}); "
+        "print(json.dumps({**start, 'patched': getattr(YOLO.task_map.fget, 'smartcash', False), "
+        "'model': type(m.model).__name__}))"
+    )
+    on = json.loads(run_python(probe).stdout.strip().splitlines()[-1])
+    assert on == {"torch": False, "ultralytics": False, "patched": True, "model": "SmartCashDetectionModel"}
+    off = run_python(probe, env={"SMARTCASH_ULTRA_DISABLE": "1"})
+    assert "KeyError: 'TimmBackbone'" in off.stderr  # without the plugin Ultralytics cannot build the YAML
+    stock = run_python(
+        "from ultralytics import YOLO; print(getattr(YOLO.task_map.fget, 'smartcash', False))",
+        env={"SMARTCASH_ULTRA_DISABLE": "1"},
+    )
+    assert stock.stdout.strip().splitlines()[-1] == "False"

@@ -1,0 +1,153 @@
+"""Real training on tiny generated SmartCash data: Python API and `yolo` CLI, checkpoint round trip, ONNX export."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import CSP_N_YAML, EFFB4_YAML, ROOT, run_python, run_yolo
+
+from smartcash_ultra.classes import NAMES
+from smartcash_ultra.trainer import SmartCashTrainer
+
+IMGSZ = 64
+BACKBONES = {"effb4": EFFB4_YAML, "cspdarknet": CSP_N_YAML}
+FAST = {"imgsz": IMGSZ, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
+
+
+@pytest.fixture(scope="module", params=list(BACKBONES))
+def trained(request, tiny_data, tmp_path_factory):
+    """One real 1-epoch SmartCashTrainer run per backbone, from the shipped training cfg."""
+    project = tmp_path_factory.mktemp(f"runs_{request.param}")
+    cfg = ROOT / f"cfg/smartcash_{'effb4' if request.param == 'effb4' else 'cspdarknet'}.yaml"
+    trainer = SmartCashTrainer(
+        cfg,
+        overrides={"model": str(BACKBONES[request.param]), "data": str(tiny_data), "epochs": 1, **FAST,
+                   "project": str(project), "name": request.param},
+    )
+    result = trainer.train()
+    return request.param, trainer, result
+
+
+def read_results_csv(save_dir: Path) -> list[dict[str, str]]:
+    with open(save_dir / "results.csv", newline="") as f:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_train_returns_metrics_with_map75_and_per_class_ap(trained):
+    name, trainer, result = trained
+    assert result.best == result.save_dir / "weights/best.pt" and result.best.is_file()
+    assert result.last.is_file()
+    for key in ("metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)", "AP50(B)/001", "AP50-95(B)/l3_thread"):
+        assert key in result.metrics
+    assert trainer.metrics.keys() == result.metrics.keys()
+    assert len([k for k in result.metrics if k.startswith("AP50(B)/")]) == 17
+    rows = read_results_csv(result.save_dir)
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    for key in ("metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)", "AP50(B)/001"):
+        assert key in rows[0]
+    # one epoch: best.pt is that epoch's weights, so its final validation equals the epoch's row
+    for key in ("metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)"):
+        assert float(rows[0][key]) == pytest.approx(result.metrics[key], abs=1e-5)
+    args = yaml.safe_load((result.save_dir / "args.yaml").read_text())
+    assert args["optimizer"] == "Adam" and args["lr0"] == 0.001 and args["epochs"] == 1  # cfg, then overrides
+
+
+def test_checkpoint_reloads_in_a_fresh_process_and_predicts_arrays_and_images(trained, tiny_data, tiny_jpeg_data):
+    name, _, result = trained
+    npy = sorted((tiny_data.parent / "valid/images").glob("*.npy"))[0]
+    jpg = tiny_jpeg_data.parent / "valid/images" / f"{npy.stem}.jpg"
+    code = f"""
+import json, numpy as np, cv2
+from ultralytics import YOLO
+m = YOLO({str(result.best)!r})
+kw = dict(imgsz={IMGSZ}, conf=0.001, verbose=False)
+by_path = m.predict({str(npy)!r}, **kw)[0]
+by_array = m.predict(np.load({str(npy)!r}), **kw)[0]
+by_bgr = m.predict(cv2.cvtColor((np.load({str(npy)!r}) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR), **kw)[0]
+by_jpg = m.predict({str(jpg)!r}, **kw)[0]
+folder = m.predict({str(npy.parent)!r}, **kw)
+metrics = m.val(data={str(tiny_data)!r}, imgsz={IMGSZ}, batch=4, workers=0, plots=False, verbose=False)
+print(json.dumps(dict(
+    model=type(m.model).__name__, names=m.names, path=by_path.path, shape=list(by_path.orig_shape),
+    n=len(by_path.boxes), same_array=bool(np.allclose(by_path.boxes.data, by_array.boxes.data)),
+    same_bgr=bool(np.allclose(by_path.boxes.data, by_bgr.boxes.data)), jpg=list(by_jpg.orig_shape),
+    folder=[r.path for r in folder], map75=metrics.results_dict["metrics/mAP75(B)"],
+    map50=metrics.results_dict["metrics/mAP50(B)"])))
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["model"] == "SmartCashDetectionModel"
+    assert {int(k): v for k, v in out["names"].items()} == NAMES
+    assert out["path"] == str(npy) and out["shape"] == [96, 96]
+    assert out["same_array"] and out["same_bgr"]  # a path, a float RGB array and a uint8 BGR image agree
+    assert out["jpg"] == [96, 96]  # ordinary images still predict
+    assert out["folder"] == sorted(str(p) for p in npy.parent.glob("*.npy"))
+    assert out["map50"] == pytest.approx(result.metrics["metrics/mAP50(B)"], abs=1e-4)
+    assert out["map75"] == pytest.approx(result.metrics["metrics/mAP75(B)"], abs=1e-4)
+
+
+def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
+    ort = pytest.importorskip("onnxruntime")
+    from ultralytics import YOLO
+
+    _, _, result = trained
+    model = YOLO(result.best)
+    onnx_path = Path(model.export(format="onnx", imgsz=IMGSZ, simplify=False, verbose=False))
+    assert onnx_path.is_file()
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    net = model.model.float().eval()
+    with torch.no_grad():
+        expected = net(x)[0].numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+    npy = sorted((tiny_data.parent / "valid/images").glob("*.npy"))[0]
+    a = YOLO(result.best).predict(str(npy), imgsz=IMGSZ, conf=0.01, verbose=False)[0].boxes
+    b = YOLO(onnx_path, task="detect").predict(
+        (np.load(npy) * 255).round().astype(np.uint8)[..., ::-1], imgsz=IMGSZ, conf=0.01, verbose=False
+    )[0].boxes
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.xyxy.numpy(), b.xyxy.numpy(), atol=0.5)
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_data, tmp_path):
+    cfg = "cfg/smartcash_effb4.yaml" if backbone == "effb4" else "cfg/smartcash_cspdarknet.yaml"
+    extra = [] if backbone == "effb4" else [f"model={CSP_N_YAML}"]
+    proc = run_yolo("train", f"cfg={cfg}", *extra, f"data={tiny_data}", "epochs=1", f"imgsz={IMGSZ}", "batch=4",
+                    "workers=0", "plots=False", f"project={tmp_path}", "name=cli")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = tmp_path / "cli/weights/best.pt"
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    assert type(ckpt["model"]).__name__ == "SmartCashDetectionModel"
+    assert ckpt["model"].yaml["smartcash"] is not None
+    args = ckpt["train_args"]
+    assert (args["epochs"], args["imgsz"], args["optimizer"], args["data"]) == (1, IMGSZ, "Adam", str(tiny_data))
+    assert "mAP75" in proc.stdout + proc.stderr
+
+
+def test_stock_ultralytics_run_is_unaffected(tiny_jpeg_data, tmp_path):
+    """The same stock `yolo train` with the plugin installed and switched off gives identical results."""
+    outputs = {}
+    for label, env in (("plugin", {}), ("no_plugin", {"SMARTCASH_ULTRA_DISABLE": "1"})):
+        proc = run_yolo("train", "model=yolov8n.yaml", f"data={tiny_jpeg_data}", "epochs=1", f"imgsz={IMGSZ}",
+                        "batch=4", "workers=0", "plots=False", "seed=0", "deterministic=True",
+                        f"project={tmp_path}", f"name={label}", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ckpt = torch.load(tmp_path / label / "weights/last.pt", map_location="cpu", weights_only=False)
+        assert type(ckpt["model"]).__name__ == "DetectionModel"
+        rows = read_results_csv(tmp_path / label)
+        outputs[label] = (
+            {k: v for k, v in rows[0].items() if k != "time"},
+            {k: v for k, v in ckpt["train_args"].items() if k not in {"name", "save_dir"}},
+            "mAP75" in proc.stdout + proc.stderr,
+        )
+    assert outputs["plugin"] == outputs["no_plugin"]
+    assert outputs["plugin"][2] is False  # the stock table, not the SmartCash one
