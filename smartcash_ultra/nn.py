@@ -7,7 +7,9 @@ so any timm backbone name works from the model YAML.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -72,15 +74,23 @@ class TimmBackbone(nn.Module):
 
 def feature_indices(name: str, strides: tuple[int, ...]) -> tuple[int, ...]:
     """Return the timm ``out_indices`` of ``name`` whose reductions equal ``strides``."""
-    reductions = feature_info(name)["reduction"]
+    reductions = list(feature_info(name).reduction)
     missing = [s for s in strides if s not in reductions]
     if missing:
         raise ValueError(f"timm model '{name}' has no feature map at stride {missing}; it offers strides {reductions}")
     return tuple(reductions.index(s) for s in strides)
 
 
-def feature_info(name: str) -> dict[str, list[int]]:
-    """Return ``{'channels': [...], 'reduction': [...]}`` of every feature level of timm model ``name``.
+class FeatureInfo(NamedTuple):
+    """Channels and reduction (stride) of every feature level a timm model offers in ``features_only`` mode."""
+
+    channels: tuple[int, ...]
+    reduction: tuple[int, ...]
+
+
+@cache
+def feature_info(name: str) -> FeatureInfo:
+    """Return the :class:`FeatureInfo` of timm model ``name``.
 
     Built on the meta device, so it costs no memory or weight initialisation.
     """
@@ -90,7 +100,7 @@ def feature_info(name: str) -> dict[str, list[int]]:
         raise ValueError(f"'{name}' is not a timm model name (see timm.list_models())")
     with torch.device("meta"):
         info = timm.create_model(name, pretrained=False, features_only=True).feature_info
-    return {"channels": list(info.channels()), "reduction": list(info.reduction())}
+    return FeatureInfo(tuple(info.channels()), tuple(info.reduction()))
 
 
 def register_modules() -> None:

@@ -19,7 +19,7 @@ from ultralytics.utils import DEFAULT_CFG, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.dataset import build_smartcash_dataset
-from smartcash_ultra.model import SmartCashDetectionModel
+from smartcash_ultra.model import SECTION, SmartCashDetectionModel
 from smartcash_ultra.validator import SmartCashValidator
 
 
@@ -96,15 +96,18 @@ def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str,
         return {}
     if isinstance(cfg, SimpleNamespace):
         return dict(vars(cfg))
-    if isinstance(cfg, dict):
-        return dict(cfg)
-    path = Path(cfg)
-    if not path.is_file():
-        raise FileNotFoundError(f"training cfg {path} does not exist")
-    loaded = YAML.load(path)
-    if not isinstance(loaded, dict):
-        raise ValueError(f"training cfg {path} must be a YAML mapping of Ultralytics settings")
-    return {**loaded, "cfg": str(path)}
+    source, loaded = "training cfg", cfg
+    if not isinstance(cfg, dict):
+        source = path = Path(cfg)
+        if not path.is_file():
+            raise FileNotFoundError(f"training cfg {path} does not exist")
+        loaded = {**YAML.load(path), "cfg": str(path)}  # YAML.load names the file if it is no mapping
+    if SECTION in loaded:
+        raise ValueError(
+            f"{source}: '{SECTION}:' settings belong in the model YAML (Ultralytics rejects unknown keys in a "
+            "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
+        )
+    return dict(loaded)
 
 
 class AtomicPath(type(Path())):

@@ -89,7 +89,7 @@ def test_any_timm_backbone_from_yaml():
     d = yaml.safe_load(EFFB4_YAML.read_text())
     d["backbone"][0][3][0] = "resnet18"
     model = SmartCashDetectionModel(d, nc=3, verbose=False)
-    assert model.model[0].channels == [128, 256, 512] == feature_info("resnet18")["channels"][2:]
+    assert model.model[0].channels == [128, 256, 512] == list(feature_info("resnet18").channels[2:])
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
 
 

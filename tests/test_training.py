@@ -27,8 +27,14 @@ def trained(request, tiny_data, tmp_path_factory):
     cfg = ROOT / f"cfg/smartcash_{'effb4' if request.param == 'effb4' else 'cspdarknet'}.yaml"
     trainer = SmartCashTrainer(
         cfg,
-        overrides={"model": str(BACKBONES[request.param]), "data": str(tiny_data), "epochs": 1, **FAST,
-                   "project": str(project), "name": request.param},
+        overrides={
+            "model": str(BACKBONES[request.param]),
+            "data": str(tiny_data),
+            "epochs": 1,
+            **FAST,
+            "project": str(project),
+            "name": request.param,
+        },
     )
     result = trainer.train()
     return request.param, trainer, result
@@ -110,9 +116,11 @@ def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
     npy = sorted((tiny_data.parent / "valid/images").glob("*.npy"))[0]
     a = YOLO(result.best).predict(str(npy), imgsz=IMGSZ, conf=0.01, verbose=False)[0].boxes
-    b = YOLO(onnx_path, task="detect").predict(
-        (np.load(npy) * 255).round().astype(np.uint8)[..., ::-1], imgsz=IMGSZ, conf=0.01, verbose=False
-    )[0].boxes
+    b = (
+        YOLO(onnx_path, task="detect")
+        .predict((np.load(npy) * 255).round().astype(np.uint8)[..., ::-1], imgsz=IMGSZ, conf=0.01, verbose=False)[0]
+        .boxes
+    )
     assert len(a) == len(b)
     np.testing.assert_allclose(a.xyxy.numpy(), b.xyxy.numpy(), atol=0.5)
 
@@ -121,8 +129,19 @@ def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
 def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_data, tmp_path):
     cfg = "cfg/smartcash_effb4.yaml" if backbone == "effb4" else "cfg/smartcash_cspdarknet.yaml"
     extra = [] if backbone == "effb4" else [f"model={CSP_N_YAML}"]
-    proc = run_yolo("train", f"cfg={cfg}", *extra, f"data={tiny_data}", "epochs=1", f"imgsz={IMGSZ}", "batch=4",
-                    "workers=0", "plots=False", f"project={tmp_path}", "name=cli")
+    proc = run_yolo(
+        "train",
+        f"cfg={cfg}",
+        *extra,
+        f"data={tiny_data}",
+        "epochs=1",
+        f"imgsz={IMGSZ}",
+        "batch=4",
+        "workers=0",
+        "plots=False",
+        f"project={tmp_path}",
+        "name=cli",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = tmp_path / "cli/weights/best.pt"
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
@@ -137,9 +156,21 @@ def test_stock_ultralytics_run_is_unaffected(tiny_jpeg_data, tmp_path):
     """The same stock `yolo train` with the plugin installed and switched off gives identical results."""
     outputs = {}
     for label, env in (("plugin", {}), ("no_plugin", {"SMARTCASH_ULTRA_DISABLE": "1"})):
-        proc = run_yolo("train", "model=yolov8n.yaml", f"data={tiny_jpeg_data}", "epochs=1", f"imgsz={IMGSZ}",
-                        "batch=4", "workers=0", "plots=False", "seed=0", "deterministic=True",
-                        f"project={tmp_path}", f"name={label}", env=env)
+        proc = run_yolo(
+            "train",
+            "model=yolov8n.yaml",
+            f"data={tiny_jpeg_data}",
+            "epochs=1",
+            f"imgsz={IMGSZ}",
+            "batch=4",
+            "workers=0",
+            "plots=False",
+            "seed=0",
+            "deterministic=True",
+            f"project={tmp_path}",
+            f"name={label}",
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         ckpt = torch.load(tmp_path / label / "weights/last.pt", map_location="cpu", weights_only=False)
         assert type(ckpt["model"]).__name__ == "DetectionModel"
@@ -151,3 +182,16 @@ def test_stock_ultralytics_run_is_unaffected(tiny_jpeg_data, tmp_path):
         )
     assert outputs["plugin"] == outputs["no_plugin"]
     assert outputs["plugin"][2] is False  # the stock table, not the SmartCash one
+
+
+def test_training_cfg_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="training cfg .*missing.yaml does not exist"):
+        SmartCashTrainer(tmp_path / "missing.yaml")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- epochs\n- 3\n")
+    with pytest.raises(ValueError, match="list.yaml' is not a valid YAML mapping"):
+        SmartCashTrainer(listed)
+    misplaced = tmp_path / "misplaced.yaml"
+    misplaced.write_text("epochs: 3\nsmartcash:\n  backbone_weights: x.pth\n")
+    with pytest.raises(ValueError, match="misplaced.yaml: 'smartcash:' settings belong in the model YAML"):
+        SmartCashTrainer(misplaced)
