@@ -117,11 +117,15 @@ class AtomicPath(type(Path())):
     """
 
     def write_bytes(self, data: bytes) -> int:
-        """Write ``data`` atomically (same-folder temp file, fsync, ``os.replace``)."""
+        """Write ``data`` atomically (same-folder temp file, fsync, ``os.replace``); on failure the old file stays."""
         tmp = self.with_name(f".{self.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            n = f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self)
+        try:
+            with open(tmp, "wb") as f:
+                n = f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return n

@@ -13,7 +13,7 @@ import yaml
 from conftest import CSP_N_YAML, EFFB4_YAML, ROOT, run_python, run_yolo
 
 from smartcash_ultra.classes import NAMES
-from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.trainer import AtomicPath, SmartCashTrainer
 
 IMGSZ = 64
 BACKBONES = {"effb4": EFFB4_YAML, "cspdarknet": CSP_N_YAML}
@@ -49,6 +49,7 @@ def test_train_returns_metrics_with_map75_and_per_class_ap(trained):
     name, trainer, result = trained
     assert result.best == result.save_dir / "weights/best.pt" and result.best.is_file()
     assert result.last.is_file()
+    assert isinstance(trainer.last, AtomicPath) and isinstance(trainer.best, AtomicPath)
     for key in ("metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)", "AP50(B)/001", "AP50-95(B)/l3_thread"):
         assert key in result.metrics
     assert trainer.metrics.keys() == result.metrics.keys()
@@ -195,3 +196,17 @@ def test_training_cfg_errors_name_the_problem(tmp_path):
     misplaced.write_text("epochs: 3\nsmartcash:\n  backbone_weights: x.pth\n")
     with pytest.raises(ValueError, match="misplaced.yaml: 'smartcash:' settings belong in the model YAML"):
         SmartCashTrainer(misplaced)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    target = AtomicPath(tmp_path / "last.pt")
+    target.write_bytes(b"epoch 1")
+
+    def crash(fd):
+        raise OSError("killed mid-write")
+
+    monkeypatch.setattr("os.fsync", crash)
+    with pytest.raises(OSError, match="killed mid-write"):
+        target.write_bytes(b"epoch 2" * 1000)
+    assert target.read_bytes() == b"epoch 1"  # the previous checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # and no temp file is left behind
