@@ -21,6 +21,7 @@ from PIL import Image
 from ultralytics.data import YOLODataset
 from ultralytics.data.utils import FORMATS_HELP_MSG, IMG_FORMATS, check_file_speeds, exif_size, get_split_fraction
 from ultralytics.utils import colorstr
+from ultralytics.utils.patches import imread
 
 from smartcash_ultra.arrays import ArrayFormatError, is_array_file, load_bgr_uint8, open_array
 
@@ -110,7 +111,9 @@ class SmartCashDataset(YOLODataset):
         if f.exists() and f.stat().st_mtime >= Path(self.im_files[i]).stat().st_mtime:
             return
         im_file = self.im_files[i]
-        im = load_bgr_uint8(im_file, self.channel_order) if is_array_file(im_file) else cv2.imread(im_file)
+        im = load_bgr_uint8(im_file, self.channel_order) if is_array_file(im_file) else imread(im_file, self.cv2_flag)
+        if im is None:  # unreadable image: load_image raises with its name when the item is used
+            return
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, im, allow_pickle=False)
@@ -160,7 +163,7 @@ def verify_sample(args: tuple) -> list[Any]:
             nm = 1
             lb = np.zeros((0, 5), dtype=np.float32)
         return [im_file, lb, shape, [], None, nm, nf, ne, 0, msg]
-    except (OSError, ValueError, SyntaxError) as e:  # SyntaxError: PIL's "not an image file"
+    except Exception as e:  # one bad file must not stop the scan (PIL may even fail importing a HEIF plugin)
         problem = e.problem if isinstance(e, ArrayFormatError) else e
         return [
             None,

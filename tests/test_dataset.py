@@ -222,3 +222,20 @@ def test_empty_or_wrong_image_path_names_the_path(tmp_path):
         build_smartcash_dataset(cfg, str(tmp_path / "train/images"), 4, data)
     with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         build_smartcash_dataset(cfg, str(tmp_path / "nowhere"), 4, data)
+
+
+def test_disk_cache_of_ordinary_images_lives_in_the_cache_folder(tmp_path):
+    data_yaml = make_tree(tmp_path, n=2)
+    box = (10, 20, 40, 50)
+    cv2.imwrite(str(tmp_path / "train/images/photo.png"), red_box_array(64, box, dtype=np.uint8)[..., ::-1])
+    (tmp_path / "train/labels/photo.txt").write_text(label_line(1, box, 64))
+    (tmp_path / "train/images/broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    before = tree_digest(tmp_path)
+    ds = build(data_yaml, mode="train", cache="disk")
+    i = next(k for k, f in enumerate(ds.im_files) if f.endswith("photo.png"))
+    assert ds.npy_files[i] == tmp_path / "train" / CACHE_DIRNAME / "images/photo.npy"
+    np.testing.assert_array_equal(np.load(ds.npy_files[i]), cv2.imread(str(tmp_path / "train/images/photo.png")))
+    assert not (tmp_path / "train/images/photo.npy").exists()  # never beside the user's image
+    after = tree_digest(tmp_path)
+    assert {k: after.get(k) for k in before} == before
+    assert "broken.jpg" not in {Path(f).name for f in ds.im_files}  # reported at scan, skipped, left as it is
