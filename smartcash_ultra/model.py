@@ -24,9 +24,7 @@ _announced_random_init: set[str] = set()  # Ultralytics builds a model twice per
 class SmartCashDetectionModel(DetectionModel):
     """YOLO detection model with a timm or CSPDarknet backbone, Ultralytics neck, ``Detect`` head and loss."""
 
-    def __init__(
-        self, cfg: str | Path | dict = "smartcash_effb4.yaml", ch: int = 3, nc: int | None = None, verbose: bool = True
-    ):
+    def __init__(self, cfg: str | Path | dict, ch: int = 3, nc: int | None = None, verbose: bool = True):
         """Build from a SmartCash model YAML (path or dict); ``nc`` from the data overrides the YAML's."""
         register_modules()
         cfg = resolve_model_yaml(cfg)
