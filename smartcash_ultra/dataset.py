@@ -9,6 +9,7 @@ the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array,
 from __future__ import annotations
 
 import glob
+import io
 import math
 import os
 from itertools import repeat
@@ -24,6 +25,7 @@ from ultralytics.utils import colorstr
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.arrays import ArrayFormatError, is_array_file, load_bgr_uint8, open_array
+from smartcash_ultra.files import write_atomic
 
 IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
 CACHE_DIRNAME = ".smartcash_cache"
@@ -115,9 +117,9 @@ class SmartCashDataset(YOLODataset):
         if im is None:  # unreadable image: load_image raises with its name when the item is used
             return
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, im, allow_pickle=False)
-        os.replace(tmp, f)
+        buffer = io.BytesIO()
+        np.save(buffer, im, allow_pickle=False)
+        write_atomic(f, buffer.getvalue())
 
 
 def build_smartcash_dataset(

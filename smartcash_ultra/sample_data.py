@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import math
-import os
 import uuid
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import yaml
 
 from smartcash_ultra.classes import DENOMINATIONS, LAYERS, NAMES, nominal_code
+from smartcash_ultra.files import write_atomic
 
 SPLITS = ("train", "valid", "test")
 """Split folder names, in the order their per-split random streams are derived from the seed."""
@@ -346,16 +346,6 @@ def _label_text(objs: list[_Obj], photo_shape: tuple[int, ...], lb: _Letterbox, 
     return "\n".join(rows) + "\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name in the same folder, then rename, so no half file gets a final name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only our own temporary file, after a failed write
-
-
 def _npy_bytes(image: np.ndarray) -> bytes:
     """Encode a uint8 letterboxed image as SmartCash stores it: float32 HWC RGB in 0..1, no pickle."""
     buf = io.BytesIO()
@@ -416,8 +406,8 @@ def generate_sample_dataset(
     written: dict[str, set[str]] = {f"{s}/{sub}": set() for s in SPLITS for sub in ("images", "labels")}
 
     def emit(split: str, stem: str, image: np.ndarray, labels: str) -> None:
-        _write_atomic(root / split / "images" / f"{stem}.npy", _npy_bytes(image))
-        _write_atomic(root / split / "labels" / f"{stem}.txt", labels.encode())
+        write_atomic(root / split / "images" / f"{stem}.npy", _npy_bytes(image))
+        write_atomic(root / split / "labels" / f"{stem}.txt", labels.encode())
         written[f"{split}/images"].add(f"{stem}.npy")
         written[f"{split}/labels"].add(f"{stem}.txt")
 
@@ -440,7 +430,7 @@ def generate_sample_dataset(
                     "source": f"rp_{nominal}_{uid}.jpg",
                 }
                 meta_name = f"{stem}.meta.json"
-                _write_atomic(root / split / "images" / meta_name, (json.dumps(meta) + "\n").encode())
+                write_atomic(root / split / "images" / meta_name, (json.dumps(meta) + "\n").encode())
                 written[f"{split}/images"].add(meta_name)
             if split != "train":
                 continue
@@ -458,7 +448,7 @@ def generate_sample_dataset(
     names = {i: NAMES[i] for i in keep}
     data = {"train": "train/images", "val": "valid/images", "test": "test/images", "nc": len(names), "names": names}
     yaml_path = root / "data.yaml"
-    _write_atomic(yaml_path, yaml.safe_dump(data, sort_keys=False).encode())
+    write_atomic(yaml_path, yaml.safe_dump(data, sort_keys=False).encode())
     return yaml_path
 
 

@@ -7,7 +7,6 @@ trainer with it in every worker.
 
 from __future__ import annotations
 
-import os
 from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from ultralytics.utils import DEFAULT_CFG, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.dataset import build_smartcash_dataset
+from smartcash_ultra.files import write_atomic
 from smartcash_ultra.model import SECTION, SmartCashDetectionModel
 from smartcash_ultra.validator import SmartCashValidator
 
@@ -117,15 +117,5 @@ class AtomicPath(type(Path())):
     """
 
     def write_bytes(self, data: bytes) -> int:
-        """Write ``data`` atomically (same-folder temp file, fsync, ``os.replace``); on failure the old file stays."""
-        tmp = self.with_name(f".{self.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                n = f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return n
+        """Write ``data`` with :func:`smartcash_ultra.files.write_atomic`; on failure the old file stays."""
+        return write_atomic(self, data)
