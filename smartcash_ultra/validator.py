@@ -29,7 +29,7 @@ class SmartCashMetrics(DetMetrics):
     @property
     def keys(self) -> list[str]:
         """Mean keys, then ``AP50(B)/<class>`` and ``AP50-95(B)/<class>`` for every class name, in a fixed order."""
-        names = self.names.values() if isinstance(self.names, dict) else self.names
+        names = self.names.values()
         return [*self.MEAN_KEYS, *(f"AP50(B)/{n}" for n in names), *(f"AP50-95(B)/{n}" for n in names)]
 
     def mean_results(self) -> list[float]:
@@ -43,11 +43,10 @@ class SmartCashMetrics(DetMetrics):
         return p, r, ap50, float(self.box.all_ap[i, 5]), ap5095
 
     def per_class_ap(self) -> tuple[list[float], list[float]]:
-        """Return AP50 and AP50-95 for every class id; NaN where the split has no instance of that class."""
-        n = len(self.names)
-        ap50, ap = [math.nan] * n, [math.nan] * n
+        """Return Ultralytics' AP50 and AP50-95 for every class id; NaN where the split has no instance of it."""
+        ap50, ap = [math.nan] * len(self.names), [math.nan] * len(self.names)
         for i, c in enumerate(self.box.ap_class_index):
-            ap50[c], ap[c] = float(self.box.all_ap[i, 0]), float(self.box.all_ap[i].mean())
+            ap50[c], ap[c] = float(self.box.ap50[i]), float(self.box.ap[i])
         return ap50, ap
 
     @property
