@@ -11,8 +11,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from ultralytics.data.utils import IMG_FORMATS
 
 ARRAY_SUFFIX = ".npy"
+IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
+"""File suffixes (no dot, lower case) a SmartCash tree may hold as images: arrays and Ultralytics' image formats."""
 ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
 """Accepted array dtypes: floats are 0..1, uint8 is 0..255."""
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -41,14 +44,19 @@ def open_array(path: str | Path) -> np.ndarray:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:  # bad magic, truncated data, object dtype (cannot be mapped)
         raise ArrayFormatError(path, f"not a readable NumPy image array ({e})") from e
+    return check_array(arr, path)
+
+
+def check_array(arr: object, source: str | Path) -> np.ndarray:
+    """Return ``arr`` if it is a usable HWC colour image, else raise :class:`ArrayFormatError` naming ``source``."""
     if not isinstance(arr, np.ndarray):
-        raise ArrayFormatError(path, f"holds {type(arr).__name__}, expected one HWC image array")
+        raise ArrayFormatError(source, f"holds {type(arr).__name__}, expected one HWC image array")
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ArrayFormatError(path, f"shape {arr.shape}, expected (H, W, 3) HWC colour image")
+        raise ArrayFormatError(source, f"shape {arr.shape}, expected (H, W, 3) HWC colour image")
     if arr.dtype not in ARRAY_DTYPES:
-        raise ArrayFormatError(path, f"dtype {arr.dtype}, expected one of {', '.join(map(str, ARRAY_DTYPES))}")
+        raise ArrayFormatError(source, f"dtype {arr.dtype}, expected one of {', '.join(map(str, ARRAY_DTYPES))}")
     if min(arr.shape[:2]) < 10:
-        raise ArrayFormatError(path, f"image size {arr.shape[:2]} is smaller than 10 pixels")
+        raise ArrayFormatError(source, f"image size {arr.shape[:2]} is smaller than 10 pixels")
     return arr
 
 

@@ -20,14 +20,13 @@ import cv2
 import numpy as np
 from PIL import Image
 from ultralytics.data import YOLODataset
-from ultralytics.data.utils import FORMATS_HELP_MSG, IMG_FORMATS, check_file_speeds, exif_size, get_split_fraction
+from ultralytics.data.utils import FORMATS_HELP_MSG, check_file_speeds, exif_size, get_split_fraction
 from ultralytics.utils import colorstr
 from ultralytics.utils.patches import imread
 
-from smartcash_ultra.arrays import ArrayFormatError, is_array_file, load_bgr_uint8, open_array
+from smartcash_ultra.arrays import IMAGE_SUFFIXES, ArrayFormatError, is_array_file, load_bgr_uint8, open_array
 from smartcash_ultra.files import write_atomic
 
-IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
 CACHE_DIRNAME = ".smartcash_cache"
 """Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it."""
 VERIFIER_VERSION = "smartcash-1"

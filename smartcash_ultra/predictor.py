@@ -1,7 +1,8 @@
 """``SmartCashPredictor``: Ultralytics' detection predictor that also reads SmartCash ``.npy`` arrays.
 
-Sources that are ``.npy`` files (or folders/lists of them) or float arrays in 0..1 are converted to uint8 BGR, the
-format of ``cv2.imread``, and keep their file names in results. Everything else goes to Ultralytics unchanged.
+Sources that hold ``.npy`` files (a path, a folder or a list, images beside them included) or float arrays in 0..1
+are converted to uint8 BGR, the format of ``cv2.imread``, and keep their file names in results. Every other source
+goes to Ultralytics unchanged.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from ultralytics.data.loaders import LoadPilAndNumpy, SourceTypes
 from ultralytics.models.yolo.detect import DetectionPredictor
+from ultralytics.utils.patches import imread
 
-from smartcash_ultra.arrays import is_array_file, load_bgr_uint8, to_bgr_uint8
+from smartcash_ultra.arrays import IMAGE_SUFFIXES, check_array, is_array_file, load_bgr_uint8, to_bgr_uint8
 
 
 class SmartCashPredictor(DetectionPredictor):
@@ -28,7 +30,7 @@ class SmartCashPredictor(DetectionPredictor):
 
 
 class ArraySource(LoadPilAndNumpy):
-    """Batches of SmartCash arrays read lazily from files (or given in memory), named by their file paths.
+    """Batches of SmartCash arrays (and images beside them) read lazily from files or given in memory, named by path.
 
     A ``LoadPilAndNumpy`` subclass, so Ultralytics takes it as a ready loader.
     """
@@ -36,7 +38,7 @@ class ArraySource(LoadPilAndNumpy):
     source_type = SourceTypes(from_img=True)
 
     def __init__(self, items: list[str | np.ndarray], batch: int = 1, channel_order: str = "RGB"):
-        """``items``: ``.npy`` paths or in-memory HWC arrays (float 0..1 or uint8), converted when their batch loads."""
+        """``items``: ``.npy`` or image paths, or in-memory HWC arrays; each is converted when its batch loads."""
         self.items, self.bs, self.channel_order = items, batch, channel_order
         self.paths = [str(x) if isinstance(x, (str, Path)) else f"array{i}.npy" for i, x in enumerate(items)]
         self.mode, self.count = "image", 0
@@ -59,18 +61,22 @@ class ArraySource(LoadPilAndNumpy):
         return self.paths[i : self.count], ims, [""] * len(ims)
 
     def _convert(self, item: str | np.ndarray) -> np.ndarray:
+        """Return one item as uint8 BGR, with an error naming it when it is unusable."""
         if isinstance(item, np.ndarray):
-            if item.ndim != 3 or item.shape[2] != 3:
-                raise ValueError(f"array source has shape {item.shape}, expected (H, W, 3)")
-            return to_bgr_uint8(item, self.channel_order)
-        return load_bgr_uint8(item, self.channel_order)
+            return to_bgr_uint8(check_array(item, "in-memory array source"), self.channel_order)
+        if is_array_file(item):
+            return load_bgr_uint8(item, self.channel_order)
+        im = imread(item)
+        if im is None:
+            raise FileNotFoundError(f"image source {item} could not be read")
+        return im
 
 
 def array_source(source, batch: int = 1, channel_order: str = "RGB") -> ArraySource | None:
     """Return an :class:`ArraySource` when ``source`` is SmartCash arrays, else None.
 
-    Arrays are: a ``.npy`` path, a folder holding ``.npy`` files, a list of ``.npy`` paths, or a float HWC array (or
-    list of them) with values in 0..1. A uint8 array stays a stock (BGR) source.
+    That is: a ``.npy`` path, a folder or list of paths holding at least one ``.npy`` (its images come along), or a
+    float HWC array (or list of them) with values in 0..1. Image-only sources and uint8 arrays stay stock sources.
     """
     items = source if isinstance(source, (list, tuple)) else [source]
     if not items:
@@ -79,11 +85,17 @@ def array_source(source, batch: int = 1, channel_order: str = "RGB") -> ArraySou
         return ArraySource(list(items), batch, channel_order)
     if all(isinstance(x, (str, Path)) for x in items):
         if len(items) == 1 and Path(items[0]).is_dir():
-            files = sorted(str(p) for p in Path(items[0]).rglob("*.npy"))
-            return ArraySource(files, batch, channel_order) if files else None
-        if all(is_array_file(x) for x in items):
-            for x in items:
-                if not Path(x).is_file():
-                    raise FileNotFoundError(f"array source {x} does not exist")
-            return ArraySource([str(x) for x in items], batch, channel_order)
+            root = Path(items[0])  # hidden folders (the .smartcash_cache disk cache among them) are not sources
+            items = sorted(
+                p
+                for p in root.rglob("*.*")
+                if p.suffix[1:].lower() in IMAGE_SUFFIXES
+                and not any(s.startswith(".") for s in p.relative_to(root).parts)
+            )
+        files = [str(x) for x in items]
+        if any(is_array_file(f) for f in files) and all(Path(f).suffix[1:].lower() in IMAGE_SUFFIXES for f in files):
+            for f in files:
+                if not Path(f).is_file():
+                    raise FileNotFoundError(f"array source {f} does not exist")
+            return ArraySource(files, batch, channel_order)
     return None

@@ -210,3 +210,26 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         target.write_bytes(b"epoch 2" * 1000)
     assert target.read_bytes() == b"epoch 1"  # the previous checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # and no temp file is left behind
+
+
+def test_predict_folder_of_arrays_and_images_skips_hidden_cache(trained, tiny_data, tmp_path):
+    """A folder source keeps its images beside the arrays and never reads the hidden disk cache."""
+    import cv2
+    from ultralytics import YOLO
+
+    _, _, result = trained
+    src = sorted((tiny_data.parent / "valid/images").glob("*.npy"))[:2]
+    folder = tmp_path / "mixed"
+    (folder / ".smartcash_cache").mkdir(parents=True)
+    for npy in src:
+        (folder / npy.name).write_bytes(npy.read_bytes())
+        (folder / ".smartcash_cache" / npy.name).write_bytes(npy.read_bytes())
+    photo = cv2.cvtColor((np.load(src[0]) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(folder / "photo.png"), photo)
+    model = YOLO(result.best)
+    results = model.predict(str(folder), imgsz=IMGSZ, conf=0.001, verbose=False)
+    assert [Path(r.path).name for r in results] == sorted([*(p.name for p in src), "photo.png"])
+    by_name = {Path(r.path).name: r for r in results}
+    np.testing.assert_allclose(by_name["photo.png"].boxes.data, by_name[src[0].name].boxes.data)  # png is lossless
+    with pytest.raises(ValueError, match="in-memory array source: shape \\(96, 96\\)"):
+        model.predict(np.zeros((96, 96), np.float32), imgsz=IMGSZ, verbose=False)
