@@ -166,18 +166,7 @@ def verify_sample(args: tuple) -> list[Any]:
         return [im_file, lb, shape, [], None, nm, nf, ne, 0, msg]
     except Exception as e:  # one bad file must not stop the scan (PIL may even fail importing a HEIF plugin)
         problem = e.problem if isinstance(e, ArrayFormatError) else e
-        return [
-            None,
-            None,
-            None,
-            None,
-            None,
-            nm,
-            nf,
-            ne,
-            1,
-            f"{prefix}{im_file}: ignoring corrupt image/label: {problem}",
-        ]
+        return [*[None] * 5, nm, nf, ne, 1, f"{prefix}{im_file}: ignoring corrupt image/label: {problem}"]
 
 
 def _image_shape(im_file: str) -> tuple[int, int]:

@@ -69,7 +69,8 @@ class TimmBackbone(nn.Module):
         if not matched:
             raise ValueError(f"backbone weights file {path} has no tensor matching timm '{self.name}' (wrong model?)")
         self.body.load_state_dict(matched, strict=False)
-        LOGGER.info(f"TimmBackbone '{self.name}': loaded {len(matched)}/{len(own)} tensors from {path}")
+        log = LOGGER.info if len(matched) == len(own) else LOGGER.warning  # a partial match is likely another model
+        log(f"TimmBackbone '{self.name}': loaded {len(matched)}/{len(own)} tensors from {path}")
 
 
 def feature_indices(name: str, strides: tuple[int, ...]) -> tuple[int, ...]:

@@ -131,8 +131,19 @@ def test_pretrained_backbone_from_local_file(tmp_path, caplog):
     torch.save({"state_dict": classifier.state_dict()}, weights)  # a full classifier, wrapped: head keys ignored
     d = yaml.safe_load(EFFB4_YAML.read_text())
     d["smartcash"]["backbone_weights"] = str(weights)
-    model = SmartCashDetectionModel(d, nc=17, verbose=False)
+    with caplog.at_level(logging.INFO, logger="ultralytics"):
+        model = SmartCashDetectionModel(d, nc=17, verbose=False)
     torch.testing.assert_close(model.model[0].body.conv_stem.weight, classifier.conv_stem.weight)
+    n = len(model.model[0].body.state_dict())
+    assert f"loaded {n}/{n} tensors" in caplog.text and not [r for r in caplog.records if r.levelname == "WARNING"]
+
+    partial = {k: v for k, v in classifier.state_dict().items() if k.startswith("conv_stem")}
+    torch.save(partial, tmp_path / "partial.pth")
+    d["smartcash"]["backbone_weights"] = str(tmp_path / "partial.pth")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ultralytics"):
+        SmartCashDetectionModel(d, nc=17, verbose=False)
+    assert [r.levelname for r in caplog.records if f"loaded 1/{n} tensors" in r.message] == ["WARNING"]
 
     d["smartcash"]["backbone_weights"] = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
