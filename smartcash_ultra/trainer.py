@@ -7,6 +7,7 @@ trainer with it in every worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
+from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.dataset import build_smartcash_dataset
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.model import SECTION, SmartCashDetectionModel
@@ -45,11 +47,31 @@ class SmartCashTrainer(DetectionTrainer):
         cfg: str | Path | dict | SimpleNamespace = DEFAULT_CFG,
         overrides: dict[str, Any] | None = None,
         _callbacks: dict | None = None,
+        *,
+        progress_callback: Callable[[str, int, int, str], Any] | None = None,
+        metrics_callback: Callable[[dict], Any] | None = None,
+        error_callback: Callable[[BaseException, dict], Any] | None = None,
+        completion_callback: Callable[[dict], Any] | None = None,
     ):
-        """Merge the cfg YAML/dict under ``overrides`` and initialise the Ultralytics trainer from them."""
+        """Merge the cfg YAML/dict under ``overrides``, initialise the Ultralytics trainer, add the SmartCash callbacks.
+
+        The callbacks' settings come from the model YAML's ``smartcash.callbacks`` section (see
+        :mod:`smartcash_ultra.callbacks`); the UI callbacks passed here receive their events.
+        """
         super().__init__(DEFAULT_CFG, {**load_train_cfg(cfg), **(overrides or {})}, _callbacks)
         self.wdir = AtomicPath(self.wdir)  # every checkpoint write_bytes() below goes through a temp file + rename
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
+        ui = (progress_callback, metrics_callback, error_callback, completion_callback)
+        if not has_smartcash_callbacks(self.callbacks):  # a DDP worker or YOLO.add_callback user brought them
+            add_smartcash_callbacks(
+                self,
+                progress_callback=progress_callback,
+                metrics_callback=metrics_callback,
+                error_callback=error_callback,
+                completion_callback=completion_callback,
+            )
+        elif any(ui):
+            raise ValueError("these callbacks already carry SmartCash callbacks: pass the UI callbacks to that call")
 
     def get_model(self, cfg: str | dict | None = None, weights=None, verbose: bool = True) -> SmartCashDetectionModel:
         """Build the SmartCash model for the data's classes, loading ``weights`` when given."""

@@ -1,0 +1,103 @@
+"""SmartCash training callbacks: adaptive early stopping, metric export and progress reporting.
+
+Each is a small object whose handlers (gathered in its ``callbacks`` dict, in Ultralytics' callback style) are
+registered with ``add_callback``. They are objects rather than module functions because each run needs its own state
+(observations, history, throttle clock); they pickle without the trainer, so Ultralytics' DDP launcher carries them
+into every worker, where they act on rank 0 only.
+
+``SmartCashTrainer`` registers them itself. On a stock Ultralytics model it takes one call::
+
+    model = YOLO("yolov8n.yaml")
+    add_smartcash_callbacks(model, progress_callback=print)
+    model.train(data="coco8.yaml", epochs=3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from smartcash_ultra.callbacks.early_stopping import AdaptiveEarlyStopping
+from smartcash_ultra.callbacks.metrics_export import MetricsExporter
+from smartcash_ultra.callbacks.progress import ProgressReporter
+from smartcash_ultra.callbacks.settings import model_settings, resolve
+
+__all__ = [
+    "AdaptiveEarlyStopping",
+    "MetricsExporter",
+    "ProgressReporter",
+    "add_smartcash_callbacks",
+    "has_smartcash_callbacks",
+]
+
+
+def add_smartcash_callbacks(
+    target,
+    *,
+    progress_callback: Callable[[str, int, int, str], Any] | None = None,
+    metrics_callback: Callable[[dict], Any] | None = None,
+    error_callback: Callable[[BaseException, dict], Any] | None = None,
+    completion_callback: Callable[[dict], Any] | None = None,
+    early_stopping: bool | dict[str, Any] | None = None,
+    metrics_export: bool | None = None,
+    events_file: bool | None = None,
+    min_interval: float | None = None,
+):
+    """Register the three SmartCash callbacks on a ``YOLO`` model or a trainer (anything with ``add_callback``).
+
+    Settings left None come from the model YAML's ``smartcash.callbacks`` section, else the defaults (all on).
+    ``early_stopping`` takes False or a mapping of :data:`smartcash_ultra.callbacks.settings.DEFAULTS`'s names; the
+    base patience is Ultralytics' ``patience`` argument. Returns ``target``.
+
+    Raises:
+        ValueError: when ``target`` already has them (they would report twice), or a setting is unknown.
+    """
+    if has_smartcash_callbacks(getattr(target, "callbacks", {})):
+        raise ValueError(f"{type(target).__name__} already has the SmartCash callbacks")
+    for handler in (
+        EarlyStoppingInstaller(early_stopping),
+        MetricsExporter(metrics_export),
+        ProgressReporter(
+            progress_callback, metrics_callback, error_callback, completion_callback, events_file, min_interval
+        ),
+    ):
+        for event, fn in handler.callbacks.items():
+            target.add_callback(event, fn)
+    return target
+
+
+def has_smartcash_callbacks(callbacks: dict[str, list]) -> bool:
+    """Return True when a callbacks dict already holds SmartCash handlers (e.g. carried into a DDP worker)."""
+    kinds = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, AdaptiveEarlyStopping)
+    return any(isinstance(getattr(fn, "__self__", None), kinds) for fns in callbacks.values() for fn in fns)
+
+
+class EarlyStoppingInstaller:
+    """Builds the :class:`AdaptiveEarlyStopping` once the run's settings and ``patience`` are known, and installs it.
+
+    Off (``enabled: false``) leaves Ultralytics' own fixed-patience stopper in place.
+    """
+
+    def __init__(self, settings: bool | dict[str, Any] | None = None):
+        """Take ``settings`` None: from the model YAML; False: off; a mapping: these settings over the defaults."""
+        self.explicit = None if settings is None else resolve({"early_stopping": settings}, "early_stopping")
+        self.stopper: AdaptiveEarlyStopping | None = None
+
+    @property
+    def callbacks(self) -> dict[str, Any]:
+        """Ultralytics events this object handles, for ``add_callback``."""
+        return {"on_pretrain_routine_end": self.on_pretrain_routine_end, "on_fit_epoch_end": self.on_fit_epoch_end}
+
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Build the stopper from the settings and hand over to it."""
+        settings = (self.explicit or model_settings(trainer))["early_stopping"]
+        self.stopper = None
+        if settings["enabled"]:
+            kwargs = {k: v for k, v in settings.items() if k != "enabled"}
+            self.stopper = AdaptiveEarlyStopping(patience=trainer.args.patience, **kwargs)
+            self.stopper.on_pretrain_routine_end(trainer)
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Let the stopper decide."""
+        if self.stopper is not None:
+            self.stopper.on_fit_epoch_end(trainer)

@@ -1,0 +1,287 @@
+"""Adaptive early stopping: Ultralytics' fixed-patience stopper, replaced by one that explains itself and adapts.
+
+The rule, applied at every validated epoch (epochs without validation are not counted):
+
+- The monitored value improves when it beats the best so far by more than ``min_delta`` (``mode`` max or min).
+- ``wait`` counts validated epochs since the best one; the run stops when ``wait`` reaches the current patience.
+  While a max-mode metric is still 0 (nothing detected yet, as in the first epochs from scratch) nothing is counted,
+  as in Ultralytics' own stopper.
+- ``improvement_rate`` is the best value's gain per epoch over the last ``window`` validated epochs.
+- Adaptive patience: at each new best, patience grows by one epoch (up to ``max_patience``) if the improvement rate
+  is at least ``min_rate`` (default ``min_delta``), and shrinks by one (down to the configured ``patience``)
+  otherwise. So a run still climbing fast survives a plateau; a run that only creeps up gets the base patience.
+
+The state is the list of ``(epoch, value)`` observations; everything else is derived by replaying it, so the state
+saved with a checkpoint restores exactly, also under a changed ``patience`` on resume.
+
+Seams used (``tests/test_callbacks_integration.py`` fails if Ultralytics moves them): the trainer's ``stopper``
+attribute, which it calls as ``stopper(epoch, fitness)`` on rank 0 after validation and before saving checkpoints
+(we record the observation there, so ``last.pt`` holds it), and ``on_fit_epoch_end``, where the stop is decided,
+on rank 0 only; Ultralytics broadcasts ``trainer.stop`` to every DDP rank right after.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ultralytics.utils import LOGGER, colorstr
+
+from smartcash_ultra.callbacks.settings import is_main_process
+
+STATE_ATTR = "smartcash_state"
+"""Attribute of the EMA model that carries callback state into every checkpoint Ultralytics writes."""
+STATE_KEY = "early_stopping"
+METRIC_ALIASES = {
+    "mAP50": "metrics/mAP50(B)",
+    "mAP75": "metrics/mAP75(B)",
+    "mAP50-95": "metrics/mAP50-95(B)",
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+}
+"""Short monitor names; ``fitness`` (Ultralytics' best.pt criterion) and ``val_loss`` (sum of validation losses) are
+computed, and any exact key of ``trainer.metrics`` (``val/box_loss``, ``AP50(B)/001``...) works too."""
+PREFIX = colorstr("EarlyStopping: ")
+
+
+class AdaptiveEarlyStopping:
+    """Stop a run whose monitored metric stopped improving; patience adapts to the improvement rate (see module)."""
+
+    def __init__(
+        self,
+        patience: int | None = 15,
+        min_delta: float = 0.001,
+        monitor: str = "fitness",
+        mode: str = "auto",
+        adaptive: bool = True,
+        max_patience: int | None = None,
+        min_rate: float | None = None,
+        window: int = 5,
+    ):
+        """Configure; ``patience`` 0 or None never stops (as in Ultralytics); ``max_patience`` defaults to 2x."""
+        if mode not in {"auto", "max", "min"}:
+            raise ValueError(f"early_stopping mode must be 'max', 'min' or 'auto', not {mode!r}")
+        self.base_patience = int(patience) if patience else 0
+        self.min_delta = float(min_delta)
+        self.monitor = str(monitor)
+        self.mode = ("min" if "loss" in self.monitor else "max") if mode == "auto" else mode
+        self.adaptive = bool(adaptive)
+        self.max_patience = max(int(max_patience or 2 * self.base_patience), self.base_patience)
+        self.min_rate = self.min_delta if min_rate is None else float(min_rate)
+        self.window = max(int(window), 1)
+        self.reset()
+        self._trainer = None  # set by on_pretrain_routine_end; never pickled (see __getstate__)
+        self._seen_metrics = None
+        self._announced_epoch = 0
+
+    # ------------------------------------------------------------------------------------------------ pure rule
+    def reset(self) -> None:
+        """Forget every observation."""
+        self.history: list[tuple[int, float]] = []
+        self.best_value: float | None = None
+        self.best_epoch = 0
+        self.wait = 0
+        self.patience = self.base_patience
+        self.improvement_rate = 0.0
+        self.stop_reason: str | None = None
+        self._best_trail: list[float] = []  # best score after each observation, for the rate window
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record the monitored ``value`` of validated ``epoch`` (1-based); return True when the run should stop."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"early stopping got a non-finite {self.monitor} ({value}) at epoch {epoch}")
+        if self.history and epoch <= self.history[-1][0]:
+            raise ValueError(f"early stopping got epoch {epoch} after epoch {self.history[-1][0]}")
+        self.history.append((int(epoch), value))
+        score = value if self.mode == "max" else -value
+        best = None if self.best_value is None else (self.best_value if self.mode == "max" else -self.best_value)
+        improved = best is None or score > best + self.min_delta
+        if improved or (self.mode == "max" and best == 0):  # nothing detected yet: not a stall (as Ultralytics)
+            self.best_value, self.best_epoch, self.wait = value, int(epoch), 0
+            best = score
+        else:
+            self.wait += 1
+        self._best_trail.append(best)
+        self.improvement_rate = self._rate()
+        if improved and self.adaptive and len(self.history) > 1:
+            if self.improvement_rate >= self.min_rate:
+                self.patience = min(self.patience + 1, self.max_patience)
+            else:
+                self.patience = max(self.patience - 1, self.base_patience)
+        if self.base_patience and self.wait >= self.patience:
+            self.stop_reason = (
+                f"no improvement in {self.monitor} for {self.wait} validated epochs (patience {self.patience}); "
+                f"best {self.best_value:.5g} at epoch {self.best_epoch}"
+            )
+        return self.should_stop
+
+    def _rate(self) -> float:
+        """Gain per epoch of the best score over the last ``window`` observations (0 before a second one)."""
+        if len(self.history) < 2:
+            return 0.0
+        k = max(len(self.history) - 1 - self.window, 0)
+        epochs = self.history[-1][0] - self.history[k][0]
+        return (self._best_trail[-1] - self._best_trail[k]) / epochs
+
+    @property
+    def should_stop(self) -> bool:
+        """True once ``wait`` reached the current patience."""
+        return self.stop_reason is not None
+
+    @property
+    def possible_stop(self) -> bool:
+        """True when the next validated epoch without improvement stops the run (Ultralytics then validates)."""
+        return bool(self.base_patience) and self.wait >= self.patience - 1
+
+    @property
+    def best_fitness(self) -> float:
+        """Best monitored value (the attribute name Ultralytics' checkpoints and loggers read)."""
+        return 0.0 if self.best_value is None else self.best_value
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the observations (everything else derives from them) and the monitor they were made under."""
+        return {
+            "history": [list(h) for h in self.history],
+            "monitor": self.monitor,
+            "mode": self.mode,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], up_to_epoch: int | None = None) -> None:
+        """Restore by replaying the saved observations (those after ``up_to_epoch`` are dropped)."""
+        if state.get("monitor", self.monitor) != self.monitor or state.get("mode", self.mode) != self.mode:
+            LOGGER.warning(
+                f"{PREFIX}checkpoint state monitors {state.get('monitor')} ({state.get('mode')}), this run monitors "
+                f"{self.monitor} ({self.mode}): starting early stopping afresh"
+            )
+            self.reset()
+            return
+        self.reset()
+        for epoch, value in state.get("history", []):
+            if up_to_epoch is None or epoch <= up_to_epoch:
+                self.update(epoch, value)
+
+    def status_line(self) -> str:
+        """One line on where the rule stands, for the log and for UIs."""
+        if self.best_value is None:
+            return f"no validated epoch yet (patience {self.patience})"
+        best = f"best {self.best_value:.5g} at epoch {self.best_epoch}"
+        rate = f"rate {self.improvement_rate:+.2g}/epoch"
+        if self.wait:
+            return f"no improvement in {self.monitor} for {self.wait}/{self.patience} epochs, {best} ({rate})"
+        limit = f"patience {self.patience}" + (f"/{self.max_patience}" if self.adaptive else "")
+        return f"{self.monitor} improved to {self.best_value:.5g} at epoch {self.best_epoch} ({rate}, {limit})"
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for metric files and UIs."""
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best_value,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "patience": self.patience,
+            "max_patience": self.max_patience,
+            "improvement_rate": self.improvement_rate,
+            "stopped": self.should_stop,
+            "reason": self.stop_reason,
+        }
+
+    # ------------------------------------------------------------------------------------- Ultralytics seams
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Replace the trainer's stopper with this one; on resume, restore the state saved in the checkpoint."""
+        if not is_main_process():
+            return
+        check_monitor(self.monitor, trainer)
+        self._trainer, self._seen_metrics, self._announced_epoch = trainer, trainer.metrics, 0
+        stock = trainer.stopper
+        trainer.stopper = self
+        if trainer.start_epoch > 0:  # resumed
+            state = checkpoint_state(getattr(trainer.args, "resume", None))
+            if state is not None:
+                self.load_state_dict(state, up_to_epoch=trainer.start_epoch)
+                LOGGER.info(f"{PREFIX}restored from checkpoint: {self.status_line()}")
+            elif self.monitor == "fitness" and getattr(stock, "best_epoch", 0):  # checkpoint of a run without us
+                self.reset()
+                self.update(stock.best_epoch, stock.best_fitness)
+                LOGGER.info(f"{PREFIX}checkpoint has no adaptive state; starting from its best fitness")
+        if self.base_patience:
+            limit = f"adaptive up to {self.max_patience}" if self.adaptive else "fixed"
+            LOGGER.info(
+                f"{PREFIX}monitoring {self.monitor} ({self.mode}), patience {self.patience} ({limit}), "
+                f"min_delta {self.min_delta:g}"
+            )
+
+    def __call__(self, epoch: int, fitness: float | None) -> bool:
+        """Ultralytics' stopper call: record this epoch's value before the checkpoint is written; never stops here."""
+        self._observe(epoch)
+        return False
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Decide (rank 0 only): log where the rule stands and set ``trainer.stop`` when patience ran out."""
+        if not is_main_process() or self._trainer is not trainer:
+            return
+        epoch = trainer.epoch + 1
+        if not self.history or self.history[-1][0] != epoch or self._announced_epoch == epoch:
+            return  # not validated this epoch, or the final evaluation of best.pt after training
+        self._announced_epoch = epoch
+        if self.should_stop:
+            trainer.stop = True
+            LOGGER.info(f"{PREFIX}stopping after epoch {epoch}: {self.stop_reason}.")
+        elif self.base_patience:
+            LOGGER.info(f"{PREFIX}{self.status_line()}")
+
+    def _observe(self, epoch: int) -> None:
+        """Record ``epoch`` if it validated (fresh ``trainer.metrics``), and stamp the state on the EMA model."""
+        trainer = self._trainer
+        if trainer is None or not is_main_process() or trainer.metrics is self._seen_metrics or not trainer.metrics:
+            return
+        self._seen_metrics = trainer.metrics
+        self.update(epoch, monitored_value(self.monitor, trainer))
+        ema = getattr(getattr(trainer, "ema", None), "ema", None)
+        if ema is not None:
+            state = dict(getattr(ema, STATE_ATTR, None) or {})
+            state[STATE_KEY] = self.state_dict()
+            setattr(ema, STATE_ATTR, state)  # Ultralytics deep-copies the EMA model into last.pt and best.pt
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle settings and state only (DDP launch scripts pickle callbacks), never the trainer."""
+        return {**self.__dict__, "_trainer": None, "_seen_metrics": None}
+
+
+def monitored_value(monitor: str, trainer) -> float:
+    """Read the monitored figure from a trainer that has just validated."""
+    if monitor == "fitness":
+        return float(trainer.fitness)
+    metrics = trainer.metrics
+    if monitor == "val_loss":
+        return float(sum(v for k, v in metrics.items() if k.startswith("val/")))
+    key = METRIC_ALIASES.get(monitor, monitor)
+    if key not in metrics:
+        raise KeyError(f"early stopping monitor {monitor!r}: no {key!r} in the validation metrics {sorted(metrics)}")
+    return float(metrics[key])
+
+
+def check_monitor(monitor: str, trainer) -> None:
+    """Fail before training when the monitored figure will never exist (validation losses are named at batch 1)."""
+    if monitor in {"fitness", "val_loss"} or monitor.startswith("val/"):
+        return
+    keys = list(getattr(getattr(trainer.validator, "metrics", None), "keys", None) or trainer.metrics or [])
+    key = METRIC_ALIASES.get(monitor, monitor)
+    if key not in keys:
+        raise ValueError(
+            f"early stopping monitor {monitor!r} is not reported by {type(trainer.validator).__name__}; choose "
+            f"fitness, val_loss, a val/ loss, {', '.join(k for k, v in METRIC_ALIASES.items() if v in keys)} or "
+            f"one of {keys}"
+        )
+
+
+def checkpoint_state(path: str | None) -> dict[str, Any] | None:
+    """Return the early-stopping state carried by the checkpoint at ``path`` (None if it has none)."""
+    if not path or not isinstance(path, str):
+        return None
+    from ultralytics.utils.patches import torch_load
+
+    ckpt = torch_load(path, map_location="cpu")
+    model = ckpt.get("ema") or ckpt.get("model")
+    return (getattr(model, STATE_ATTR, None) or {}).get(STATE_KEY)

@@ -1,0 +1,134 @@
+"""One flat record of a training epoch, shared by the metric files and ``metrics_callback``.
+
+Figures are taken from where Ultralytics keeps them (``tloss`` rounded as for results.csv, ``lr``, ``metrics``,
+``fitness``, ``epoch_time``), so they equal results.csv wherever both report them. Added: per-layer means of the
+17-class scheme, train and validation time, ETA, early-stopping state and, on CUDA, GPU memory and utilisation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from smartcash_ultra.classes import LAYERS, is_full_scheme
+
+
+class EpochClock:
+    """Times the phases of each epoch from Ultralytics' events, and knows whether the epoch validated.
+
+    ``in_epoch`` is False outside the epoch loop, e.g. during the final evaluation of best.pt after training, which
+    Ultralytics reports with a second ``on_fit_epoch_end``.
+    """
+
+    def __init__(self):
+        """Start with no epoch."""
+        self.in_epoch = self.validated = False
+        self.epoch_start = self.train_end = self.val_start = 0.0
+        self.train_time = self.val_time = 0.0
+        self.epoch_times: list[float] = []
+
+    def on_train_epoch_start(self, trainer) -> None:
+        """Open an epoch."""
+        self.in_epoch, self.validated = True, False
+        self.epoch_start, self.val_time = time.perf_counter(), 0.0
+        if trainer.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(trainer.device)  # per-epoch peak in the record
+
+    def on_train_epoch_end(self, trainer) -> None:
+        """Close the training phase."""
+        self.train_end = time.perf_counter()
+        self.train_time = self.train_end - self.epoch_start
+
+    def on_val_start(self, validator) -> None:
+        """Start timing validation."""
+        self.val_start = time.perf_counter()
+
+    def on_val_end(self, validator) -> None:
+        """Stop timing validation; within an epoch this marks it as validated."""
+        self.val_time += time.perf_counter() - self.val_start
+        self.validated = self.validated or self.in_epoch
+
+    def close(self, trainer) -> bool:
+        """At ``on_fit_epoch_end``: close the epoch; return False when this is no epoch of the loop."""
+        if not self.in_epoch:
+            return False
+        self.in_epoch = False
+        self.epoch_times.append(float(trainer.epoch_time or time.perf_counter() - self.epoch_start))
+        return True
+
+    def eta(self, trainer) -> float:
+        """Seconds left at the mean epoch time of this session."""
+        if not self.epoch_times:
+            return math.nan
+        return sum(self.epoch_times) / len(self.epoch_times) * max(trainer.epochs - trainer.epoch - 1, 0)
+
+
+def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
+    """Return every figure of the epoch that just ended (``clock.close`` already called); NaN becomes None."""
+    record: dict[str, Any] = {"epoch": trainer.epoch + 1, "epochs": trainer.epochs, "validated": clock.validated}
+    record.update(trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss else {})
+    record.update(getattr(trainer, "lr", None) or {})
+    metrics = dict(trainer.metrics or {})
+    if clock.validated:
+        record.update(metrics)
+        record["fitness"] = trainer.fitness
+        record.update(layer_means(metrics, trainer.data["names"]))
+    else:  # Ultralytics repeats the last validation in results.csv; these columns stay empty instead
+        record.update(dict.fromkeys([*metrics, "fitness"]))
+    record.update(
+        {
+            "epoch_time": clock.epoch_times[-1] if clock.epoch_times else None,
+            "train_time": clock.train_time,
+            "val_time": clock.val_time if clock.validated else None,
+            "eta": clock.eta(trainer),
+        }
+    )
+    summary = getattr(trainer.stopper, "summary", None)
+    if callable(summary):
+        stopper = summary()
+        record.update({f"early_stopping/{k}": stopper[k] for k in ("wait", "patience", "best", "improvement_rate")})
+    record.update(gpu_stats(trainer.device))
+    return {k: clean(v) for k, v in record.items()}
+
+
+def layer_means(metrics: dict[str, float], names: dict[int, str]) -> dict[str, float]:
+    """Mean AP50 and AP50-95 of each layer of the 17-class scheme, over the classes the split contains."""
+    if not is_full_scheme(names):
+        return {}
+    out = {}
+    for layer, ids in LAYERS.items():
+        for figure in ("AP50", "AP50-95"):
+            values = [metrics.get(f"{figure}(B)/{names[i]}") for i in ids]
+            values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+            out[f"{layer}/m{figure}(B)"] = sum(values) / len(values) if values else math.nan
+    return out
+
+
+def gpu_stats(device) -> dict[str, float | None]:
+    """GPU memory (GB: allocated now, reserved now, peak this epoch) and utilisation (%, needs pynvml) on CUDA."""
+    if getattr(device, "type", None) != "cuda":
+        return {}
+    import torch
+
+    try:
+        utilization = float(torch.cuda.utilization(device))
+    except Exception:  # pynvml missing or not supported by the driver
+        utilization = None
+    return {
+        "gpu/mem_allocated_gb": torch.cuda.memory_allocated(device) / 1e9,
+        "gpu/mem_reserved_gb": torch.cuda.memory_reserved(device) / 1e9,
+        "gpu/mem_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+        "gpu/utilization": utilization,
+    }
+
+
+def clean(value: Any) -> Any:
+    """Plain JSON-able Python numbers: tensors and numpy scalars unwrapped, NaN and inf as None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,140 @@
+"""Metric export: ``metrics.json`` (history and summary) and ``metrics.csv`` (one flat row per epoch) in the run dir.
+
+Both are rewritten atomically after every epoch, so a reader (or a crash) never sees half a file. On resume the
+history is cut back to the checkpoint's epoch and continued: an epoch that ran after the last checkpoint and is run
+again appears once, and none is lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import LOGGER
+
+from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record
+from smartcash_ultra.callbacks.settings import is_main_process, model_settings
+from smartcash_ultra.files import write_atomic
+
+JSON_NAME, CSV_NAME = "metrics.json", "metrics.csv"
+
+
+class MetricsExporter:
+    """Writes every figure of every epoch to ``metrics.json`` and ``metrics.csv`` (rank 0 only)."""
+
+    def __init__(self, enabled: bool | None = None):
+        """Take ``enabled`` None from the model YAML's ``smartcash.callbacks.metrics_export`` (on by default)."""
+        self.explicit = enabled
+        self.enabled = False
+        self.clock = EpochClock()
+        self.save_dir: Path | None = None
+        self.run: dict[str, Any] = {}
+        self.epochs: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None
+        self.status = "running"
+
+    @property
+    def callbacks(self) -> dict[str, Any]:
+        """Ultralytics events this object handles, for ``add_callback``."""
+        return {
+            "on_pretrain_routine_end": self.on_pretrain_routine_end,
+            "on_train_epoch_start": self.clock.on_train_epoch_start,
+            "on_train_epoch_end": self.clock.on_train_epoch_end,
+            "on_val_start": self.clock.on_val_start,
+            "on_val_end": self.clock.on_val_end,
+            "on_fit_epoch_end": self.on_fit_epoch_end,
+            "on_train_end": self.on_train_end,
+        }
+
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Decide whether to export; on resume, load the history up to the checkpoint's epoch."""
+        enabled = model_settings(trainer)["metrics_export"]["enabled"] if self.explicit is None else self.explicit
+        self.enabled = bool(enabled) and is_main_process()
+        if not self.enabled:
+            return
+        self.save_dir = Path(trainer.save_dir)
+        self.run = {
+            "save_dir": str(self.save_dir),
+            "model": str(trainer.args.model),
+            "data": str(trainer.args.data),
+            "epochs": trainer.epochs,
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        self.epochs, self.final, self.status = [], None, "running"
+        if trainer.start_epoch > 0:
+            self.epochs = self.load_history(up_to_epoch=trainer.start_epoch)
+
+    def load_history(self, up_to_epoch: int) -> list[dict[str, Any]]:
+        """Epoch records of a previous session of this run, up to ``up_to_epoch`` (the checkpoint's, 1-based)."""
+        path = self.save_dir / JSON_NAME
+        if not path.exists():
+            return []
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            LOGGER.warning(f"{path}: unreadable ({e}); metric history restarts at this epoch")
+            return []
+        self.run = {**saved.get("run", {}), "epochs": self.run["epochs"], "resumed": self.run["started"]}
+        kept = [r for r in saved.get("epochs", []) if r["epoch"] <= up_to_epoch]
+        dropped = len(saved.get("epochs", [])) - len(kept)
+        if dropped:
+            LOGGER.info(f"{path}: {dropped} epoch(s) after the checkpoint's epoch {up_to_epoch} will be run again")
+        return kept
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Append the epoch's record (or, after training, the final validation of best.pt) and write both files."""
+        in_epoch = self.clock.close(trainer)
+        if not self.enabled:
+            return
+        if in_epoch:
+            record = epoch_record(trainer, self.clock)
+            self.epochs = [r for r in self.epochs if r["epoch"] < record["epoch"]] + [record]
+        else:
+            self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
+        self.write(trainer)
+
+    def on_train_end(self, trainer) -> None:
+        """Write the summary with the final figures and weight paths."""
+        if self.enabled:
+            self.status = "completed"
+            self.write(trainer)
+
+    def summary(self, trainer) -> dict[str, Any]:
+        """Best epoch by fitness (the best.pt criterion), its figures, the final validation and the weights."""
+        validated = [r for r in self.epochs if r.get("validated") and r.get("fitness") is not None]
+        best = max(validated, key=lambda r: r["fitness"], default=None)  # first of equals, as Ultralytics
+        weights = {name: str(p) for name, p in (("best", trainer.best), ("last", trainer.last)) if Path(p).exists()}
+        stopper = getattr(trainer.stopper, "summary", None)
+        return {
+            "status": self.status,
+            "epochs_completed": len(self.epochs),
+            "best_epoch": best["epoch"] if best else None,
+            "best": best,
+            "final": self.final,
+            "weights": weights,
+            "early_stopping": stopper() if callable(stopper) else None,
+        }
+
+    def write(self, trainer) -> None:
+        """Rewrite ``metrics.json`` and ``metrics.csv`` atomically."""
+        document = {"run": self.run, "summary": self.summary(trainer), "epochs": self.epochs}
+        write_atomic(self.save_dir / JSON_NAME, json.dumps(document, indent=1, allow_nan=False).encode())
+        write_atomic(self.save_dir / CSV_NAME, to_csv(self.epochs).encode())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle settings only (DDP launch scripts pickle callbacks)."""
+        return {**self.__dict__, "epochs": [], "final": None}
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    """Flat CSV of ``records``: columns in first-seen order, empty cells for missing figures."""
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()

@@ -1,0 +1,243 @@
+"""Progress reporting for UIs: progress, metrics, error and completion callbacks, and ``events.jsonl``.
+
+``progress_callback(level, current, total, message)`` has three levels, each counting up to an exact ``total`` that
+it always reaches:
+
+- ``overall``: epochs of the whole run (``current`` = epochs done; the completion event brings it to ``total``
+  also when early stopping ended the run sooner);
+- ``epoch``: batches of the current epoch, training then validation;
+- ``batch``: training batches of the current epoch, the message carrying the running mean losses.
+
+``epoch`` and ``batch`` events are throttled to one per ``min_interval`` seconds (the first and the last of an
+epoch always pass). ``metrics_callback(metrics)`` gets the epoch's record (the row of ``metrics.json``) once per
+epoch, ``error_callback(exc, context)`` the exception that ended a failed run, ``completion_callback(summary)`` the
+outcome of a finished one. The same events go to ``events.jsonl`` in the run dir, one JSON object per line, so a UI
+in another process can follow the run (and under DDP, where callbacks run in the worker processes).
+
+A callback that raises is reported once and skipped: a UI bug must not kill a long run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import LOGGER
+
+from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record
+from smartcash_ultra.callbacks.settings import DEFAULTS, is_main_process, model_settings
+
+EVENTS_NAME = "events.jsonl"
+LEVELS = ("overall", "epoch", "batch")
+
+
+class ProgressReporter:
+    """Turns Ultralytics' training events into progress, metrics, error and completion events (rank 0 only)."""
+
+    def __init__(
+        self,
+        progress_callback: Callable[[str, int, int, str], Any] | None = None,
+        metrics_callback: Callable[[dict], Any] | None = None,
+        error_callback: Callable[[BaseException, dict], Any] | None = None,
+        completion_callback: Callable[[dict], Any] | None = None,
+        events_file: bool | None = None,
+        min_interval: float | None = None,
+    ):
+        """Callbacks are optional; ``events_file``/``min_interval`` None take the model YAML's ``progress`` section."""
+        self.progress_callback, self.metrics_callback = progress_callback, metrics_callback
+        self.error_callback, self.completion_callback = error_callback, completion_callback
+        self.explicit = {"enabled": events_file, "min_interval": min_interval}
+        self.events_file = events_file is not False
+        self.min_interval = DEFAULTS["progress"]["min_interval"] if min_interval is None else float(min_interval)
+        self.clock = EpochClock()
+        self.events_path: Path | None = None
+        self.stage = "setup"
+        self.batch = self.val_batch = self.epoch_total = self.train_batches = 0
+        self.final: dict[str, Any] | None = None
+        self._last_emit: dict[str, float] = {}
+        self._failed_callbacks: set[str] = set()
+        self._file = None
+
+    @property
+    def callbacks(self) -> dict[str, Any]:
+        """Ultralytics events this object handles, for ``add_callback``."""
+        return {
+            "on_pretrain_routine_end": self.on_pretrain_routine_end,
+            "on_train_start": self.on_train_start,
+            "on_train_epoch_start": self.on_train_epoch_start,
+            "on_train_batch_end": self.on_train_batch_end,
+            "on_train_epoch_end": self.on_train_epoch_end,
+            "on_val_start": self.clock.on_val_start,
+            "on_val_batch_end": self.on_val_batch_end,
+            "on_val_end": self.on_val_end,
+            "on_fit_epoch_end": self.on_fit_epoch_end,
+            "on_train_end": self.on_train_end,
+            "teardown": self.teardown,
+        }
+
+    # ------------------------------------------------------------------------------------------------ events
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Read the settings and open the run's event log."""
+        settings = {**model_settings(trainer)["progress"], **{k: v for k, v in self.explicit.items() if v is not None}}
+        self.events_file, self.min_interval = bool(settings["enabled"]), float(settings["min_interval"])
+        self._open(trainer)
+        resumed = trainer.start_epoch > 0
+        self.event("started", save_dir=str(trainer.save_dir), epochs=trainer.epochs, resumed=resumed)
+
+    def on_train_start(self, trainer) -> None:
+        """Overall progress at the start (non-zero on resume)."""
+        self.stage = "train"
+        start, total = trainer.start_epoch, trainer.epochs
+        self.emit("overall", start, total, f"epoch {start + 1}/{total} starting", force=True)
+
+    def on_train_epoch_start(self, trainer) -> None:
+        """Open the epoch: its total is the training batches plus, when it will validate, the validation batches."""
+        self.clock.on_train_epoch_start(trainer)
+        self.stage, self.batch, self.val_batch = "train", 0, 0
+        self.train_batches = len(trainer.train_loader)
+        self.epoch_total = self.train_batches + (len(trainer.test_loader) if expects_validation(trainer) else 0)
+        self.emit("epoch", 0, self.epoch_total, f"epoch {trainer.epoch + 1}/{trainer.epochs}", force=True)
+
+    def on_train_batch_end(self, trainer) -> None:
+        """Per training batch: ``batch`` (with running losses) and ``epoch`` progress, throttled."""
+        self.batch += 1
+        if not self.wants("batch") and not self.wants("epoch") and 1 < self.batch < self.train_batches:
+            return  # the common case stays cheap: no formatting, no tensor reads
+        edge = self.batch in (1, self.train_batches)  # the first and the last always pass
+        losses = " ".join(f"{k} {float(v):.4g}" for k, v in (trainer.tloss or {}).items())
+        epoch = f"epoch {trainer.epoch + 1}/{trainer.epochs}"
+        message = f"{epoch} batch {self.batch}/{self.train_batches} {losses}"
+        self.emit("batch", self.batch, self.train_batches, message, edge)
+        self.emit("epoch", min(self.batch, self.epoch_total), self.epoch_total, f"{epoch} training", edge)
+
+    def on_train_epoch_end(self, trainer) -> None:
+        """Stop the training clock; validation comes next."""
+        self.clock.on_train_epoch_end(trainer)
+        self.stage = "validation"
+
+    def on_val_batch_end(self, validator) -> None:
+        """Per validation batch of an epoch: ``epoch`` progress, throttled (the final evaluation is not an epoch)."""
+        if not self.clock.in_epoch:
+            return
+        self.val_batch += 1
+        current = min(self.train_batches + self.val_batch, self.epoch_total)
+        self.emit("epoch", current, self.epoch_total, f"validation batch {self.val_batch}", current == self.epoch_total)
+
+    def on_val_end(self, validator) -> None:
+        """Close validation timing."""
+        self.clock.on_val_end(validator)
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Finish the epoch at 100 %, send its metrics, advance the overall progress."""
+        if not self.clock.close(trainer):
+            self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}  # final evaluation of best.pt
+            return
+        epoch, total = trainer.epoch + 1, trainer.epochs
+        self.emit("epoch", self.epoch_total, self.epoch_total, f"epoch {epoch}/{total} done", force=True)
+        record = epoch_record(trainer, self.clock)
+        self.call("metrics_callback", record)
+        self.event("metrics", metrics=record)
+        figures = ", ".join(
+            f"{name} {record[key]:.4g}"
+            for name, key in (("mAP50", "metrics/mAP50(B)"), ("mAP50-95", "metrics/mAP50-95(B)"))
+            if record.get(key) is not None
+        )
+        self.emit("overall", epoch, total, f"epoch {epoch}/{total} done" + (f": {figures}" if figures else ""), True)
+        self.stage = "final_eval" if trainer.stop or epoch >= total else "train"
+
+    def on_train_end(self, trainer) -> None:
+        """Completion: overall progress to 100 % and the outcome."""
+        epochs_run, total = trainer.epoch + 1, trainer.epochs
+        status = "completed" if epochs_run >= total else "stopped_early"
+        reason = getattr(trainer.stopper, "stop_reason", None)
+        message = f"{status.replace('_', ' ')} after epoch {epochs_run}/{total}" + (f": {reason}" if reason else "")
+        self.emit("overall", total, total, message, force=True)
+        summary = {
+            "status": status,
+            "epochs_completed": epochs_run,
+            "epochs": total,
+            "reason": reason,
+            "final_metrics": self.final,
+            "best": str(trainer.best) if Path(trainer.best).exists() else None,
+            "last": str(trainer.last) if Path(trainer.last).exists() else None,
+            "save_dir": str(trainer.save_dir),
+        }
+        self.stage = "done"
+        self.call("completion_callback", summary)
+        self.event("completed", **summary)
+
+    def teardown(self, trainer) -> None:
+        """Report the exception that is ending a failed run (Ultralytics runs teardown in a ``finally``)."""
+        exc = sys.exc_info()[1]
+        if exc is not None and self.stage != "done" and is_main_process():
+            context = {
+                "stage": self.stage,
+                "epoch": getattr(trainer, "epoch", 0) + 1,
+                "batch": self.batch,
+                "save_dir": str(getattr(trainer, "save_dir", "")),
+            }
+            LOGGER.error(f"Training failed during {context['stage']} of epoch {context['epoch']}: {exc!r}")
+            self.call("error_callback", exc, context)
+            if self._file is None and getattr(trainer, "save_dir", None) and Path(trainer.save_dir).is_dir():
+                self._open(trainer)  # failed during setup, before the log was opened
+            self.event("error", error=type(exc).__name__, message=str(exc), context=context)
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------ output
+    def wants(self, level: str) -> bool:
+        """Return True when an event of ``level`` would pass the throttle now."""
+        return time.monotonic() - self._last_emit.get(level, -math.inf) >= self.min_interval
+
+    def emit(self, level: str, current: int, total: int, message: str, force: bool = False) -> None:
+        """Send one progress event unless throttled (``force`` always sends)."""
+        if not force and not self.wants(level):
+            return
+        self._last_emit[level] = time.monotonic()
+        self.call("progress_callback", level, int(current), int(total), message)
+        self.event("progress", level=level, current=int(current), total=int(total), message=message)
+
+    def call(self, name: str, *args) -> None:
+        """Call a user callback on rank 0; one that raises is logged once and skipped from then on."""
+        fn = getattr(self, name)
+        if fn is None or name in self._failed_callbacks or not is_main_process():
+            return
+        try:
+            fn(*args)
+        except Exception as e:
+            self._failed_callbacks.add(name)
+            LOGGER.warning(f"{name} {fn!r} raised {e!r}; it is not called again in this run")
+
+    def event(self, kind: str, **fields) -> None:
+        """Append one JSON line to events.jsonl."""
+        if self._file is None:
+            return
+        self._file.write(json.dumps({"time": round(time.time(), 3), "event": kind, **fields}, allow_nan=False) + "\n")
+        self._file.flush()
+
+    def _open(self, trainer) -> None:
+        """Open the run's events.jsonl for appending (a resumed run continues it)."""
+        self.close()
+        if self.events_file and is_main_process():
+            self.events_path = Path(trainer.save_dir) / EVENTS_NAME
+            self._file = open(self.events_path, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        """Close the event log."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the open file (DDP launch scripts pickle callbacks)."""
+        return {**self.__dict__, "_file": None}
+
+
+def expects_validation(trainer) -> bool:
+    """Whether Ultralytics will validate at the end of the current epoch (its own condition, as far as known now)."""
+    final = trainer.epoch + 1 >= trainer.epochs
+    return bool(trainer.args.val or final or getattr(trainer.stopper, "possible_stop", False))

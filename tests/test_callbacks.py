@@ -1,0 +1,484 @@
+"""Unit tests of the SmartCash callbacks on a fake trainer that fires Ultralytics' events in its loop's order."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from smartcash_ultra.callbacks import (
+    AdaptiveEarlyStopping,
+    MetricsExporter,
+    ProgressReporter,
+    add_smartcash_callbacks,
+    has_smartcash_callbacks,
+)
+from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, checkpoint_state
+from smartcash_ultra.callbacks.settings import resolve
+from smartcash_ultra.classes import NAMES
+
+MEAN_KEYS = ["metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)"]
+
+
+class StockStopper:
+    """Stands in for Ultralytics' ``EarlyStopping``."""
+
+    best_fitness, best_epoch, possible_stop = 0.0, 0, False
+
+    def __call__(self, epoch, fitness):
+        return False
+
+
+class Collector(list):
+    """A picklable progress callback that keeps its events."""
+
+    def __call__(self, *event):
+        self.append(event)
+
+
+class FakeTrainer:
+    """The parts of an Ultralytics trainer the callbacks read, with ``run_epoch`` following ``_do_train``'s order."""
+
+    def __init__(self, save_dir: Path, epochs: int = 5, batches: int = 4, val_batches: int = 2, **args):
+        self.callbacks = defaultdict(list)
+        self.save_dir = save_dir
+        self.wdir = save_dir / "weights"
+        self.wdir.mkdir(parents=True, exist_ok=True)
+        self.best, self.last = self.wdir / "best.pt", self.wdir / "last.pt"
+        self.epochs, self.epoch, self.start_epoch = epochs, 0, 0
+        defaults = {"patience": 3, "val": True, "resume": False, "model": "m.yaml", "data": "d.yaml"}
+        self.args = SimpleNamespace(**{**defaults, **args})
+        self.data = {"names": dict(NAMES)}
+        self.device = torch.device("cpu")
+        self.train_loader, self.test_loader = [None] * batches, [None] * val_batches
+        self.validator = SimpleNamespace(metrics=SimpleNamespace(keys=list(MEAN_KEYS)))
+        self.model = SimpleNamespace(yaml={"smartcash": {}})
+        self.ema = SimpleNamespace(ema=torch.nn.Identity())
+        self.metrics = dict.fromkeys(MEAN_KEYS, 0)
+        self.fitness, self.tloss, self.lr, self.epoch_time, self.stop = None, None, {}, None, False
+        self.stopper = StockStopper()
+        self.saved: dict[int, dict] = {}  # epoch -> checkpoint dict, as save_model would write
+
+    def add_callback(self, event, fn):
+        self.callbacks[event].append(fn)
+
+    def run_callbacks(self, event, arg=None):
+        for fn in self.callbacks[event]:
+            fn(self if arg is None else arg)
+
+    def label_loss_items(self, loss_items=None, prefix="train"):
+        return {f"{prefix}/{k}": round(float(v), 5) for k, v in loss_items.items()}
+
+    def setup(self):
+        self.run_callbacks("on_pretrain_routine_end")
+        self.run_callbacks("on_train_start")
+
+    def run_epoch(self, map50: float | None, validate: bool = True):
+        """One epoch; ``map50`` drives every metric (fitness = 0.1 mAP50 + 0.9 mAP50-95, here mAP50-95 = mAP50/2)."""
+        self.run_callbacks("on_train_epoch_start")
+        for i in range(len(self.train_loader)):
+            self.tloss = {"box_loss": torch.tensor(1.0 / (i + 1)), "cls_loss": torch.tensor(2.0)}
+            self.run_callbacks("on_train_batch_end")
+        self.lr = {"lr/pg0": 0.01 / (self.epoch + 1)}
+        self.run_callbacks("on_train_epoch_end")
+        validator = SimpleNamespace()
+        if validate:
+            self.run_callbacks("on_val_start", validator)
+            for _ in self.test_loader:
+                self.run_callbacks("on_val_batch_end", validator)
+            self.run_callbacks("on_val_end", validator)
+            values = [0.5, 0.4, map50, map50 * 0.8, map50 / 2]
+            self.metrics = {
+                **dict(zip(MEAN_KEYS, values, strict=True)),
+                "AP50(B)/001": map50,
+                "val/box_loss": 1 - map50,
+            }
+            self.fitness = 0.1 * map50 + 0.9 * map50 / 2
+        self.stop |= bool(self.stopper(self.epoch + 1, self.fitness))
+        self.saved[self.epoch] = {"epoch": self.epoch, "ema": pickle.loads(pickle.dumps(self.ema.ema))}
+        self.epoch_time = 0.01
+        self.run_callbacks("on_fit_epoch_end")
+        self.epoch += 1
+
+    def finish(self):
+        """Ultralytics' final evaluation of best.pt (a second on_fit_epoch_end), then on_train_end and teardown."""
+        self.epoch -= 1
+        self.metrics = {**self.metrics, "metrics/mAP50(B)": 0.99}
+        self.epoch += 1
+        self.run_callbacks("on_fit_epoch_end")
+        self.epoch -= 1
+        self.run_callbacks("on_train_end")
+        self.run_callbacks("teardown")
+
+
+def fake_run(tmp_path, map50s, **kwargs) -> tuple[FakeTrainer, list]:
+    """Train the fake trainer on a fixed mAP50 sequence until it stops; return it and its progress events."""
+    events = Collector()
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k in {"early_stopping", "min_interval"}}
+    trainer = FakeTrainer(tmp_path, epochs=len(map50s), **kwargs)
+    add_smartcash_callbacks(trainer, progress_callback=events, **settings)
+    trainer.setup()
+    for m in map50s:
+        trainer.run_epoch(m)
+        if trainer.stop:
+            break
+    trainer.finish()
+    return trainer, events
+
+
+# ------------------------------------------------------------------------------------------- early stopping rule
+def test_patience_and_min_delta_arithmetic():
+    stopper = AdaptiveEarlyStopping(patience=3, min_delta=0.01, adaptive=False)
+    assert not stopper.update(1, 0.50)
+    assert not stopper.update(2, 0.505)  # +0.005 < min_delta: no improvement
+    assert (stopper.best_value, stopper.best_epoch, stopper.wait) == (0.50, 1, 1)
+    assert not stopper.update(3, 0.52)  # +0.02: improvement
+    assert (stopper.best_value, stopper.best_epoch, stopper.wait) == (0.52, 3, 0)
+    assert not stopper.update(4, 0.52)
+    assert not stopper.update(5, 0.529)
+    assert stopper.possible_stop and not stopper.should_stop
+    assert stopper.update(6, 0.50)  # third epoch without improvement
+    assert "for 3 validated epochs" in stopper.stop_reason and "best 0.52 at epoch 3" in stopper.stop_reason
+
+
+def test_min_mode_for_losses_and_explicit_max():
+    loss = AdaptiveEarlyStopping(patience=2, min_delta=0.0, monitor="val/box_loss", adaptive=False)
+    assert loss.mode == "min"
+    for epoch, value in enumerate([1.0, 0.8, 0.9, 0.85], 1):
+        stop = loss.update(epoch, value)
+    assert (loss.best_value, loss.best_epoch, stop) == (0.8, 2, True)
+    gain = AdaptiveEarlyStopping(patience=2, min_delta=0.0, monitor="mAP50", mode="max", adaptive=False)
+    for epoch, value in enumerate([0.1, 0.2, 0.15, 0.19], 1):
+        stop = gain.update(epoch, value)
+    assert (gain.best_value, gain.best_epoch, stop) == (0.2, 2, True)
+    with pytest.raises(ValueError, match="mode"):
+        AdaptiveEarlyStopping(mode="up")
+
+
+def test_adaptive_patience_grows_with_fast_gains_is_bounded_and_shrinks_back():
+    stopper = AdaptiveEarlyStopping(patience=3, min_delta=0.001, max_patience=5, window=2)
+    for epoch in range(1, 6):  # +0.05 per epoch, far above min_rate
+        stopper.update(epoch, 0.05 * epoch)
+    assert stopper.improvement_rate == pytest.approx(0.05)
+    assert stopper.patience == 5  # 3 -> 4 -> 5, then held at max_patience
+    for epoch in range(6, 11):  # creeping: +0.0015 per epoch, rate below min_rate once the window has moved on
+        stopper.update(epoch, 0.25 + 0.0015 * (epoch - 5))
+    assert stopper.improvement_rate == pytest.approx(0.0015) and stopper.patience == 5
+    stopper = AdaptiveEarlyStopping(patience=3, min_delta=0.001, max_patience=5, min_rate=0.01, window=2)
+    for epoch, value in enumerate([0.1, 0.2, 0.3, 0.305, 0.31, 0.315], 1):
+        stopper.update(epoch, value)
+    assert stopper.patience == 3  # grew to 5 with the fast gains, shrank back to the base with the slow ones
+    fixed = AdaptiveEarlyStopping(patience=3, adaptive=False)
+    for epoch in range(1, 6):
+        fixed.update(epoch, 0.05 * epoch)
+    assert fixed.patience == 3
+
+
+def test_adaptive_patience_lets_an_improving_run_survive_a_plateau():
+    values = [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.5]  # fast gains, a 4-epoch plateau, then a new best
+    fixed, adaptive = AdaptiveEarlyStopping(patience=3, adaptive=False), AdaptiveEarlyStopping(patience=3)
+    stops = {}
+    for name, stopper in (("fixed", fixed), ("adaptive", adaptive)):
+        for epoch, value in enumerate(values, 1):
+            if stopper.update(epoch, value):
+                stops[name] = epoch
+                break
+    assert stops == {"fixed": 7}  # adaptive patience had grown to 6 and reached the 0.5 at epoch 8
+    assert adaptive.best_value == 0.5 and adaptive.best_epoch == 8
+
+
+def test_epochs_before_anything_is_detected_are_not_a_stall():
+    stopper = AdaptiveEarlyStopping(patience=2, adaptive=False)
+    assert not any(stopper.update(epoch, 0.0) for epoch in range(1, 6))  # a from-scratch run's first epochs
+    assert (stopper.best_epoch, stopper.wait) == (5, 0)
+    stopper.update(6, 0.2)
+    assert not stopper.update(7, 0.2) and stopper.update(8, 0.2)
+    loss = AdaptiveEarlyStopping(patience=2, monitor="val_loss", adaptive=False)
+    assert [loss.update(epoch, 0.0) for epoch in (1, 2, 3)] == [False, False, True]  # min mode: 0 is a real value
+
+
+def test_zero_patience_never_stops():
+    stopper = AdaptiveEarlyStopping(patience=0)
+    assert not any(stopper.update(epoch, 0.5) for epoch in range(1, 50))
+    assert not stopper.possible_stop
+
+
+def test_non_finite_values_and_epochs_out_of_order_are_errors():
+    stopper = AdaptiveEarlyStopping()
+    with pytest.raises(ValueError, match="non-finite"):
+        stopper.update(1, float("nan"))
+    stopper.update(2, 0.5)
+    with pytest.raises(ValueError, match="epoch 2 after epoch 2"):
+        stopper.update(2, 0.6)
+
+
+def test_state_round_trips_through_a_checkpoint_dict(tmp_path):
+    stopper = AdaptiveEarlyStopping(patience=3, max_patience=6)
+    for epoch, value in enumerate([0.1, 0.3, 0.5, 0.5, 0.51], 1):
+        stopper.update(epoch, value)
+    model = torch.nn.Identity()
+    setattr(model, STATE_ATTR, {STATE_KEY: stopper.state_dict()})
+    torch.save({"epoch": 4, "ema": model}, tmp_path / "last.pt")
+    restored = AdaptiveEarlyStopping(patience=3, max_patience=6)
+    restored.load_state_dict(checkpoint_state(str(tmp_path / "last.pt")))
+    assert restored.summary() == stopper.summary() and restored.history == stopper.history
+    partial = AdaptiveEarlyStopping(patience=3, max_patience=6)
+    partial.load_state_dict(stopper.state_dict(), up_to_epoch=3)  # a checkpoint older than the state
+    assert partial.history == stopper.history[:3] and partial.wait == 0
+    other = AdaptiveEarlyStopping(monitor="mAP50")
+    other.load_state_dict(stopper.state_dict())  # different monitor: starts afresh instead of mixing figures
+    assert other.history == []
+
+
+def test_stopper_replaces_ultralytics_one_records_before_the_checkpoint_and_stops_in_fit_epoch_end(tmp_path):
+    trainer, _ = fake_run(tmp_path, [0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4], early_stopping={"adaptive": False})
+    assert isinstance(trainer.stopper, AdaptiveEarlyStopping)
+    assert trainer.epoch + 1 == 5 and trainer.stopper.stop_reason  # 3 epochs without improvement after epoch 2
+    fitness = [0.55 * m for m in (0.2, 0.4, 0.4, 0.4, 0.4)]
+    assert trainer.stopper.history == [(e, pytest.approx(f)) for e, f in enumerate(fitness, 1)]
+    saved = getattr(trainer.saved[4]["ema"], STATE_ATTR)[STATE_KEY]  # the checkpoint of epoch 5 holds epoch 5
+    assert [e for e, _ in saved["history"]] == [1, 2, 3, 4, 5]
+
+
+def test_unvalidated_epochs_are_not_counted(tmp_path):
+    trainer = FakeTrainer(tmp_path, epochs=6)
+    add_smartcash_callbacks(trainer, early_stopping={"adaptive": False})
+    trainer.setup()
+    trainer.run_epoch(0.3)
+    for _ in range(4):
+        trainer.run_epoch(None, validate=False)  # Ultralytics passes the stale fitness on these epochs
+    assert trainer.stopper.history == [(1, pytest.approx(0.165))] and not trainer.stop
+
+
+def test_monitor_must_exist_before_training(tmp_path):
+    trainer = FakeTrainer(tmp_path)
+    add_smartcash_callbacks(trainer, early_stopping={"monitor": "mAP90"})
+    with pytest.raises(ValueError, match="mAP90.*mAP50"):
+        trainer.setup()
+
+
+def test_resume_restores_the_stopper_from_the_checkpoint(tmp_path):
+    first, _ = fake_run(tmp_path / "a", [0.1, 0.3, 0.5, 0.5])
+    model = first.saved[2]["ema"]  # checkpoint of epoch 3
+    torch.save({"epoch": 2, "ema": model}, tmp_path / "last.pt")
+    resumed = FakeTrainer(tmp_path / "b", epochs=6, resume=str(tmp_path / "last.pt"))
+    resumed.start_epoch = 3
+    add_smartcash_callbacks(resumed)
+    resumed.setup()
+    assert resumed.stopper.history == first.stopper.history[:3]
+    assert resumed.stopper.patience == 5  # grown 3 -> 5 by the two fast gains, as in the first session
+
+
+def test_non_zero_ddp_rank_does_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    trainer, events = fake_run(tmp_path, [0.2, 0.2, 0.2, 0.2, 0.2, 0.2], early_stopping={"adaptive": False})
+    assert not isinstance(trainer.stopper, AdaptiveEarlyStopping) and not trainer.stop
+    assert events == [] and sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+def test_callbacks_pickle_without_the_trainer_and_are_not_registered_twice(tmp_path):
+    trainer, _ = fake_run(tmp_path, [0.2, 0.3])
+    clone = pickle.loads(pickle.dumps(dict(trainer.callbacks)))  # what a DDP launch script carries
+    assert has_smartcash_callbacks(clone)
+    owners = {type(fn.__self__).__name__ for fns in clone.values() for fn in fns}
+    assert owners == {"EarlyStoppingInstaller", "MetricsExporter", "ProgressReporter", "EpochClock"}
+    with pytest.raises(ValueError, match="already has"):
+        add_smartcash_callbacks(trainer)
+
+
+def test_settings_are_validated():
+    assert resolve({"early_stopping": False})["early_stopping"]["enabled"] is False
+    assert resolve(None)["progress"]["min_interval"] == 0.5
+    with pytest.raises(ValueError, match="unknown callback 'early_stop'"):
+        resolve({"early_stop": {}})
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['patients'\]"):
+        resolve({"early_stopping": {"patients": 3}})
+
+
+def test_disabled_early_stopping_keeps_ultralytics_stopper(tmp_path):
+    trainer = FakeTrainer(tmp_path)
+    trainer.model.yaml = {"smartcash": {"callbacks": {"early_stopping": False, "metrics_export": False}}}
+    add_smartcash_callbacks(trainer)
+    trainer.setup()
+    assert not isinstance(trainer.stopper, AdaptiveEarlyStopping)
+    trainer.run_epoch(0.3)
+    assert not (tmp_path / "metrics.json").exists() and (tmp_path / "events.jsonl").exists()
+
+
+# -------------------------------------------------------------------------------------------------- metric export
+def test_metric_files_hold_every_epoch_and_the_summary(tmp_path):
+    trainer, _ = fake_run(tmp_path, [0.2, 0.4, 0.3])
+    document = json.loads((tmp_path / "metrics.json").read_text())
+    rows = document["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[1]["metrics/mAP50(B)"] == 0.4 and rows[1]["train/box_loss"] == 0.25 and rows[1]["lr/pg0"] == 0.005
+    assert rows[1]["layer_1/mAP50(B)"] == 0.4 and rows[1]["layer_2/mAP50(B)"] is None  # 001 is the only AP given
+    assert rows[1]["early_stopping/best"] == pytest.approx(0.22) and rows[2]["early_stopping/wait"] == 1
+    assert rows[0]["val_time"] >= 0 and rows[0]["eta"] == pytest.approx(0.02)
+    summary = document["summary"]
+    assert summary["status"] == "completed" and summary["best_epoch"] == 2 and summary["best"] == rows[1]
+    assert summary["final"]["metrics/mAP50(B)"] == 0.99 and summary["early_stopping"]["best_epoch"] == 2
+    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("epoch,epochs,validated,train/box_loss")
+
+
+def test_unvalidated_epoch_rows_leave_validation_figures_empty(tmp_path):
+    trainer = FakeTrainer(tmp_path, epochs=3)
+    add_smartcash_callbacks(trainer)
+    trainer.setup()
+    trainer.run_epoch(0.3)
+    trainer.run_epoch(None, validate=False)
+    row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][1]
+    assert row["validated"] is False and row["metrics/mAP50(B)"] is None and row["val_time"] is None
+    assert row["train/box_loss"] == 0.25
+
+
+def test_a_crash_mid_write_leaves_the_previous_files_intact(tmp_path, monkeypatch):
+    trainer = FakeTrainer(tmp_path, epochs=3)
+    add_smartcash_callbacks(trainer)
+    trainer.setup()
+    trainer.run_epoch(0.3)
+    before = {name: (tmp_path / name).read_bytes() for name in ("metrics.json", "metrics.csv")}
+
+    def crash(fd):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr("smartcash_ultra.files.os.fsync", crash)  # after the temp file is written, before rename
+    with pytest.raises(OSError, match="disk gone"):
+        trainer.run_epoch(0.4)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl", "metrics.csv", "metrics.json", "weights"]
+
+
+def test_resume_continues_the_files_without_duplicated_or_lost_epochs(tmp_path):
+    first, _ = fake_run(tmp_path, [0.1, 0.2, 0.3, 0.4])  # epochs 1-4 written; say the checkpoint is of epoch 2
+    resumed = FakeTrainer(tmp_path, epochs=5)
+    resumed.start_epoch = resumed.epoch = 2
+    add_smartcash_callbacks(resumed)
+    resumed.setup()
+    for m in (0.35, 0.45, 0.5):
+        resumed.run_epoch(m)
+    rows = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["metrics/mAP50(B)"] for r in rows] == [0.1, 0.2, 0.35, 0.45, 0.5]
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 6
+    fresh = FakeTrainer(tmp_path, epochs=2)  # a new run into the same dir starts a new history
+    add_smartcash_callbacks(fresh)
+    fresh.setup()
+    fresh.run_epoch(0.1)
+    assert [r["epoch"] for r in json.loads((tmp_path / "metrics.json").read_text())["epochs"]] == [1]
+
+
+# ------------------------------------------------------------------------------------------------------- progress
+def test_progress_sequences_are_monotone_with_exact_totals_ending_at_100_percent(tmp_path):
+    trainer, events = fake_run(tmp_path, [0.1, 0.2, 0.3], batches=5, val_batches=3, min_interval=0)
+    by_level = {level: [(c, t) for lvl, c, t, _ in events if lvl == level] for level in ("overall", "epoch", "batch")}
+    assert by_level["overall"] == [(0, 3), (1, 3), (2, 3), (3, 3), (3, 3)]
+    epoch_events = by_level["epoch"]
+    assert all(t == 8 for _, t in epoch_events)  # 5 training + 3 validation batches
+    per_epoch = [epoch_events[i * 10 : (i + 1) * 10] for i in range(3)]
+    for seq in per_epoch:
+        assert [c for c, _ in seq] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]
+    assert by_level["batch"] == [(i, 5) for i in range(1, 6)] * 3
+    batch_messages = [m for lvl, _, _, m in events if lvl == "batch"]
+    assert batch_messages[0] == "epoch 1/3 batch 1/5 box_loss 1 cls_loss 2"
+
+
+def test_progress_is_throttled_but_first_and_last_always_pass(tmp_path):
+    _, events = fake_run(tmp_path, [0.1, 0.2], batches=50, min_interval=3600)
+    batch = [(c, t) for lvl, c, t, _ in events if lvl == "batch"]
+    assert batch == [(1, 50), (50, 50)] * 2
+    epoch = [c for lvl, c, t, _ in events if lvl == "epoch" and t == 52]
+    assert epoch == [0, 1, 50, 52, 52] * 2  # start, first and last training batch, last validation batch, done
+
+
+def test_metrics_callback_gets_the_metrics_json_rows_and_events_file_mirrors_everything(tmp_path):
+    records, done = [], []
+    trainer = FakeTrainer(tmp_path, epochs=2)
+    add_smartcash_callbacks(trainer, metrics_callback=records.append, completion_callback=done.append)
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    trainer.run_epoch(0.2)
+    trainer.finish()
+    rows = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
+    strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_time")}  # noqa: E731 (own clock per handler)
+    assert [strip(r) for r in records] == [strip(r) for r in rows]
+    assert done[0]["status"] == "completed" and done[0]["final_metrics"]["metrics/mAP50(B)"] == 0.99
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in lines]
+    assert kinds[0] == "started" and kinds[-1] == "completed" and kinds.count("metrics") == 2
+    assert lines[-1]["status"] == "completed"
+
+
+def test_error_callback_gets_the_exception_and_its_context(tmp_path):
+    errors = []
+    trainer = FakeTrainer(tmp_path, epochs=3)
+    add_smartcash_callbacks(trainer, error_callback=lambda e, c: errors.append((e, c)))
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        try:
+            trainer.run_callbacks("on_train_epoch_start")
+            raise RuntimeError("CUDA error: device-side assert")
+        finally:
+            trainer.run_callbacks("teardown")  # Ultralytics' train() runs it in a finally
+    ((exc, context),) = errors
+    assert str(exc).startswith("CUDA error") and context["stage"] == "train" and context["epoch"] == 2
+    last = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "error" and last["error"] == "RuntimeError" and last["context"]["epoch"] == 2
+
+
+def test_error_during_setup_is_reported_in_the_events_file(tmp_path):
+    errors = []
+    trainer = FakeTrainer(tmp_path)
+    add_smartcash_callbacks(trainer, error_callback=lambda e, c: errors.append(c))
+    try:
+        raise FileNotFoundError("data.yaml")
+    except FileNotFoundError:
+        trainer.run_callbacks("teardown")
+    assert errors[0]["stage"] == "setup"
+    assert json.loads((tmp_path / "events.jsonl").read_text())["event"] == "error"
+
+
+def test_a_raising_ui_callback_is_reported_once_and_training_goes_on(tmp_path, caplog):
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise ZeroDivisionError("ui bug")
+
+    trainer = FakeTrainer(tmp_path, epochs=2)
+    add_smartcash_callbacks(trainer, progress_callback=broken, min_interval=0)
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    trainer.run_epoch(0.2)
+    assert len(calls) == 1 and trainer.epoch == 2
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 2
+
+
+def test_teardown_without_an_exception_reports_nothing(tmp_path):
+    errors = []
+    trainer = FakeTrainer(tmp_path, epochs=1)
+    add_smartcash_callbacks(trainer, error_callback=lambda e, c: errors.append(e))
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    trainer.finish()
+    assert errors == [] and sys.exc_info()[1] is None
+    assert "error" not in (tmp_path / "events.jsonl").read_text()
+
+
+def test_exporter_and_reporter_alone(tmp_path):
+    trainer = FakeTrainer(tmp_path, epochs=1)
+    exporter, reporter = MetricsExporter(), ProgressReporter(events_file=False)
+    for handler in (exporter, reporter):
+        for event, fn in handler.callbacks.items():
+            trainer.add_callback(event, fn)
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    assert (tmp_path / "metrics.json").exists() and not (tmp_path / "events.jsonl").exists()
