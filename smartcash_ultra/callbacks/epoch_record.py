@@ -96,8 +96,8 @@ def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
 
 def layer_means(metrics: dict[str, float], names: dict[int, str]) -> dict[str, float]:
     """Mean AP50 and AP50-95 of each layer of the 17-class scheme, over the classes the split contains."""
-    if not is_full_scheme(names):
-        return {}
+    if not is_full_scheme(names) or not any(k.startswith("AP50(B)/") for k in metrics):
+        return {}  # another scheme, or a validator without per-class AP (Ultralytics' own)
     out = {}
     for layer, ids in LAYERS.items():
         for figure in ("AP50", "AP50-95"):
