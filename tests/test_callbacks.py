@@ -482,3 +482,22 @@ def test_exporter_and_reporter_alone(tmp_path):
     trainer.setup()
     trainer.run_epoch(0.1)
     assert (tmp_path / "metrics.json").exists() and not (tmp_path / "events.jsonl").exists()
+
+
+def test_cuda_runs_record_gpu_memory_and_utilisation(tmp_path, monkeypatch):
+    for name, value in (("memory_allocated", 2e9), ("memory_reserved", 3e9), ("max_memory_allocated", 2.5e9)):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, v=value: v)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "utilization", lambda device=None: 87)
+    trainer = FakeTrainer(tmp_path, epochs=1)
+    trainer.device = SimpleNamespace(type="cuda")
+    add_smartcash_callbacks(trainer)
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]
+    assert (row["gpu/mem_allocated_gb"], row["gpu/mem_reserved_gb"], row["gpu/mem_peak_gb"]) == (2.0, 3.0, 2.5)
+    assert row["gpu/utilization"] == 87.0
+    monkeypatch.setattr(torch.cuda, "utilization", lambda device=None: (_ for _ in ()).throw(ModuleNotFoundError))
+    trainer.run_epoch(0.2)  # no pynvml: utilisation unknown, the rest still recorded
+    row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][1]
+    assert row["gpu/utilization"] is None and row["gpu/mem_peak_gb"] == 2.5

@@ -3,6 +3,7 @@
 Figures are taken from where Ultralytics keeps them (``tloss`` rounded as for results.csv, ``lr``, ``metrics``,
 ``fitness``, ``epoch_time``), so they equal results.csv wherever both report them. Added: per-layer means of the
 17-class scheme, train and validation time, ETA, early-stopping state and, on CUDA, GPU memory and utilisation.
+With Ultralytics' own validator (a stock model), per-class AP comes from its ``DetMetrics``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
     if clock.validated:
         record.update(metrics)
         record["fitness"] = trainer.fitness
-        record.update(layer_means(metrics, trainer.data["names"]))
+        if not any(k.startswith("AP50(B)/") for k in metrics):  # Ultralytics' validator: per-class AP from its stats
+            record.update(per_class_ap(getattr(trainer.validator, "metrics", None), trainer.data["names"]))
+        record.update(layer_means(record, trainer.data["names"]))
     else:  # Ultralytics repeats the last validation in results.csv; these columns stay empty instead
         record.update(dict.fromkeys([*metrics, "fitness"]))
     record.update(
@@ -92,6 +95,20 @@ def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
         record.update({f"early_stopping/{k}": stopper[k] for k in ("wait", "patience", "best", "improvement_rate")})
     record.update(gpu_stats(trainer.device))
     return {k: clean(v) for k, v in record.items()}
+
+
+def per_class_ap(metrics, names: dict[int, str]) -> dict[str, float]:
+    """``AP50(B)/<class>`` and ``AP50-95(B)/<class>`` from an Ultralytics ``DetMetrics`` (NaN for absent classes)."""
+    box = getattr(metrics, "box", None)
+    if box is None or not len(getattr(box, "ap_class_index", ())):
+        return {}
+    ap50, ap = dict.fromkeys(names, math.nan), dict.fromkeys(names, math.nan)
+    for i, c in enumerate(box.ap_class_index):
+        ap50[int(c)], ap[int(c)] = float(box.ap50[i]), float(box.ap[i])
+    return {
+        **{f"AP50(B)/{names[c]}": v for c, v in ap50.items()},
+        **{f"AP50-95(B)/{names[c]}": v for c, v in ap.items()},
+    }
 
 
 def layer_means(metrics: dict[str, float], names: dict[int, str]) -> dict[str, float]:
