@@ -98,7 +98,7 @@ def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
 
 
 def per_class_ap(metrics, names: dict[int, str]) -> dict[str, float]:
-    """``AP50(B)/<class>`` and ``AP50-95(B)/<class>`` from an Ultralytics ``DetMetrics`` (NaN for absent classes)."""
+    """Return ``AP50(B)/<class>`` and ``AP50-95(B)/<class>`` from Ultralytics' ``DetMetrics`` (NaN: class absent)."""
     box = getattr(metrics, "box", None)
     if box is None or not len(getattr(box, "ap_class_index", ())):
         return {}
