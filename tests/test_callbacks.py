@@ -256,6 +256,15 @@ def test_unvalidated_epochs_are_not_counted(tmp_path):
     assert trainer.stopper.history == [(1, pytest.approx(0.165))] and not trainer.stop
 
 
+def test_a_nan_epoch_is_not_counted_and_does_not_end_the_run(tmp_path):
+    trainer = FakeTrainer(tmp_path, epochs=3)
+    add_smartcash_callbacks(trainer)
+    trainer.setup()
+    trainer.run_epoch(float("nan"))  # Ultralytics cannot recover a NaN first epoch and trains on
+    trainer.run_epoch(0.2)
+    assert trainer.stopper.history == [(2, pytest.approx(0.11))] and not trainer.stop
+
+
 def test_monitor_must_exist_before_training(tmp_path):
     trainer = FakeTrainer(tmp_path)
     add_smartcash_callbacks(trainer, early_stopping={"monitor": "mAP90"})

@@ -237,7 +237,11 @@ class AdaptiveEarlyStopping:
         if trainer is None or not is_main_process() or trainer.metrics is self._seen_metrics or not trainer.metrics:
             return
         self._seen_metrics = trainer.metrics
-        self.update(epoch, monitored_value(self.monitor, trainer))
+        value = monitored_value(self.monitor, trainer)
+        if not math.isfinite(value):  # Ultralytics lets a NaN first epoch go on; a stopper must not end the run
+            LOGGER.warning(f"{PREFIX}{self.monitor} is {value} at epoch {epoch}: not counted")
+            return
+        self.update(epoch, value)
         ema = getattr(getattr(trainer, "ema", None), "ema", None)
         if ema is not None:
             state = dict(getattr(ema, STATE_ATTR, None) or {})
