@@ -19,6 +19,7 @@ _EXPORTS = {
     "SmartCashDataset": "smartcash_ultra.dataset",
     "TimmBackbone": "smartcash_ultra.nn",
     "generate_sample_dataset": "smartcash_ultra.sample_data",
+    "convert_dataset": "smartcash_ultra.convert",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -26,6 +26,7 @@ from ultralytics.utils.patches import imread
 
 from smartcash_ultra.arrays import IMAGE_SUFFIXES, ArrayFormatError, is_array_file, load_bgr_uint8, open_array
 from smartcash_ultra.files import write_atomic
+from smartcash_ultra.labels import parse_label_rows
 
 CACHE_DIRNAME = ".smartcash_cache"
 """Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it."""
@@ -184,20 +185,7 @@ def _image_shape(im_file: str) -> tuple[int, int]:
 def _read_labels(lb_file: str, num_cls: int) -> tuple[np.ndarray, str]:
     """Parse a YOLO detection label file into an (n, 5) float32 array; duplicate rows are dropped and reported."""
     with open(lb_file, encoding="utf-8-sig") as f:
-        rows = [line.split() for line in f.read().strip().splitlines() if line.strip()]
-    if not rows:
-        return np.zeros((0, 5), dtype=np.float32), ""
-    if any(len(r) != 5 for r in rows):
-        bad = next(i for i, r in enumerate(rows, 1) if len(r) != 5)
-        raise ValueError(f"label line {bad} has {len(rows[bad - 1])} fields, expected 5 (cls xc yc w h)")
-    lb = np.array(rows, dtype=np.float32)
-    if not np.isfinite(lb).all():
-        raise ValueError("labels contain NaN or inf")
-    cls = lb[:, 0]
-    if (cls % 1 != 0).any() or cls.min() < 0 or cls.max() >= num_cls:
-        raise ValueError(f"class ids {sorted(set(cls.tolist()))} outside 0-{num_cls - 1} (nc={num_cls})")
-    if lb[:, 1:].min() < 0 or lb[:, 1:].max() > 1.0 + 1e-6:
-        raise ValueError("box coordinates outside 0..1 (labels must be normalised xywh)")
+        lb = parse_label_rows(f.read(), num_cls).astype(np.float32)
     _, keep = np.unique(lb, axis=0, return_index=True)
     if len(keep) < len(lb):
         return lb[np.sort(keep)], f"{len(lb) - len(keep)} duplicate labels removed"

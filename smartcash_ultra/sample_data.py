@@ -14,8 +14,6 @@ epochs, which makes a training smoke test meaningful. Same seed and arguments gi
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import math
 import uuid
 import warnings
@@ -28,12 +26,11 @@ import yaml
 
 from smartcash_ultra.classes import DENOMINATIONS, LAYERS, NAMES, nominal_code
 from smartcash_ultra.files import write_atomic
+from smartcash_ultra.labels import format_label_rows
+from smartcash_ultra.preprocess import Letterbox, array_bytes, boxes_to_letterbox, letterbox, sidecar_bytes
 
 SPLITS = ("train", "valid", "test")
 """Split folder names, in the order their per-split random streams are derived from the seed."""
-
-PAD_VALUE = 114
-"""Letterbox padding grey (0..255), as in SmartCash preprocessing; 114/255 in the saved arrays."""
 
 CLASS_SCHEMES = ("full", "layer_1")
 
@@ -67,15 +64,6 @@ class _Obj(NamedTuple):
     y0: float
     x1: float
     y1: float
-
-
-class _Letterbox(NamedTuple):
-    """Geometry of a letterboxed photo, needed to map boxes and to write the ``.meta.json`` sidecar."""
-
-    image: np.ndarray  # uint8 RGB, imgsz x imgsz
-    scale: float
-    padding: tuple[int, int, int, int]  # top, bottom, left, right
-    content: tuple[int, int]  # resized photo (height, width)
 
 
 def _validate(n_train: int, n_valid: int, n_test: int, imgsz: int, aug_per_image: int, classes: str, seed: int) -> None:
@@ -315,42 +303,11 @@ def _augment(rng: np.random.Generator, photo: np.ndarray, objs: list[_Obj]) -> t
     return np.clip(img, 0, 255).astype(np.uint8), objs
 
 
-def _letterbox(photo: np.ndarray, imgsz: int) -> _Letterbox:
-    """Resize a photo to fit ``imgsz`` with its aspect kept and pad it with grey 114, as SmartCash preprocessing."""
-    h, w = photo.shape[:2]
-    r = min(imgsz / h, imgsz / w)
-    nh, nw = min(imgsz, round(h * r)), min(imgsz, round(w * r))
-    resized = cv2.resize(photo, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
-    top, left = (imgsz - nh) // 2, (imgsz - nw) // 2
-    canvas = np.full((imgsz, imgsz, 3), PAD_VALUE, np.uint8)
-    canvas[top : top + nh, left : left + nw] = resized
-    return _Letterbox(canvas, r, (top, imgsz - nh - top, left, imgsz - nw - left), (nh, nw))
-
-
-def _label_text(objs: list[_Obj], photo_shape: tuple[int, ...], lb: _Letterbox, keep: range) -> str:
-    """Map photo-pixel boxes into the letterboxed frame and format them as YOLO rows with 6 decimals."""
-    h, w = photo_shape[:2]
-    nh, nw = lb.content
-    top, _, left, _ = lb.padding
-    size = lb.image.shape[0]
-    lo_x, hi_x, lo_y, hi_y = left / size, (left + nw) / size, top / size, (top + nh) / size
-    rows = []
-    for o in objs:
-        if o.cls not in keep:
-            continue
-        x0 = min(max((o.x0 * nw / w + left) / size, lo_x), hi_x)
-        x1 = min(max((o.x1 * nw / w + left) / size, lo_x), hi_x)
-        y0 = min(max((o.y0 * nh / h + top) / size, lo_y), hi_y)
-        y1 = min(max((o.y1 * nh / h + top) / size, lo_y), hi_y)
-        rows.append(f"{o.cls} {(x0 + x1) / 2:.6f} {(y0 + y1) / 2:.6f} {x1 - x0:.6f} {y1 - y0:.6f}")
-    return "\n".join(rows) + "\n"
-
-
-def _npy_bytes(image: np.ndarray) -> bytes:
-    """Encode a uint8 letterboxed image as SmartCash stores it: float32 HWC RGB in 0..1, no pickle."""
-    buf = io.BytesIO()
-    np.save(buf, image.astype(np.float32) / np.float32(255), allow_pickle=False)
-    return buf.getvalue()
+def _label_text(objs: list[_Obj], lb: Letterbox, keep: range) -> str:
+    """Map the kept objects' photo-pixel boxes into the letterboxed frame as YOLO rows with 6 decimals."""
+    kept = [o for o in objs if o.cls in keep]
+    boxes = boxes_to_letterbox(np.array([[o.x0, o.y0, o.x1, o.y1] for o in kept]), lb)
+    return format_label_rows(np.array([o.cls for o in kept]), boxes)
 
 
 def _prepare_root(root: Path, overwrite: bool) -> None:
@@ -406,7 +363,7 @@ def generate_sample_dataset(
     written: dict[str, set[str]] = {f"{s}/{sub}": set() for s in SPLITS for sub in ("images", "labels")}
 
     def emit(split: str, stem: str, image: np.ndarray, labels: str) -> None:
-        write_atomic(root / split / "images" / f"{stem}.npy", _npy_bytes(image))
+        write_atomic(root / split / "images" / f"{stem}.npy", array_bytes(image))
         write_atomic(root / split / "labels" / f"{stem}.txt", labels.encode())
         written[f"{split}/images"].add(f"{stem}.npy")
         written[f"{split}/labels"].add(f"{stem}.txt")
@@ -419,29 +376,22 @@ def generate_sample_dataset(
             stem = f"pre_{nominal}_{uid}" if rng.random() < 0.2 else f"pre_rp_{nominal}_{uid}"
             with_meta = rng.random() < 0.5
             photo, objs = _scene(rng, main_cls, imgsz)
-            lb = _letterbox(photo, imgsz)
-            emit(split, stem, lb.image, _label_text(objs, photo.shape, lb, keep))
+            lb = letterbox(photo, imgsz)
+            emit(split, stem, lb.image, _label_text(objs, lb, keep))
             if with_meta:
-                meta = {
-                    "original_shape": list(photo.shape[:2]),
-                    "scale": lb.scale,
-                    "padding": list(lb.padding),
-                    "imgsz": imgsz,
-                    "source": f"rp_{nominal}_{uid}.jpg",
-                }
                 meta_name = f"{stem}.meta.json"
-                write_atomic(root / split / "images" / meta_name, (json.dumps(meta) + "\n").encode())
+                write_atomic(root / split / "images" / meta_name, sidecar_bytes(lb, f"rp_{nominal}_{uid}.jpg"))
                 written[f"{split}/images"].add(meta_name)
             if split != "train":
                 continue
             for k in range(1, aug_per_image + 1):
                 aug_photo, aug_objs = _augment(rng, photo, objs)
-                aug_lb = _letterbox(aug_photo, imgsz)
+                aug_lb = letterbox(aug_photo, imgsz)
                 emit(
                     split,
                     f"aug_{nominal}_{uid}_{k:03d}",
                     aug_lb.image,
-                    _label_text(aug_objs, aug_photo.shape, aug_lb, keep),
+                    _label_text(aug_objs, aug_lb, keep),
                 )
 
     _warn_leftovers(root, written)

@@ -1,0 +1,100 @@
+"""The ``smartcash-ultra`` console script: SmartCash dataset tools, one subcommand each.
+
+A subcommand is one :class:`Command` in :data:`COMMANDS`: a help line, a function adding its arguments to its parser
+and a function running it that returns the exit code. Exit codes: 0 done, 1 done but some inputs were skipped (each
+printed on stderr as ``file: problem``), 2 a usage error or a dataset that cannot be used (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from smartcash_ultra import __version__
+from smartcash_ultra.convert import check_size, check_workers, convert_dataset
+from smartcash_ultra.image_dataset import DatasetError
+
+EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, how to declare its arguments, and how to run it (returning the exit code)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _checked(check: Callable[[int], int]) -> Callable[[str], int]:
+    """Turn a ``check_*`` function into an argparse type, so a bad value is a usage error with the check's message."""
+
+    def parse(text: str) -> int:
+        try:
+            return check(int(text))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``convert SRC DST [--size N] [--workers N] [--overwrite]``."""
+    parser.add_argument("src", help="data YAML, or a dataset folder with data.yaml or train/valid|val/test/images")
+    parser.add_argument("dst", help="destination folder for the SmartCash tree (outside the source)")
+    parser.add_argument("--size", type=_checked(check_size), default=640, help="letterbox size, multiple of 32")
+    parser.add_argument(
+        "--workers",
+        type=_checked(check_workers),
+        default=None,
+        help="worker processes (0: none; default: CPUs-1, 8 max)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace destination files that have other content")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    """Convert, print every skipped input on stderr and the counts on stdout."""
+    report = convert_dataset(args.src, args.dst, size=args.size, workers=args.workers, overwrite=args.overwrite)
+    for problem in report.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(report.summary())
+    return EXIT_OK if report.ok else EXIT_SKIPPED
+
+
+COMMANDS: dict[str, Command] = {
+    "convert": Command(
+        "convert a YOLO image dataset (jpg, png, ...) into SmartCash .npy arrays, labels and .meta.json sidecars",
+        _add_convert_arguments,
+        _run_convert,
+    ),
+}
+"""Subcommand name -> :class:`Command`; a new tool is one more entry."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with one subparser per entry of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog="smartcash-ultra", description="SmartCash dataset tools.")
+    parser.add_argument("--version", action="version", version=f"smartcash-ultra {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        command.add_arguments(subparsers.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the subcommand ``argv`` names (default: the command line) and return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help / --version (0) or a usage error (2), already printed by argparse
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
+    try:
+        return COMMANDS[args.command].run(args)
+    except (DatasetError, OSError) as e:
+        print(f"smartcash-ultra {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
