@@ -6,7 +6,8 @@ Every image goes through SmartCash preprocessing (:mod:`smartcash_ultra.preproce
 letterboxed frame, 6 decimals); ``DST/data.yaml`` keeps the class names. The rules:
 
 - **Names**: ``pre_`` + the source file's stem, so a raw SmartCash photo ``rp_001000_<uuid>.jpg`` becomes
-  ``pre_rp_001000_<uuid>.npy`` (the SmartCash convention) and ``IMG_42.png`` becomes ``pre_IMG_42.npy``. Names thus
+  ``pre_rp_001000_<uuid>.npy`` (the SmartCash convention) and ``IMG_42.png`` becomes ``pre_IMG_42.npy``; a stem that
+  already starts with ``pre_`` or ``aug_`` (images exported from a SmartCash tree) is kept as it is. Names thus
   depend on the source name only and are the same on every run. When two images of a split share a stem
   (``a.jpg`` and ``a.png``, or ``x/a.jpg`` and ``y/a.jpg``), the first in path order keeps it, the others are skipped.
 - **Sources are only read**; a destination overlapping the source dataset is refused. Each file is written
@@ -46,6 +47,8 @@ from smartcash_ultra.preprocess import array_bytes, boxes_to_letterbox, letterbo
 STRIDE = 32
 """The output size must be a multiple of the largest YOLO stride."""
 OVERWRITE_HINT = "pass overwrite=True (--overwrite) to replace it"
+SMARTCASH_PREFIXES = ("pre_", "aug_")
+"""Stems that already follow the SmartCash convention keep their name (no ``pre_pre_…``)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,8 @@ class _Outcome(NamedTuple):
 
 def output_stem(image: str | Path) -> str:
     """Return the SmartCash name (without suffix) of a source image: ``pre_`` + its stem, see the module docstring."""
-    return f"pre_{Path(image).stem}"
+    stem = Path(image).stem
+    return stem if stem.startswith(SMARTCASH_PREFIXES) else f"pre_{stem}"
 
 
 def convert_dataset(

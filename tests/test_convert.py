@@ -122,6 +122,8 @@ def test_round_trip_labels_land_on_the_same_pixels(source, tmp_path, split, name
 def test_output_names_follow_the_smartcash_convention(source, tmp_path):
     assert output_stem(f"raw/rp_050000_{UUID}.JPG") == f"pre_rp_050000_{UUID}"
     assert output_stem("photos/IMG_42.png") == "pre_IMG_42"
+    assert output_stem(f"x/aug_001000_{UUID}_002.png") == f"aug_001000_{UUID}_002"  # already SmartCash names
+    assert output_stem(f"x/pre_rp_001000_{UUID}.png") == f"pre_rp_001000_{UUID}"
     convert(source, tmp_path / "out")
     files = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert files == {
