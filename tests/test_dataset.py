@@ -11,6 +11,7 @@ from conftest import tree_digest, write_data_yaml
 from ultralytics.cfg import get_cfg
 from ultralytics.data.utils import check_det_dataset
 
+from smartcash_ultra import arrays
 from smartcash_ultra.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
 
 GREY = 114 / 255
@@ -116,6 +117,27 @@ def test_other_valid_dtypes_and_declared_bgr_order(tmp_path, dtype, order):
     ds = build(data_yaml)
     (pixels,) = box_pixels(ds[0])
     assert pixels[:, 0].min() >= 250 and pixels[:, 1:].max() <= 5
+
+
+def test_float16_and_uint8_fast_paths_match_the_reference_conversion(tmp_path, monkeypatch):
+    finite = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    finite = finite[np.isfinite(finite)]  # every finite float16: 0..1, negatives, values that saturate
+    f16 = np.resize(finite, (len(finite) // 96 + 1, 32, 3))
+    np.save(tmp_path / "f16.npy", f16)
+    monkeypatch.setattr(arrays, "_FLOAT16_DIRECT", False)  # the float32 route every OpenCV version has
+    expected = arrays.load_bgr_uint8(tmp_path / "f16.npy")
+    np.testing.assert_array_equal(expected, cv2.convertScaleAbs(f16.astype(np.float32), alpha=255.0)[..., ::-1])
+    if arrays._opencv_scales_float16():
+        monkeypatch.setattr(arrays, "_FLOAT16_DIRECT", True)
+        np.testing.assert_array_equal(arrays.load_bgr_uint8(tmp_path / "f16.npy"), expected)
+
+    u8 = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", u8)
+    for order, want in (("RGB", u8[..., ::-1]), ("BGR", u8)):
+        source = arrays.open_array(tmp_path / "u8.npy")  # read-only memory map of the user's file
+        im = arrays.to_bgr_uint8(source, order)
+        np.testing.assert_array_equal(im, want)
+        assert im.flags.c_contiguous and im.flags.writeable and not np.shares_memory(im, source)
 
 
 def test_invalid_channel_order_is_a_clear_error(tmp_path):
