@@ -81,15 +81,21 @@ def to_bgr_uint8(arr: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
     """
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+    if channel_order == "BGR":
+        return to_uint8(arr)
     if arr.dtype == np.uint8:
-        if channel_order == "RGB":
-            return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    im = to_uint8(arr)
+    cv2.cvtColor(im, cv2.COLOR_RGB2BGR, dst=im)
+    return im
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Convert an image array (float 0..1 or uint8 0..255) to a new contiguous uint8 array, channels as they are."""
+    if arr.dtype == np.uint8:
         return np.array(arr, copy=True, order="C")
     src = arr if arr.dtype == np.float32 or _FLOAT16_DIRECT else arr.astype(np.float32)
-    im = cv2.convertScaleAbs(src, alpha=255.0)
-    if channel_order == "RGB":
-        cv2.cvtColor(im, cv2.COLOR_RGB2BGR, dst=im)
-    return im
+    return cv2.convertScaleAbs(src, alpha=255.0)
 
 
 def load_bgr_uint8(path: str | Path, channel_order: str = "RGB") -> np.ndarray:

@@ -24,7 +24,14 @@ from ultralytics.data.utils import FORMATS_HELP_MSG, check_file_speeds, exif_siz
 from ultralytics.utils import colorstr
 from ultralytics.utils.patches import imread
 
-from smartcash_ultra.arrays import IMAGE_SUFFIXES, ArrayFormatError, is_array_file, load_bgr_uint8, open_array
+from smartcash_ultra.arrays import (
+    IMAGE_SUFFIXES,
+    ArrayFormatError,
+    is_array_file,
+    load_bgr_uint8,
+    open_array,
+    to_uint8,
+)
 from smartcash_ultra.files import write_atomic
 
 CACHE_DIRNAME = ".smartcash_cache"
@@ -92,10 +99,8 @@ class SmartCashDataset(YOLODataset):
         """Load image ``i`` as uint8 BGR resized for ``imgsz``; arrays take the SmartCash path, images the stock one."""
         if self.ims[i] is not None or not is_array_file(self.im_files[i]):
             return super().load_image(i, rect_mode, resize_short)
-        if self.cache == "disk" and self.npy_files[i].exists():
-            im = np.load(self.npy_files[i], allow_pickle=False)
-        else:
-            im = load_bgr_uint8(self.im_files[i], self.channel_order)
+        use_cache = self.cache == "disk" and self.npy_files[i].exists()  # a uint8 array in the source's channel order
+        im = load_bgr_uint8(self.npy_files[i] if use_cache else self.im_files[i], self.channel_order)
         h0, w0 = im.shape[:2]
         im = _resize(im, self.imgsz, rect_mode, resize_short)
         if self.augment and self.cache != "ram":  # keep recent images for Mosaic, as BaseDataset.load_image does
@@ -107,18 +112,25 @@ class SmartCashDataset(YOLODataset):
         return im, (h0, w0), im.shape[:2]
 
     def cache_images_to_disk(self, i: int) -> None:
-        """Write image ``i`` as uint8 BGR into the cache folder (atomically); the source is only read."""
-        f = self.npy_files[i]
-        if f.exists() and f.stat().st_mtime >= Path(self.im_files[i]).stat().st_mtime:
+        """Write image ``i`` into the cache folder (atomically) unless the cache is of this very source file.
+
+        An array is cached as uint8 in its own channel order (the declared order is applied when it is loaded, so
+        changing ``channel_order`` needs no new cache), an image as ``imread`` gives it. The cache file takes its
+        source's mtime: any other source mtime, newer or older (a restored backup, ``cp -p``, ``rsync -a``), means
+        the source changed. The source is only read.
+        """
+        f, im_file = self.npy_files[i], self.im_files[i]
+        mtime_ns = os.stat(im_file).st_mtime_ns  # before reading: a source changed meanwhile is re-cached next time
+        if f.exists() and f.stat().st_mtime_ns == mtime_ns:
             return
-        im_file = self.im_files[i]
-        im = load_bgr_uint8(im_file, self.channel_order) if is_array_file(im_file) else imread(im_file, self.cv2_flag)
+        im = to_uint8(open_array(im_file)) if is_array_file(im_file) else imread(im_file, self.cv2_flag)
         if im is None:  # unreadable image: load_image raises with its name when the item is used
             return
         f.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.save(buffer, im, allow_pickle=False)
         write_atomic(f, buffer.getvalue())
+        os.utime(f, ns=(mtime_ns, mtime_ns))
 
 
 def build_smartcash_dataset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -197,10 +198,9 @@ def test_bad_files_are_skipped_named_and_never_touched(tmp_path):
     for im_file, cache_file in zip(ds.im_files, ds.npy_files, strict=True):
         assert CACHE_DIRNAME in cache_file.parts and Path(im_file) != cache_file
     assert all(f.exists() for f in ds.npy_files)
-    np.testing.assert_array_equal(
-        np.load(ds.npy_files[0]),
-        cv2.cvtColor((np.load(ds.im_files[0]) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR),
-    )
+    cached = np.load(ds.npy_files[0])  # uint8 in the source's channel order; the declared order applies at load
+    np.testing.assert_array_equal(cached, (np.load(ds.im_files[0]) * 255).round().astype(np.uint8))
+    np.testing.assert_array_equal(ds.load_image(0)[0], cv2.cvtColor(cached, cv2.COLOR_RGB2BGR))
 
 
 def test_verification_reports_each_problem_with_the_file_name(tmp_path):
@@ -261,3 +261,24 @@ def test_disk_cache_of_ordinary_images_lives_in_the_cache_folder(tmp_path):
     after = tree_digest(tmp_path)
     assert {k: after.get(k) for k in before} == before
     assert "broken.jpg" not in {Path(f).name for f in ds.im_files}  # reported at scan, skipped, left as it is
+
+
+def test_disk_cache_follows_its_source_and_the_declared_channel_order(tmp_path):
+    data_yaml = make_tree(tmp_path, n=2)
+    ds = build(data_yaml, mode="train", cache="disk")
+    source, cache = Path(ds.im_files[0]), ds.npy_files[0]
+    assert cache.exists() and CACHE_DIRNAME in cache.parts
+
+    def replace_source(box: tuple[int, int, int, int], mtime_ns: int) -> np.ndarray:
+        np.save(source, red_box_array(64, box))
+        os.utime(source, ns=(mtime_ns, mtime_ns))
+        return cv2.cvtColor(red_box_array(64, box, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+
+    # a newer source (re-run preprocessing), and one older than the cache (a restored backup, cp -p, rsync -a)
+    for box, mtime_ns in (((5, 5, 30, 30), cache.stat().st_mtime_ns + 10**9), ((9, 9, 20, 40), 10**18)):
+        want = replace_source(box, mtime_ns)
+        np.testing.assert_array_equal(build(data_yaml, mode="train", cache="disk").load_image(0)[0], want)
+
+    # declaring the old BGR order afterwards must not serve images cached as RGB
+    bgr_yaml = write_data_yaml(tmp_path, NAMES, channel_order="BGR")
+    np.testing.assert_array_equal(build(bgr_yaml, mode="train", cache="disk").load_image(0)[0], want[..., ::-1])
