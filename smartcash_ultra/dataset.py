@@ -12,6 +12,7 @@ import glob
 import io
 import math
 import os
+import shutil
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 from ultralytics.data import YOLODataset
 from ultralytics.data.utils import FORMATS_HELP_MSG, check_file_speeds, exif_size, get_split_fraction
-from ultralytics.utils import colorstr
+from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.arrays import (
@@ -110,6 +111,31 @@ class SmartCashDataset(YOLODataset):
                 j = self.buffer.pop(0)
                 self.ims[j], self.im_hw0[j], self.im_hw[j] = None, None, None
         return im, (h0, w0), im.shape[:2]
+
+    def check_cache_disk(self, safety_margin: float = 0.1) -> bool:
+        """Check free space and write access where the cache folder goes, before any cache file is written.
+
+        Stock sizes the cache by decoding sample images with ``imread``, which reads no ``.npy`` (an array tree
+        would need 0 bytes, and writing would then fail part-way on a full disk); here the verified shapes give the
+        uint8 size of every image not cached yet.
+        """
+        need = sum(
+            h * w * self.channels
+            for (h, w), f in zip((lb["shape"] for lb in self.labels), self.npy_files, strict=True)
+            if not f.exists()
+        )
+        need *= 1 + safety_margin
+        where = next(p for p in self.npy_files[0].parents if p.exists())  # the split folder until the cache exists
+        free, writable = shutil.disk_usage(where).free, os.access(where, os.W_OK)
+        if need > free or not writable:
+            LOGGER.warning(
+                f"{self.prefix}not caching images to disk: {need / (1 << 30):.2f}GB needed (with "
+                f"{safety_margin:.0%} margin), {free / (1 << 30):.2f}GB free in {where}"
+                + ("" if writable else ", which is not writable")
+            )
+            self.cache = None
+            return False
+        return True
 
     def cache_images_to_disk(self, i: int) -> None:
         """Write image ``i`` into the cache folder (atomically) unless the cache is of this very source file.

@@ -282,3 +282,17 @@ def test_disk_cache_follows_its_source_and_the_declared_channel_order(tmp_path):
     # declaring the old BGR order afterwards must not serve images cached as RGB
     bgr_yaml = write_data_yaml(tmp_path, NAMES, channel_order="BGR")
     np.testing.assert_array_equal(build(bgr_yaml, mode="train", cache="disk").load_image(0)[0], want[..., ::-1])
+
+
+def test_disk_cache_is_skipped_without_room_for_the_arrays(tmp_path, monkeypatch):
+    import smartcash_ultra.dataset as dataset_module
+
+    data_yaml = make_tree(tmp_path, n=4)  # 4 arrays of 64x64x3 uint8 = 48 KiB of cache
+    real = dataset_module.shutil.disk_usage
+    monkeypatch.setattr(dataset_module.shutil, "disk_usage", lambda p: real(p)._replace(free=40 * 1024))
+    ds = build(data_yaml, mode="train", cache="disk")
+    assert ds.cache is None and not any(f.exists() for f in ds.npy_files)
+    assert ds.load_image(0)[0].shape == (64, 64, 3)  # trains from the arrays instead
+    monkeypatch.setattr(dataset_module.shutil, "disk_usage", lambda p: real(p)._replace(free=60 * 1024))
+    ds = build(data_yaml, mode="train", cache="disk")
+    assert ds.cache == "disk" and all(f.exists() for f in ds.npy_files)
