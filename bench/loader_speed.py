@@ -9,14 +9,16 @@ not contaminate each other), after one untimed read of all its files (warm page 
   ``cache=ram`` (after caching) and ``cache=disk``;
 - the raw read limit: ``Path.read_bytes()`` of each ``.npy`` file, i.e. copying the file's bytes from the warm page
   cache into a new buffer, the least work any loader that reads the whole file does; and a naive array loader
-  (``np.load`` + float arithmetic + ``cvtColor``) for reference;
+  (``np.load`` + float arithmetic + ``cvtColor``) for reference. Every single-image child also times this raw read
+  of the ``.npy`` sources in passes alternating with its own, so "time vs raw read" compares figures taken in the
+  same process seconds apart, whatever else the machine is doing;
 - the training dataloader as Ultralytics builds it (``build_dataloader``, augmentation on: mosaic, perspective, HSV,
   flips; batch 16, imgsz 640), workers 0 and 2: images/s over whole epochs after one warm-up epoch.
 
 Peak RSS is the child's ``VmHWM`` (and, with workers, the largest worker's ``ru_maxrss``); ``+MB`` is the rise over
 the same process after its imports. Configurations run round-robin ``--rounds`` times; figures are medians.
 
-    python bench/loader_speed.py            # 80 originals + 80 aug_* = 160 arrays, 3 rounds, about 6 min on 2 cores
+    python bench/loader_speed.py            # 100 originals + 100 aug_* = 200 arrays, 3 rounds
     python bench/loader_speed.py --quick    # smoke run, under a minute
 """
 
@@ -98,27 +100,35 @@ def naive_load(path: str):
 
 
 def child_single(cfg: dict) -> dict:
-    """Time ``load_image`` (or the raw/naive read) over every image of the split, ``repeats`` passes."""
+    """Time ``load_image`` (or the raw/naive read) over the split, passes alternating with raw reads of the arrays."""
     tree, imgsz, cache, what = Path(cfg["tree"]), cfg["imgsz"], cfg["cache"], cfg["what"]
     base = vm_hwm_mb()
     ds = build(tree, imgsz, cache, mode="val")
-    files = list(ds.im_files)
-    warm_page_cache(files)
+    files, sources = list(ds.im_files), cfg["sources"]
+    warm_page_cache(files + sources)
     if what == "raw":
         step = lambda i: Path(files[i]).read_bytes()  # noqa: E731
     elif what == "naive":
         step = lambda i: naive_load(files[i])  # noqa: E731
     else:
         step = ds.load_image
-    n = len(files)
-    times = []
-    for _ in range(cfg["repeats"] + 1):  # the first pass is untimed warm-up
+    times, raw_times = [], []
+    for _ in range(cfg["repeats"] + 1):  # the first pair of passes is untimed warm-up
         t = time.perf_counter()
-        for i in range(n):
+        for f in sources:
+            Path(f).read_bytes()
+        t1 = time.perf_counter()
+        for i in range(len(files)):
             step(i)
-        times.append(time.perf_counter() - t)
-    ms = statistics.median(times[1:]) / n * 1e3
-    return {"images": n, "ms_per_image": ms, "peak_rss_mb": vm_hwm_mb(), "base_rss_mb": base}
+        raw_times.append(t1 - t)
+        times.append(time.perf_counter() - t1)
+    return {
+        "images": len(files),
+        "ms_per_image": statistics.median(times[1:]) / len(files) * 1e3,
+        "raw_ms_per_image": statistics.median(raw_times[1:]) / len(sources) * 1e3,
+        "peak_rss_mb": vm_hwm_mb(),
+        "base_rss_mb": base,
+    }
 
 
 def child_loader(cfg: dict) -> dict:
@@ -151,6 +161,7 @@ def prepare(workdir: Path, n_train: int) -> dict[str, Path]:
 
     from smartcash_ultra.sample_data import generate_sample_dataset
 
+    shutil.rmtree(workdir / "npy", ignore_errors=True)  # a tree of another size would leave extra arrays behind
     npy_yaml = generate_sample_dataset(
         workdir / "npy", n_train=n_train, n_valid=4, n_test=0, imgsz=640, aug_per_image=1, seed=0, overwrite=True
     )
@@ -189,14 +200,16 @@ def load_average() -> str:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Median of every figure over the rounds."""
+    """Median of every figure over the rounds; the time vs the raw read is the median of each round's own ratio."""
     out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if runs[0][k] is not None}
     out["ms_per_image_rounds"] = [round(r["ms_per_image"], 4) for r in runs]
+    if "raw_ms_per_image" in runs[0]:
+        out["time_vs_raw_read"] = statistics.median(r["ms_per_image"] / r["raw_ms_per_image"] for r in runs)
     return out
 
 
-def table(results: dict[str, dict], jpeg_ref: str, raw_ref: str | None) -> list[str]:
-    """Markdown rows: ms/image, images/s, speed vs JPEG (>1 is faster), time vs the raw read, peak RSS."""
+def table(results: dict[str, dict], jpeg_ref: str) -> list[str]:
+    """Markdown rows: ms/image, images/s, speed vs JPEG (>1 is faster), time vs the paired raw read, peak RSS."""
     lines = [
         "| configuration | ms/image | images/s | speed vs JPEG | time vs raw read | peak RSS MB (+ over imports) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -204,7 +217,7 @@ def table(results: dict[str, dict], jpeg_ref: str, raw_ref: str | None) -> list[
     for name, r in results.items():
         ms = r["ms_per_image"]
         vs_jpeg = results[jpeg_ref]["ms_per_image"] / ms
-        vs_raw = f"{ms / results[raw_ref]['ms_per_image']:.2f}×" if raw_ref else "–"
+        vs_raw = f"{r['time_vs_raw_read']:.2f}×" if "time_vs_raw_read" in r else "–"
         rss = f"{r['peak_rss_mb']:.0f} (+{r['peak_rss_mb'] - r['base_rss_mb']:.0f})"
         if r.get("worker_rss_mb"):
             rss += f"; workers ≤ {r['worker_rss_mb']:.0f}"
@@ -215,7 +228,7 @@ def table(results: dict[str, dict], jpeg_ref: str, raw_ref: str | None) -> list[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 16+16 arrays, 1 round, 2 repeats, 1 epoch")
-    p.add_argument("--n-train", type=int, default=80, help="originals in train; each also gets one aug_* variant")
+    p.add_argument("--n-train", type=int, default=100, help="originals in train; each also gets one aug_* variant")
     p.add_argument("--rounds", type=int, default=3, help="round-robin passes over all configurations")
     p.add_argument("--repeats", type=int, default=5, help="timed passes over the split per single-image child")
     p.add_argument("--epochs", type=int, default=2, help="timed dataloader epochs per child (after one warm-up)")
@@ -240,6 +253,7 @@ def main() -> None:
     start, load_before = time.perf_counter(), load_average()
     trees = prepare(args.workdir, args.n_train)
     result_file = str(args.workdir / "child_result.json")
+    sources = sorted(str(f) for f in (trees["npy"] / "train/images").glob("*.npy"))
     jobs = [
         ("single", name, dict(zip(("tree", "imgsz", "cache", "what"), spec, strict=True)))
         for name, spec in SINGLE.items()
@@ -249,21 +263,21 @@ def main() -> None:
     for r in range(args.rounds):
         order = jobs[r % len(jobs) :] + jobs[: r % len(jobs)]  # rotate, so no configuration always runs first
         for kind, name, spec in order:
-            cfg = {**spec, "tree": str(trees[spec["tree"]]), "result": result_file}
+            cfg = {**spec, "tree": str(trees[spec["tree"]]), "result": result_file, "sources": sources}
             cfg.update(repeats=args.repeats, epochs=args.epochs, batch=args.batch)
             runs[name].append(run_child(kind, cfg))
             print(f"round {r + 1}/{args.rounds}: {name}: {runs[name][-1]['ms_per_image']:.3f} ms/image", flush=True)
     single = {name: summarise(runs[name]) for name in SINGLE}
     loader = {name: summarise(runs[name]) for name in LOADER}
 
-    lines = ["### Single-image loads (`load_image`)", "", *table(single, "stock JPEG @640", "raw read .npy"), ""]
+    lines = ["### Single-image loads (`load_image`)", "", *table(single, "stock JPEG @640"), ""]
     lines += ["### Training dataloader (augmentation on, batch 16, imgsz 640)", ""]
-    lines += table({k: v for k, v in loader.items() if "workers 0" in k}, "stock JPEG dataloader, workers 0", None)
-    lines += table({k: v for k, v in loader.items() if "workers 2" in k}, "stock JPEG dataloader, workers 2", None)[2:]
-    npy, jpeg, raw = (single[k]["ms_per_image"] for k in ("SmartCash .npy @640", "stock JPEG @640", "raw read .npy"))
+    lines += table({k: v for k, v in loader.items() if "workers 0" in k}, "stock JPEG dataloader, workers 0")
+    lines += table({k: v for k, v in loader.items() if "workers 2" in k}, "stock JPEG dataloader, workers 2")[2:]
+    npy, jpeg = (single[k]["ms_per_image"] for k in ("SmartCash .npy @640", "stock JPEG @640"))
     targets = {
         "npy_vs_jpeg_speedup (target >= 2)": jpeg / npy,
-        "npy_vs_raw_time (target <= 2)": npy / raw,
+        "npy_vs_raw_time (target <= 2)": single["SmartCash .npy @640"]["time_vs_raw_read"],
         **{
             f"dataloader_workers_{w}_npy_vs_jpeg_speedup (target >= 1)": loader[f"stock JPEG dataloader, workers {w}"][
                 "ms_per_image"
