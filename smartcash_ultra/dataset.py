@@ -12,6 +12,7 @@ import glob
 import io
 import math
 import os
+import shutil
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,17 @@ import numpy as np
 from PIL import Image
 from ultralytics.data import YOLODataset
 from ultralytics.data.utils import FORMATS_HELP_MSG, check_file_speeds, exif_size, get_split_fraction
-from ultralytics.utils import colorstr
+from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.patches import imread
 
-from smartcash_ultra.arrays import IMAGE_SUFFIXES, ArrayFormatError, is_array_file, load_bgr_uint8, open_array
+from smartcash_ultra.arrays import (
+    IMAGE_SUFFIXES,
+    ArrayFormatError,
+    is_array_file,
+    load_bgr_uint8,
+    open_array,
+    to_uint8,
+)
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.labels import parse_label_rows
 
@@ -93,10 +101,8 @@ class SmartCashDataset(YOLODataset):
         """Load image ``i`` as uint8 BGR resized for ``imgsz``; arrays take the SmartCash path, images the stock one."""
         if self.ims[i] is not None or not is_array_file(self.im_files[i]):
             return super().load_image(i, rect_mode, resize_short)
-        if self.cache == "disk" and self.npy_files[i].exists():
-            im = np.load(self.npy_files[i], allow_pickle=False)
-        else:
-            im = load_bgr_uint8(self.im_files[i], self.channel_order)
+        use_cache = self.cache == "disk" and self.npy_files[i].exists()  # a uint8 array in the source's channel order
+        im = load_bgr_uint8(self.npy_files[i] if use_cache else self.im_files[i], self.channel_order)
         h0, w0 = im.shape[:2]
         im = _resize(im, self.imgsz, rect_mode, resize_short)
         if self.augment and self.cache != "ram":  # keep recent images for Mosaic, as BaseDataset.load_image does
@@ -107,19 +113,51 @@ class SmartCashDataset(YOLODataset):
                 self.ims[j], self.im_hw0[j], self.im_hw[j] = None, None, None
         return im, (h0, w0), im.shape[:2]
 
+    def check_cache_disk(self, safety_margin: float = 0.1) -> bool:
+        """Check free space and write access where the cache folder goes, before any cache file is written.
+
+        Stock sizes the cache by decoding sample images with ``imread``, which reads no ``.npy`` (an array tree
+        would need 0 bytes, and writing would then fail part-way on a full disk); here the verified shapes give the
+        uint8 size of every image not cached yet.
+        """
+        need = sum(
+            h * w * self.channels
+            for (h, w), f in zip((lb["shape"] for lb in self.labels), self.npy_files, strict=True)
+            if not f.exists()
+        )
+        need *= 1 + safety_margin
+        where = next(p for p in self.npy_files[0].parents if p.exists())  # the split folder until the cache exists
+        free, writable = shutil.disk_usage(where).free, os.access(where, os.W_OK)
+        if need > free or not writable:
+            LOGGER.warning(
+                f"{self.prefix}not caching images to disk: {need / (1 << 30):.2f}GB needed (with "
+                f"{safety_margin:.0%} margin), {free / (1 << 30):.2f}GB free in {where}"
+                + ("" if writable else ", which is not writable")
+            )
+            self.cache = None
+            return False
+        return True
+
     def cache_images_to_disk(self, i: int) -> None:
-        """Write image ``i`` as uint8 BGR into the cache folder (atomically); the source is only read."""
-        f = self.npy_files[i]
-        if f.exists() and f.stat().st_mtime >= Path(self.im_files[i]).stat().st_mtime:
+        """Write image ``i`` into the cache folder (atomically) unless the cache is of this very source file.
+
+        An array is cached as uint8 in its own channel order (the declared order is applied when it is loaded, so
+        changing ``channel_order`` needs no new cache), an image as ``imread`` gives it. The cache file takes its
+        source's mtime: any other source mtime, newer or older (a restored backup, ``cp -p``, ``rsync -a``), means
+        the source changed. The source is only read.
+        """
+        f, im_file = self.npy_files[i], self.im_files[i]
+        mtime_ns = os.stat(im_file).st_mtime_ns  # before reading: a source changed meanwhile is re-cached next time
+        if f.exists() and f.stat().st_mtime_ns == mtime_ns:
             return
-        im_file = self.im_files[i]
-        im = load_bgr_uint8(im_file, self.channel_order) if is_array_file(im_file) else imread(im_file, self.cv2_flag)
+        im = to_uint8(open_array(im_file)) if is_array_file(im_file) else imread(im_file, self.cv2_flag)
         if im is None:  # unreadable image: load_image raises with its name when the item is used
             return
         f.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.save(buffer, im, allow_pickle=False)
         write_atomic(f, buffer.getvalue())
+        os.utime(f, ns=(mtime_ns, mtime_ns))
 
 
 def build_smartcash_dataset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ from conftest import tree_digest, write_data_yaml
 from ultralytics.cfg import get_cfg
 from ultralytics.data.utils import check_det_dataset
 
+from smartcash_ultra import arrays
 from smartcash_ultra.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
 
 GREY = 114 / 255
@@ -118,6 +120,27 @@ def test_other_valid_dtypes_and_declared_bgr_order(tmp_path, dtype, order):
     assert pixels[:, 0].min() >= 250 and pixels[:, 1:].max() <= 5
 
 
+def test_float16_and_uint8_fast_paths_match_the_reference_conversion(tmp_path, monkeypatch):
+    finite = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    finite = finite[np.isfinite(finite)]  # every finite float16: 0..1, negatives, values that saturate
+    f16 = np.resize(finite, (len(finite) // 96 + 1, 32, 3))
+    np.save(tmp_path / "f16.npy", f16)
+    monkeypatch.setattr(arrays, "_FLOAT16_DIRECT", False)  # the float32 route every OpenCV version has
+    expected = arrays.load_bgr_uint8(tmp_path / "f16.npy")
+    np.testing.assert_array_equal(expected, cv2.convertScaleAbs(f16.astype(np.float32), alpha=255.0)[..., ::-1])
+    if arrays._opencv_scales_float16():
+        monkeypatch.setattr(arrays, "_FLOAT16_DIRECT", True)
+        np.testing.assert_array_equal(arrays.load_bgr_uint8(tmp_path / "f16.npy"), expected)
+
+    u8 = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", u8)
+    for order, want in (("RGB", u8[..., ::-1]), ("BGR", u8)):
+        source = arrays.open_array(tmp_path / "u8.npy")  # read-only memory map of the user's file
+        im = arrays.to_bgr_uint8(source, order)
+        np.testing.assert_array_equal(im, want)
+        assert im.flags.c_contiguous and im.flags.writeable and not np.shares_memory(im, source)
+
+
 def test_invalid_channel_order_is_a_clear_error(tmp_path):
     make_tree(tmp_path)
     with pytest.raises(ValueError, match="channel_order' must be RGB or BGR"):
@@ -175,10 +198,9 @@ def test_bad_files_are_skipped_named_and_never_touched(tmp_path):
     for im_file, cache_file in zip(ds.im_files, ds.npy_files, strict=True):
         assert CACHE_DIRNAME in cache_file.parts and Path(im_file) != cache_file
     assert all(f.exists() for f in ds.npy_files)
-    np.testing.assert_array_equal(
-        np.load(ds.npy_files[0]),
-        cv2.cvtColor((np.load(ds.im_files[0]) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR),
-    )
+    cached = np.load(ds.npy_files[0])  # uint8 in the source's channel order; the declared order applies at load
+    np.testing.assert_array_equal(cached, (np.load(ds.im_files[0]) * 255).round().astype(np.uint8))
+    np.testing.assert_array_equal(ds.load_image(0)[0], cv2.cvtColor(cached, cv2.COLOR_RGB2BGR))
 
 
 def test_verification_reports_each_problem_with_the_file_name(tmp_path):
@@ -239,3 +261,38 @@ def test_disk_cache_of_ordinary_images_lives_in_the_cache_folder(tmp_path):
     after = tree_digest(tmp_path)
     assert {k: after.get(k) for k in before} == before
     assert "broken.jpg" not in {Path(f).name for f in ds.im_files}  # reported at scan, skipped, left as it is
+
+
+def test_disk_cache_follows_its_source_and_the_declared_channel_order(tmp_path):
+    data_yaml = make_tree(tmp_path, n=2)
+    ds = build(data_yaml, mode="train", cache="disk")
+    source, cache = Path(ds.im_files[0]), ds.npy_files[0]
+    assert cache.exists() and CACHE_DIRNAME in cache.parts
+
+    def replace_source(box: tuple[int, int, int, int], mtime_ns: int) -> np.ndarray:
+        np.save(source, red_box_array(64, box))
+        os.utime(source, ns=(mtime_ns, mtime_ns))
+        return cv2.cvtColor(red_box_array(64, box, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+
+    # a newer source (re-run preprocessing), and one older than the cache (a restored backup, cp -p, rsync -a)
+    for box, mtime_ns in (((5, 5, 30, 30), cache.stat().st_mtime_ns + 10**9), ((9, 9, 20, 40), 10**18)):
+        want = replace_source(box, mtime_ns)
+        np.testing.assert_array_equal(build(data_yaml, mode="train", cache="disk").load_image(0)[0], want)
+
+    # declaring the old BGR order afterwards must not serve images cached as RGB
+    bgr_yaml = write_data_yaml(tmp_path, NAMES, channel_order="BGR")
+    np.testing.assert_array_equal(build(bgr_yaml, mode="train", cache="disk").load_image(0)[0], want[..., ::-1])
+
+
+def test_disk_cache_is_skipped_without_room_for_the_arrays(tmp_path, monkeypatch):
+    import smartcash_ultra.dataset as dataset_module
+
+    data_yaml = make_tree(tmp_path, n=4)  # 4 arrays of 64x64x3 uint8 = 48 KiB of cache
+    real = dataset_module.shutil.disk_usage
+    monkeypatch.setattr(dataset_module.shutil, "disk_usage", lambda p: real(p)._replace(free=40 * 1024))
+    ds = build(data_yaml, mode="train", cache="disk")
+    assert ds.cache is None and not any(f.exists() for f in ds.npy_files)
+    assert ds.load_image(0)[0].shape == (64, 64, 3)  # trains from the arrays instead
+    monkeypatch.setattr(dataset_module.shutil, "disk_usage", lambda p: real(p)._replace(free=60 * 1024))
+    ds = build(data_yaml, mode="train", cache="disk")
+    assert ds.cache == "disk" and all(f.exists() for f in ds.npy_files)
