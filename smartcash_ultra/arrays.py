@@ -7,6 +7,7 @@ nothing here can write, move or delete a user's file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,10 @@ IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
 ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
 """Accepted array dtypes: floats are 0..1, uint8 is 0..255."""
 CHANNEL_ORDERS = ("RGB", "BGR")
+DEFAULT_VALUE_RANGE = (0.0, 1.0)
+"""Float arrays hold 0..1 unless the data YAML declares ``value_range`` (uint8 arrays are always 0..255)."""
+RANGE_TOLERANCE = 1e-3
+"""Values this far (as a fraction of the range) outside it pass: float16 rounding and resampling overshoot."""
 
 
 class ArrayFormatError(ValueError):
@@ -60,6 +65,41 @@ def check_array(arr: object, source: str | Path) -> np.ndarray:
     return arr
 
 
+def parse_value_range(value: object, source: str | Path = "data YAML") -> tuple[float, float]:
+    """Return the declared value range of float arrays, ``(0, 1)`` when not declared (``value_range: [0, 255]``)."""
+    if value is None:
+        return DEFAULT_VALUE_RANGE
+    try:
+        low, high = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: value_range must be [low, high], e.g. [0, 1] or [0, 255], got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise ValueError(f"{source}: value_range must be [low, high] with low < high, got {value!r}")
+    return low, high
+
+
+def check_values(arr: np.ndarray, source: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Raise :class:`ArrayFormatError` when a float array holds NaN/inf or values outside its declared range.
+
+    Reads every pixel (two vectorised passes over the memory map), so it runs once, at dataset verification. Values
+    are reported, never clipped: a 0..255 float array in a 0..1 dataset would otherwise train as a white image.
+    uint8 arrays are always 0..255 and pass.
+    """
+    if arr.dtype == np.uint8:
+        return
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ArrayFormatError(source, f"{bad} NaN/inf values")
+    low, high = value_range
+    tolerance = RANGE_TOLERANCE * (high - low)
+    if lo < low - tolerance or hi > high + tolerance:
+        hint = ""
+        if high <= 1 and 1.5 < hi <= 255 + tolerance and lo >= -tolerance:
+            hint = "; the values look like 0..255: declare 'value_range: [0, 255]' in the data YAML"
+        raise ArrayFormatError(source, f"values {lo:.4g}..{hi:.4g} outside the declared range {low:g}..{high:g}{hint}")
+
+
 def _opencv_scales_float16() -> bool:
     """Return True if this OpenCV converts float16 to uint8 itself (5.x does; 4.x has no such kernel)."""
     try:
@@ -72,8 +112,10 @@ _FLOAT16_DIRECT = _opencv_scales_float16()
 """Whether float16 arrays skip NumPy's float32 conversion, which costs about 20× the whole float32 load."""
 
 
-def to_bgr_uint8(arr: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
-    """Convert an HWC image array (float 0..1 or uint8 0..255) to a new contiguous uint8 BGR array.
+def to_bgr_uint8(
+    arr: np.ndarray, channel_order: str = "RGB", value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+) -> np.ndarray:
+    """Convert an HWC image array (float in ``value_range`` or uint8 0..255) to a new contiguous uint8 BGR array.
 
     Float input is scaled, rounded and saturated in one OpenCV pass straight from the (memory-mapped) source, so no
     full-size float copy is made; the channel swap then runs in place on the uint8 result. uint8 RGB input is swapped
@@ -82,22 +124,29 @@ def to_bgr_uint8(arr: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
     if channel_order == "BGR":
-        return to_uint8(arr)
+        return to_uint8(arr, value_range)
     if arr.dtype == np.uint8:
         return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    im = to_uint8(arr)
+    im = to_uint8(arr, value_range)
     cv2.cvtColor(im, cv2.COLOR_RGB2BGR, dst=im)
     return im
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Convert an image array (float 0..1 or uint8 0..255) to a new contiguous uint8 array, channels as they are."""
+def to_uint8(arr: np.ndarray, value_range: tuple[float, float] = DEFAULT_VALUE_RANGE) -> np.ndarray:
+    """Convert an image array (float in ``value_range`` or uint8 0..255) to a new contiguous uint8 array.
+
+    Channels stay as they are; ``low..high`` maps to 0..255 in the same single OpenCV pass.
+    """
     if arr.dtype == np.uint8:
         return np.array(arr, copy=True, order="C")
     src = arr if arr.dtype == np.float32 or _FLOAT16_DIRECT else arr.astype(np.float32)
-    return cv2.convertScaleAbs(src, alpha=255.0)
+    low, high = value_range
+    alpha = 255.0 / (high - low)
+    return cv2.convertScaleAbs(src, alpha=alpha, beta=-low * alpha)
 
 
-def load_bgr_uint8(path: str | Path, channel_order: str = "RGB") -> np.ndarray:
+def load_bgr_uint8(
+    path: str | Path, channel_order: str = "RGB", value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+) -> np.ndarray:
     """Read an image array file as uint8 BGR, the format of ``cv2.imread``."""
-    return to_bgr_uint8(open_array(path), channel_order)
+    return to_bgr_uint8(open_array(path), channel_order, value_range)

@@ -1,19 +1,22 @@
 """The ``smartcash-ultra`` console script: SmartCash dataset tools, one subcommand each.
 
 A subcommand is one :class:`Command` in :data:`COMMANDS`: a help line, a function adding its arguments to its parser
-and a function running it that returns the exit code. Exit codes: 0 done, 1 done but some inputs were skipped (each
-printed on stderr as ``file: problem``), 2 a usage error or a dataset that cannot be used (one line on stderr).
+and a function running it that returns the exit code. Exit codes: 0 done, 1 done but some inputs have problems
+(``convert`` skipped them, ``check`` lists them; each as ``file: problem``), 2 a usage error or a dataset that cannot
+be used (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from smartcash_ultra import __version__
 from smartcash_ultra.convert import check_size, check_workers, convert_dataset
+from smartcash_ultra.dataset_report import check_dataset, scan_dataset
 from smartcash_ultra.image_dataset import DatasetError
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
@@ -63,7 +66,42 @@ def _run_convert(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_SKIPPED
 
 
+def _add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``DATA`` argument of ``check`` and ``stats``."""
+    parser.add_argument("data", help="data YAML, or a dataset folder with data.yaml or train/valid|val/test/images")
+
+
+def _add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``stats DATA [--json]``."""
+    _add_dataset_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    """Verify every file as training would; print the report; 1 when there is any problem."""
+    report = check_dataset(args.data)
+    print(report.format_check())
+    return EXIT_OK if report.ok else EXIT_SKIPPED
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    """Print the dataset's figures (as JSON with ``--json``)."""
+    report = scan_dataset(args.data)
+    print(json.dumps(report.info(), indent=1) if args.json else report.format_stats())
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
+    "check": Command(
+        "verify a dataset as training does and list every problem by file; exit 1 when there is one",
+        _add_dataset_argument,
+        _run_check,
+    ),
+    "stats": Command(
+        "images per split, instances per class and layer, backgrounds, box sizes, sidecar geometry",
+        _add_stats_arguments,
+        _run_stats,
+    ),
     "convert": Command(
         "convert a YOLO image dataset (jpg, png, ...) into SmartCash .npy arrays, labels and .meta.json sidecars",
         _add_convert_arguments,

@@ -14,45 +14,81 @@ import math
 import os
 import shutil
 from itertools import repeat
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 from PIL import Image
 from ultralytics.data import YOLODataset
 from ultralytics.data.utils import FORMATS_HELP_MSG, check_file_speeds, exif_size, get_split_fraction
-from ultralytics.utils import LOGGER, colorstr
+from ultralytics.utils import LOGGER, NUM_THREADS, colorstr
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.arrays import (
+    CHANNEL_ORDERS,
+    DEFAULT_VALUE_RANGE,
     IMAGE_SUFFIXES,
     ArrayFormatError,
+    check_values,
     is_array_file,
     load_bgr_uint8,
     open_array,
+    parse_value_range,
     to_uint8,
 )
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.labels import parse_label_rows
+from smartcash_ultra.preprocess import read_sidecar
 
 CACHE_DIRNAME = ".smartcash_cache"
-"""Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it."""
-VERIFIER_VERSION = "smartcash-1"
-"""Part of the label-cache hash: caches written by stock verification are rebuilt with ours."""
+"""Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it.
+A dataset declaring another ``value_range`` caches into ``.smartcash_cache-<low>-<high>`` (other uint8 pixels)."""
+VERIFIER_VERSION = "smartcash-2"
+"""Part of the label-cache hash: caches written by stock verification (or an older one of ours) are rebuilt."""
+
+
+class DatasetProblems(ValueError):
+    """A ``strict: true`` dataset with problems: raised before training, listing every problem (file: problem)."""
+
+    def __init__(self, source: str, problems: list[str]):
+        listing = "\n  ".join(problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in a strict dataset, not training:\n  {listing}")
+        self.problems = problems
+
+
+class Sample(NamedTuple):
+    """What verifying one image (or array) and its label file found; nothing is modified to find it."""
+
+    im_file: str
+    label_file: str
+    shape: tuple[int, int] | None
+    """(h, w), None when the item is skipped."""
+    labels: np.ndarray | None
+    """(n, 5) float32 ``cls xc yc w h``, duplicates removed; None when the item is skipped."""
+    label_found: bool
+    problem: str | None = None
+    """``file: problem`` when the item is skipped (training leaves it out)."""
+    fixed: str | None = None
+    """``file: what was fixed`` when the item is used with a correction (duplicate label rows dropped)."""
 
 
 class SmartCashDataset(YOLODataset):
     """YOLO dataset over SmartCash ``pre_*``/``aug_*`` arrays, with labels in the sibling ``labels/`` folder.
 
-    The data YAML may set ``channel_order: BGR`` for trees written by the old SmartCash augmentation (default RGB).
+    The data YAML declares how its arrays were written: ``channel_order`` (RGB, or BGR for trees of the old SmartCash
+    augmentation) and ``value_range`` of float arrays (``[0, 1]``, or e.g. ``[0, 255]``); ``strict: true`` refuses to
+    train when any file has a problem instead of leaving it out.
     """
 
     def __init__(self, *args, data: dict, **kwargs):
-        """Initialise like ``YOLODataset``; ``data['channel_order']`` declares the arrays' channel order."""
+        """Initialise like ``YOLODataset`` with the data YAML's ``channel_order``, ``value_range`` and ``strict``."""
         self.channel_order = str(data.get("channel_order", "RGB")).upper()
-        if self.channel_order not in {"RGB", "BGR"}:
+        if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"data YAML 'channel_order' must be RGB or BGR, got {data.get('channel_order')!r}")
+        self.value_range = parse_value_range(data.get("value_range"))
+        self.strict = bool(data.get("strict", False))
         super().__init__(*args, data=data, **kwargs)
 
     # Discovery -------------------------------------------------------------------------------------------------------
@@ -84,17 +120,32 @@ class SmartCashDataset(YOLODataset):
 
     @npy_files.setter
     def npy_files(self, files: list[Path]) -> None:
-        self._npy_files = [_cache_path(Path(f)) for f in files]
+        tag = "" if self.value_range == DEFAULT_VALUE_RANGE else "-{:g}-{:g}".format(*self.value_range)
+        self._npy_files = [_cache_path(Path(f), CACHE_DIRNAME + tag) for f in files]
 
     # Verification ----------------------------------------------------------------------------------------------------
     def verify_args(self) -> tuple:
         """Verify with :func:`verify_sample` (arrays by header, images by PIL; nothing rewritten)."""
         num_cls = len(self.data["names"])
-        return verify_sample, zip(self.im_files, self.label_files, repeat(self.prefix), repeat(num_cls))
+        args = repeat(self.prefix), repeat(num_cls), repeat(self.value_range)
+        return verify_sample, zip(self.im_files, self.label_files, *args, strict=False)  # args repeat forever
 
     def get_cache_hash(self) -> str:
-        """Tie the label cache to this verifier too, so a cache built by stock verification is not trusted."""
-        return f"{super().get_cache_hash()}-{VERIFIER_VERSION}"
+        """Tie the label cache to this verifier and the declared value range (it decides which arrays pass)."""
+        return f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}"
+
+    def get_labels(self) -> list[dict]:
+        """Verify and load the labels as Ultralytics does; a strict dataset with any problem raises first."""
+        if self.strict:
+            samples = inspect_samples(self.im_files, self.get_label_files(), len(self.data["names"]), self.value_range)
+            problems = [x.problem or x.fixed for x in samples if x.problem or x.fixed]
+            if problems:
+                raise DatasetProblems(f"{self.prefix}{self.img_path}", problems)
+        return super().get_labels()
+
+    def meta(self, i: int) -> dict | None:
+        """Return the ``.meta.json`` geometry of item ``i`` (original shape, scale, padding); None when it has none."""
+        return read_sidecar(self.im_files[i]) if is_array_file(self.im_files[i]) else None
 
     # Loading ---------------------------------------------------------------------------------------------------------
     def load_image(self, i: int, rect_mode: bool = True, resize_short: bool = False):
@@ -102,7 +153,7 @@ class SmartCashDataset(YOLODataset):
         if self.ims[i] is not None or not is_array_file(self.im_files[i]):
             return super().load_image(i, rect_mode, resize_short)
         use_cache = self.cache == "disk" and self.npy_files[i].exists()  # a uint8 array in the source's channel order
-        im = load_bgr_uint8(self.npy_files[i] if use_cache else self.im_files[i], self.channel_order)
+        im = load_bgr_uint8(self.npy_files[i] if use_cache else self.im_files[i], self.channel_order, self.value_range)
         h0, w0 = im.shape[:2]
         im = _resize(im, self.imgsz, rect_mode, resize_short)
         if self.augment and self.cache != "ram":  # keep recent images for Mosaic, as BaseDataset.load_image does
@@ -150,7 +201,11 @@ class SmartCashDataset(YOLODataset):
         mtime_ns = os.stat(im_file).st_mtime_ns  # before reading: a source changed meanwhile is re-cached next time
         if f.exists() and f.stat().st_mtime_ns == mtime_ns:
             return
-        im = to_uint8(open_array(im_file)) if is_array_file(im_file) else imread(im_file, self.cv2_flag)
+        im = (
+            to_uint8(open_array(im_file), self.value_range)
+            if is_array_file(im_file)
+            else imread(im_file, self.cv2_flag)
+        )
         if im is None:  # unreadable image: load_image raises with its name when the item is used
             return
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -184,34 +239,60 @@ def build_smartcash_dataset(
 
 
 def verify_sample(args: tuple) -> list[Any]:
-    """Verify one image/array and its label file without modifying either.
+    """Verify one image/array and its label file for Ultralytics' label cache, without modifying either.
 
     Returns the tuple ``ultralytics.data.utils.verify_image_label`` returns (so ``YOLODataset.result_to_label`` reads
     it unchanged): ``(im_file, labels, shape, segments, keypoints, missing, found, empty, corrupt, message)``.
     """
-    im_file, lb_file, prefix, num_cls = args
-    nm = nf = ne = 0
-    msg = ""
+    im_file, lb_file, prefix, num_cls, value_range = args
+    x = inspect_sample(im_file, lb_file, num_cls, value_range)
+    nm, nf = int(not x.label_found), int(x.label_found)
+    if x.problem:
+        return [*[None] * 5, nm, nf, 0, 1, f"{prefix}ignoring corrupt image/label: {x.problem}"]
+    ne = int(x.label_found and len(x.labels) == 0)
+    return [im_file, x.labels, x.shape, [], None, nm, nf, ne, 0, f"{prefix}{x.fixed}" if x.fixed else ""]
+
+
+def inspect_sample(
+    im_file: str, lb_file: str, num_cls: int, value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+) -> Sample:
+    """Verify one image/array and its label file; never raises for a bad file, the result says what is wrong.
+
+    Arrays are checked by header (rank, channels, dtype, size; never unpickled) and by value (NaN/inf, outside the
+    declared ``value_range``), images by PIL (no repair); label rows by :func:`smartcash_ultra.labels.parse_label_rows`.
+    A missing label file makes a background image.
+    """
+    found = os.path.isfile(lb_file)
     try:
-        shape = _image_shape(im_file)
-        if os.path.isfile(lb_file):
-            nf = 1
-            lb, msg = _read_labels(lb_file, num_cls)
-            msg = f"{prefix}{im_file}: {msg}" if msg else ""
-            ne = int(len(lb) == 0)
-        else:
-            nm = 1
-            lb = np.zeros((0, 5), dtype=np.float32)
-        return [im_file, lb, shape, [], None, nm, nf, ne, 0, msg]
+        shape = _image_shape(im_file, value_range)
     except Exception as e:  # one bad file must not stop the scan (PIL may even fail importing a HEIF plugin)
         problem = e.problem if isinstance(e, ArrayFormatError) else e
-        return [*[None] * 5, nm, nf, ne, 1, f"{prefix}{im_file}: ignoring corrupt image/label: {problem}"]
+        return Sample(im_file, lb_file, None, None, found, problem=f"{im_file}: {problem}")
+    if not found:
+        return Sample(im_file, lb_file, shape, np.zeros((0, 5), dtype=np.float32), False)
+    try:
+        labels, fixed = _read_labels(lb_file, num_cls)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return Sample(im_file, lb_file, None, None, True, problem=f"{lb_file}: {e}")
+    return Sample(im_file, lb_file, shape, labels, True, fixed=f"{lb_file}: {fixed}" if fixed else None)
 
 
-def _image_shape(im_file: str) -> tuple[int, int]:
-    """Return (h, w) of an array (header only) or image (PIL verify, no repair)."""
+def inspect_samples(
+    im_files: list[str], label_files: list[str], num_cls: int, value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+) -> list[Sample]:
+    """Run :func:`inspect_sample` over many files with Ultralytics' thread count, in order."""
+    with ThreadPool(NUM_THREADS) as pool:
+        return pool.starmap(
+            inspect_sample, zip(im_files, label_files, repeat(num_cls), repeat(value_range)), chunksize=16
+        )
+
+
+def _image_shape(im_file: str, value_range: tuple[float, float]) -> tuple[int, int]:
+    """Return (h, w) of an array (header, then values) or image (PIL verify, no repair)."""
     if is_array_file(im_file):
-        return open_array(im_file).shape[:2]
+        arr = open_array(im_file)
+        check_values(arr, im_file, value_range)
+        return arr.shape[:2]
     with Image.open(im_file) as im:
         im.verify()
         w, h = exif_size(im)
@@ -247,10 +328,10 @@ def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resiz
     return cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _cache_path(im_file: Path) -> Path:
+def _cache_path(im_file: Path, dirname: str = CACHE_DIRNAME) -> Path:
     """Disk-cache file of an image: ``<split>/.smartcash_cache/<path below split>.npy``, never the source itself."""
     parts = im_file.parts
     if "images" in parts:
         k = len(parts) - 1 - parts[::-1].index("images")  # the last 'images' folder, as Ultralytics' label paths use
-        return Path(*parts[:k], CACHE_DIRNAME, *parts[k:]).with_suffix(".npy")
-    return im_file.parent / CACHE_DIRNAME / (im_file.name + ".npy")
+        return Path(*parts[:k], dirname, *parts[k:]).with_suffix(".npy")
+    return im_file.parent / dirname / (im_file.name + ".npy")

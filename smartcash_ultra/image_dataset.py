@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -48,6 +48,8 @@ class ImageDataset:
     """SmartCash split folder (train, valid, test) -> its image files, sorted, absolute."""
     locations: tuple[Path, ...]
     """Folders the dataset's files are read from (root, split folders, list files' folders)."""
+    data: dict = field(default_factory=dict)
+    """The data YAML as written (empty for a bare tree): declarations such as ``channel_order`` live here."""
 
     @staticmethod
     def label_file(image: Path) -> Path:
@@ -55,8 +57,11 @@ class ImageDataset:
         return Path(img2label_paths([image])[0])
 
 
-def find_image_dataset(src: str | Path) -> ImageDataset:
+def find_image_dataset(src: str | Path, suffixes: frozenset[str] = frozenset(IMG_FORMATS)) -> ImageDataset:
     """Find the dataset ``src`` names: a data YAML, a folder with ``data.yaml``, or a folder with split folders.
+
+    ``suffixes`` (lower case, no dot) are the files listed as images: Ultralytics' image formats by default, plus
+    ``npy`` to list a SmartCash tree (:data:`smartcash_ultra.arrays.IMAGE_SUFFIXES`).
 
     Raises:
         DatasetError: naming the file or folder, when ``src`` is none of these or a split it lists does not exist.
@@ -67,12 +72,12 @@ def find_image_dataset(src: str | Path) -> ImageDataset:
     if src.is_file():
         if src.suffix.lower() not in {".yaml", ".yml"}:
             raise DatasetError(src, "is not a data YAML (expected a .yaml file or a dataset folder)")
-        return _from_yaml(src)
+        return _from_yaml(src, suffixes)
     yaml_file = next((src / n for n in YAML_NAMES if (src / n).is_file()), None)
-    return _from_yaml(yaml_file) if yaml_file else _from_split_folders(src)
+    return _from_yaml(yaml_file, suffixes) if yaml_file else _from_split_folders(src, suffixes)
 
 
-def _from_yaml(yaml_file: Path) -> ImageDataset:
+def _from_yaml(yaml_file: Path, suffixes: frozenset[str]) -> ImageDataset:
     """Read a data YAML: class names, root and split entries, resolved like ``check_det_dataset`` resolves them."""
     try:
         data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
@@ -95,15 +100,15 @@ def _from_yaml(yaml_file: Path) -> ImageDataset:
             path = _resolve_entry(root, entry)
             if not path.exists():
                 raise DatasetError(yaml_file, f"'{key}' path {path} does not exist")
-            images += _images_in(path)
+            images += _images_in(path, suffixes)
             locations.append(path if path.is_dir() else path.parent)
         splits[folder] = sorted(set(images))
     if not splits:
         raise DatasetError(yaml_file, "lists no split (train, val or test)")
-    return ImageDataset(root, yaml_file, _class_names(yaml_file, data), splits, tuple(locations))
+    return ImageDataset(root, yaml_file, _class_names(yaml_file, data), splits, tuple(locations), data)
 
 
-def _from_split_folders(src: Path) -> ImageDataset:
+def _from_split_folders(src: Path, suffixes: frozenset[str]) -> ImageDataset:
     """Read a bare tree ``src/{train,valid|val,test}/images`` (labels beside) with the SmartCash class names."""
     if (src / "valid" / "images").is_dir() and (src / "val" / "images").is_dir():
         raise DatasetError(src, "has both valid/ and val/ image folders; keep one or write a data.yaml naming them")
@@ -111,7 +116,7 @@ def _from_split_folders(src: Path) -> ImageDataset:
     for name in ("train", "valid", "val", "test"):
         images_dir = src / name / "images"
         if images_dir.is_dir():
-            splits[SPLITS.get(name, name)] = sorted(_images_in(images_dir))
+            splits[SPLITS.get(name, name)] = sorted(_images_in(images_dir, suffixes))
             locations.append(images_dir.parent)
     if not splits:
         raise DatasetError(
@@ -147,7 +152,7 @@ def _resolve_entry(root: Path, entry: str) -> Path:
     return path
 
 
-def _images_in(path: Path) -> list[Path]:
+def _images_in(path: Path, suffixes: frozenset[str]) -> list[Path]:
     """List the image files of a split entry: a folder (recursively, hidden folders skipped) or a ``.txt`` list."""
     if path.is_dir():
         files = [Path(f) for f in glob.glob(os.path.join(glob.escape(str(path)), "**", "*.*"), recursive=True)]
@@ -158,7 +163,7 @@ def _images_in(path: Path) -> list[Path]:
             raise DatasetError(path, f"cannot be read as a list of image files ({e})") from None
         # As in Ultralytics: './x' is relative to the list file, any other relative path to the working folder.
         files = [path.parent / x[2:] if x.startswith("./") else Path(x) for x in (s.strip() for s in lines) if x]
-    return [f.absolute() for f in files if f.suffix[1:].lower() in IMG_FORMATS]
+    return [f.absolute() for f in files if f.suffix[1:].lower() in suffixes]
 
 
 def _class_names(yaml_file: Path, data: dict) -> dict[int, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import NamedTuple
 
 import cv2
@@ -73,3 +74,52 @@ def sidecar_bytes(lb: Letterbox, source: str) -> bytes:
         "source": source,
     }
     return (json.dumps(meta) + "\n").encode()
+
+
+SIDECAR_SUFFIX = ".meta.json"
+SIDECAR_GEOMETRY = ("original_shape", "scale", "padding")
+"""Sidecar fields a reader relies on (``imgsz`` and ``source`` are informative)."""
+
+
+def sidecar_path(array_file: str | Path) -> Path:
+    """Return where the ``.meta.json`` sidecar of an array lives: beside it, same stem."""
+    path = Path(array_file)
+    return path.with_name(path.stem + SIDECAR_SUFFIX)
+
+
+def read_sidecar(array_file: str | Path) -> dict | None:
+    """Return the geometry sidecar of an array (None when it has none), checked for the fields this format defines.
+
+    Raises:
+        ValueError: naming the sidecar, when it is not JSON or its ``original_shape``/``scale``/``padding`` are missing
+            or malformed.
+    """
+    path = sidecar_path(array_file)
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable JSON sidecar ({e})") from None
+    shape, scale, padding = (meta.get(k) if isinstance(meta, dict) else None for k in SIDECAR_GEOMETRY)
+    if not (
+        _ints(shape, 2, minimum=1)
+        and isinstance(scale, (int, float))
+        and not isinstance(scale, bool)
+        and scale > 0
+        and _ints(padding, 4, minimum=0)
+    ):
+        got = {k: meta.get(k) for k in SIDECAR_GEOMETRY} if isinstance(meta, dict) else meta
+        raise ValueError(
+            f"{path}: expected original_shape [h, w], scale > 0 and padding [top, bottom, left, right], got {got!r}"
+        )
+    return meta
+
+
+def _ints(value: object, n: int, minimum: int) -> bool:
+    """Return True for a list of ``n`` integers, each at least ``minimum``."""
+    return (
+        isinstance(value, list)
+        and len(value) == n
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)
+    )

@@ -215,14 +215,14 @@ def test_verification_reports_each_problem_with_the_file_name(tmp_path):
     }
     for text, problem in cases.items():
         lb.write_text(text)
-        result = verify_sample((str(arr), str(lb), "", 2))
+        result = verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))
         assert result[0] is None and result[8] == 1
-        assert str(arr) in result[9] and problem in result[9]
+        assert str(lb) in result[9] and problem in result[9]  # a label problem names the label file
     lb.write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
-    result = verify_sample((str(arr), str(lb), "", 2))
+    result = verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))
     assert len(result[1]) == 1 and "1 duplicate labels removed" in result[9]
     lb.write_text("")
-    assert verify_sample((str(arr), str(lb), "", 2))[7] == 1  # empty label file: counted as empty
+    assert verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))[7] == 1  # empty label file: counted as empty
 
 
 def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):
@@ -231,7 +231,7 @@ def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):
     import smartcash_ultra.dataset as dataset_module
 
     monkeypatch.setattr(dataset_module.Image, "open", lambda *a, **k: pytest.fail("PIL opened an array"))
-    result = verify_sample((str(arr), str(tmp_path / "none.txt"), "", 2))
+    result = verify_sample((str(arr), str(tmp_path / "none.txt"), "", 2, (0.0, 1.0)))
     assert result[2] == (32, 32) and result[5] == 1  # shape from the header; label missing
 
 
