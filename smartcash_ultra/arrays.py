@@ -8,6 +8,7 @@ nothing here can write, move or delete a user's file.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,8 @@ IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
 ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
 """Accepted array dtypes: floats are 0..1, uint8 is 0..255."""
 CHANNEL_ORDERS = ("RGB", "BGR")
+MAX_HEADER_SIZE = 10_000
+"""NumPy's own limit for an ``.npy`` header read without ``allow_pickle`` (it guards against hostile headers)."""
 DEFAULT_VALUE_RANGE = (0.0, 1.0)
 """Float arrays hold 0..1 unless the data YAML declares ``value_range`` (uint8 arrays are always 0..255)."""
 RANGE_TOLERANCE = 1e-3
@@ -43,13 +46,34 @@ def open_array(path: str | Path) -> np.ndarray:
     """Memory-map an image array read-only and check its header (rank, channels, dtype, size) without reading pixels.
 
     Raises:
-        ArrayFormatError: for truncated or non-NumPy files, object arrays (never unpickled), or wrong shape/dtype.
+        ArrayFormatError: for non-NumPy or truncated files, object arrays (never unpickled), or wrong shape/dtype.
     """
+    dtype, shape, expected, actual = _read_header(path)
+    if dtype.hasobject:
+        raise ArrayFormatError(path, f"holds Python objects (dtype {dtype}); object arrays are never unpickled")
+    if actual < expected:
+        raise ArrayFormatError(path, f"truncated: {actual} of {expected} bytes for shape {shape} {dtype}")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:  # bad magic, truncated data, object dtype (cannot be mapped)
-        raise ArrayFormatError(path, f"not a readable NumPy image array ({e})") from e
+    except (ValueError, OSError) as e:
+        raise ArrayFormatError(path, f"not a readable NumPy array ({e})") from e
     return check_array(arr, path)
+
+
+def _read_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """Return dtype, shape, expected and actual file size from an ``.npy`` header (public ``numpy.lib.format``)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f, max_header_size=MAX_HEADER_SIZE)
+            offset, actual = f.tell(), os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise ArrayFormatError(path, f"cannot be read ({e.strerror or e})") from e
+    except ValueError as e:  # no NPY magic, a malformed or cut header, an unknown format version
+        raise ArrayFormatError(path, f"not a NumPy .npy file ({e})") from e
+    n = int(np.prod(shape, dtype=np.int64))
+    return dtype, tuple(shape), offset + (0 if dtype.hasobject else n * dtype.itemsize), actual
 
 
 def check_array(arr: object, source: str | Path) -> np.ndarray:

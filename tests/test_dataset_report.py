@@ -34,9 +34,10 @@ def mixed_tree(root):
     with_nan, with_inf = good.copy(), good.copy()
     with_nan[3, 3, 0], with_inf[5, 5, 1] = np.nan, np.inf
     arrays = {  # stem -> (array file bytes, expected problem or None when it must load)
-        "pre_truncated": (npy_bytes(good)[:300], "not a readable NumPy image array"),
-        "pre_not_numpy": (b"this is no array", "not a readable NumPy image array"),
-        "pre_object": (npy_bytes(np.array([{"evil": 1}], dtype=object), allow_pickle=True), "not a readable NumPy"),
+        "pre_truncated": (npy_bytes(good)[:300], "truncated: 300 of 49280 bytes for shape (64, 64, 3) float32"),
+        "pre_cut_header": (npy_bytes(good)[:40], "not a NumPy .npy file"),
+        "pre_not_numpy": (b"this is no array", "not a NumPy .npy file"),
+        "pre_object": (npy_bytes(np.array([{"evil": 1}], dtype=object), allow_pickle=True), "never unpickled"),
         "pre_rank2": (npy_bytes(good[..., 0]), "expected (H, W, 3)"),
         "pre_four_channels": (npy_bytes(np.concatenate([good, good[..., :1]], axis=2)), "expected (H, W, 3)"),
         "pre_float64": (npy_bytes(good.astype(np.float64)), "dtype float64"),
@@ -83,12 +84,12 @@ def test_check_names_every_bad_file_and_its_problem_and_touches_nothing(tmp_path
             assert len(mine) == 1 and problem in mine[0], (stem, mine)
     assert any("pre_float16.meta.json: not a readable JSON sidecar" in p for p in problems)
     counts = report.splits["train"].counts()
-    assert counts["skipped"] == 12 and counts["corrected"] == 1 and counts["backgrounds"] == 1
-    assert counts["empty_label_files"] == 1 and counts["sidecars"] == 1 and counts["images"] == 4 + 17
+    assert counts["skipped"] == 13 and counts["corrected"] == 1 and counts["backgrounds"] == 1
+    assert counts["empty_label_files"] == 1 and counts["sidecars"] == 1 and counts["images"] == 4 + 18
     assert not report.ok and report.splits["valid"].counts()["skipped"] == 0
     assert main(["check", str(data_yaml)]) == 1
     out = capsys.readouterr().out
-    assert "14 problem(s)" in out and "pre_object.npy: not a readable NumPy image array" in out
+    assert "15 problem(s)" in out and "pre_object.npy: holds Python objects (dtype object)" in out
     assert tree_digest(tmp_path) == before
 
 
@@ -97,7 +98,7 @@ def test_training_leaves_the_bad_files_out_and_loads_the_rest(tmp_path):
     before = tree_digest(tmp_path)
     ds = build(data_yaml, mode="train")
     skipped = {stem for stem, problem in expected.items() if problem and "duplicate" not in problem}
-    assert len(ds) == 4 + 17 - len(skipped)
+    assert len(ds) == 4 + 18 - len(skipped)
     assert not {s for s in skipped if any(f"/{s}.npy" in f for f in ds.im_files)}
     for i in range(len(ds)):
         assert tuple(ds[i]["img"].shape) == (3, 64, 64)
