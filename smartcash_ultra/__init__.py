@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SmartCashTrainer": "smartcash_ultra.trainer",
     "TrainResult": "smartcash_ultra.trainer",
+    "resume_training": "smartcash_ultra.trainer",
     "SmartCashValidator": "smartcash_ultra.validator",
     "SmartCashPredictor": "smartcash_ultra.predictor",
     "SmartCashDetectionModel": "smartcash_ultra.model",

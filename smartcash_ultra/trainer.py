@@ -7,21 +7,28 @@ trainer with it in every worker.
 
 from __future__ import annotations
 
+import glob
+import time
 from collections.abc import Callable
 from copy import copy
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG, RANK, YAML
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.dataset import build_smartcash_dataset
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.model import SECTION, SmartCashDetectionModel
+from smartcash_ultra.nn import TimmBackbone
+from smartcash_ultra.status import TrainingStatus
+from smartcash_ultra.stopping import StopRequest, stop_on_signals
+from smartcash_ultra.training_settings import training_settings
 from smartcash_ultra.validator import SmartCashValidator
 
 
@@ -72,12 +79,136 @@ class SmartCashTrainer(DetectionTrainer):
             )
         elif any(ui):
             raise ValueError("these callbacks already carry SmartCash callbacks: pass the UI callbacks to that call")
+        # a DDP worker gets them with the parent's callbacks; a new pair would only shadow them
+        self.status = registered(self.callbacks, TrainingStatus) or TrainingStatus()
+        self.stop_request = registered(self.callbacks, StopRequest) or StopRequest()
+        for handler in (self.status, self.stop_request):
+            if not registered(self.callbacks, type(handler)):
+                for event, fn in handler.callbacks.items():
+                    self.add_callback(event, fn)
+        self._schedule_epochs: int | None = None  # set by extend(): the LR schedule keeps its original length
+        self.extended_from: int | None = None  # set by extend(): the epochs planned before
+        self._named_best: Path | None = None
+
+    @classmethod
+    def resume(
+        cls, checkpoint: str | Path, additional_epochs: int = 0, overrides: dict[str, Any] | None = None, **ui
+    ) -> SmartCashTrainer:
+        """Return a trainer that continues the run of ``checkpoint`` (its ``last.pt``); call ``.train()`` on it.
+
+        Model, dataset, settings and callbacks are the run's own; ``overrides`` may change what Ultralytics lets a
+        resume change (data, device, batch, workers, ...). ``additional_epochs`` extends the run beyond its plan,
+        also a finished one: optimizer, EMA and early-stopping state carry on and the added epochs run at the
+        learning rate the schedule ended at (``smartcash.training.schedule_epochs`` keeps the original length).
+        ``ui`` takes the UI callbacks of :class:`SmartCashTrainer`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: naming the checkpoint, when it holds no optimizer state (a stripped best.pt, or a last.pt
+                Ultralytics stripped) or the run is finished and no epochs are added.
+        """
+        from ultralytics.utils.patches import torch_load
+
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+        if isinstance(additional_epochs, bool) or not isinstance(additional_epochs, int) or additional_epochs < 0:
+            raise ValueError(f"additional_epochs must be an integer >= 0, got {additional_epochs!r}")
+        ckpt = torch_load(checkpoint, map_location="cpu")
+        done, planned = ckpt.get("epoch", -1) + 1, int((ckpt.get("train_args") or {}).get("epochs") or 0)
+        if not done or ckpt.get("optimizer") is None:
+            raise ValueError(
+                f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from the "
+                "run's weights/last.pt"
+            )
+        if done >= planned and not additional_epochs:
+            raise ValueError(
+                f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it"
+            )
+        del ckpt
+        trainer = cls(overrides={**(overrides or {}), "resume": str(checkpoint)}, **ui)
+        if additional_epochs:
+            trainer.extend(max(planned, done) + additional_epochs, schedule_epochs=planned)
+        return trainer
+
+    def extend(self, epochs: int, schedule_epochs: int) -> None:
+        """Plan ``epochs`` in all for this resumed run, keeping a learning-rate schedule of ``schedule_epochs``."""
+        LOGGER.info(f"Extending the run to {epochs} epochs; the LR schedule keeps its {schedule_epochs} epochs")
+        self.extended_from = self.args.epochs
+        self.args.epochs = self.epochs = epochs
+        self._schedule_epochs = schedule_epochs
+
+    def stop_training(self, reason: str = "stop requested") -> bool:
+        """Ask the run to stop at the next batch end (thread-safe); it validates, saves and ends ``stopped``.
+
+        Returns False when a stop was already requested.
+        """
+        first = self.stop_request.request(reason)
+        if first and self.status.state == "running":
+            self.status.set_state("stopping", reason)
+        return first
+
+    def get_training_status(self) -> dict[str, Any]:
+        """Return where the run stands (thread-safe; see :mod:`smartcash_ultra.status`).
+
+        Keys: state, epoch, epochs, batch, batches, best_fitness, best_epoch, last_metrics, elapsed, eta, reason,
+        save_dir.
+        """
+        return {**self.status.snapshot(), "save_dir": str(self.save_dir)}
+
+    def training_settings(self) -> dict[str, Any]:
+        """Return the model YAML's ``smartcash.training`` settings, validated."""
+        return training_settings(self.model)
+
+    def validates_epoch(self, epoch: int) -> bool:
+        """Return True when ``epoch`` (0-based) validates: every ``val_interval`` epochs, the last, a stopping one."""
+        interval = self.training_settings()["val_interval"]
+        return interval <= 1 or (epoch + 1) % interval == 0 or epoch + 1 >= self.epochs or bool(self.stop)
+
+    def validate(self):
+        """Validate on the epochs :meth:`validates_epoch` names; others keep the last figures and no fitness.
+
+        No fitness means no best.pt, no early-stopping count and an empty row in the metric files for the epoch.
+        """
+        if not self.validates_epoch(self.epoch):
+            return self.metrics, None
+        return super().validate()
+
+    def save_model(self) -> bool:
+        """Save last.pt/best.pt as Ultralytics does, plus the named copy of best.pt when it was just written."""
+        saved = super().save_model()
+        if saved and self.fitness is not None and self.best_fitness == self.fitness:
+            self._write_named_best()
+        return saved
+
+    def final_eval(self) -> None:
+        """Run Ultralytics' final evaluation, but keep last.pt whole so a finished run can be extended.
+
+        Ultralytics strips the optimizer and EMA from last.pt here; best.pt (the deployable one) is stripped as
+        usual, and its named copy refreshed from it.
+        """
+        keep = self.last.read_bytes() if RANK in {-1, 0} and self.last.exists() else None
+        super().final_eval()
+        if keep is not None:
+            write_atomic(self.last, keep)
+        if RANK in {-1, 0} and self._named_best is not None and self.best.exists():
+            self._write_named_best()
+
+    def _write_named_best(self) -> None:
+        """Copy best.pt to its name from ``smartcash.training.checkpoint_name`` (atomically; never another run's)."""
+        if self._named_best is None:
+            self._named_best = named_best_path(self)
+        if self._named_best is not None:
+            write_atomic(self._named_best, self.best.read_bytes())
 
     def get_model(self, cfg: str | dict | None = None, weights=None, verbose: bool = True) -> SmartCashDetectionModel:
         """Build the SmartCash model for the data's classes, loading ``weights`` when given."""
         model = SmartCashDetectionModel(
             cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1
         )
+        if self._schedule_epochs is not None:  # an extension: record the schedule length where checkpoints keep it
+            training = model.yaml[SECTION].setdefault("training", {})
+            training["schedule_epochs"] = training.get("schedule_epochs") or self._schedule_epochs
         model = self.set_model_names_for_load(model)
         if weights:
             model.load(weights)
@@ -97,8 +228,25 @@ class SmartCashTrainer(DetectionTrainer):
         return validator
 
     def train(self) -> TrainResult:
-        """Train, then return the final metrics (of best.pt) and the weight paths."""
-        super().train()
+        """Train, then return the final metrics (of best.pt) and the weight paths.
+
+        SIGINT and SIGTERM (main thread) stop the run gracefully, as :meth:`stop_training` does; a second SIGINT
+        stops at once. The status ends ``completed``, ``stopped`` or ``failed``.
+        """
+        self.status.set_state("running")
+        if self.stop_request.requested:  # asked to stop before it started
+            self.status.set_state("stopping", self.stop_request.reason)
+        try:
+            with stop_on_signals(self.stop_training):
+                super().train()
+        except BaseException as e:
+            forced = isinstance(e, KeyboardInterrupt) and self.stop_request.requested
+            self.status.set_state("stopped" if forced else "failed", reason=f"{type(e).__name__}: {e}")
+            raise
+        if self.stop_request.requested:
+            self.status.set_state("stopped", self.stop_request.reason)
+        else:
+            self.status.set_state("completed", getattr(self.stopper, "stop_reason", None))
         metrics = dict(self.metrics or {})
         if not metrics and self.best.exists():  # DDP: the workers validated, the checkpoint carries the figures
             from ultralytics.utils.patches import torch_load
@@ -110,6 +258,13 @@ class SmartCashTrainer(DetectionTrainer):
             last=Path(self.last) if self.last.exists() else None,
             save_dir=Path(self.save_dir),
         )
+
+
+def resume_training(
+    checkpoint: str | Path, additional_epochs: int = 0, overrides: dict[str, Any] | None = None, **ui
+) -> TrainResult:
+    """Continue the run of ``checkpoint``, extended by ``additional_epochs``: :meth:`SmartCashTrainer.resume`."""
+    return SmartCashTrainer.resume(checkpoint, additional_epochs, overrides, **ui).train()
 
 
 def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str, Any]:
@@ -130,6 +285,52 @@ def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str,
             "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
         )
     return dict(loaded)
+
+
+def registered(callbacks: dict[str, list], kind: type):
+    """Return the object of type ``kind`` whose bound methods are among ``callbacks`` (None if there is none)."""
+    owners = (getattr(fn, "__self__", None) for fns in callbacks.values() for fn in fns)
+    return next((owner for owner in owners if isinstance(owner, kind)), None)
+
+
+def backbone_name(model) -> str:
+    """Name the backbone of a SmartCash model for file names: the timm model name, or ``cspdarknet_<scale>``."""
+    model = unwrap_model(model)
+    timm = next((m for m in model.model if isinstance(m, TimmBackbone)), None)
+    if timm is not None:
+        return timm.name
+    return f"cspdarknet_{model.yaml.get('scale') or 'custom'}"
+
+
+def named_best_path(trainer: SmartCashTrainer) -> Path | None:
+    """Choose the file name of the named best checkpoint, or None when ``checkpoint_name`` is null.
+
+    Fields: ``{backbone}``, ``{date}`` (YYYYMMDD when the name is chosen) and ``{run}`` (the run folder's name). A
+    resumed run keeps the name its first session chose; a new run never takes a file that exists (``_2``, ``_3``...
+    are added), so no earlier run's checkpoint is overwritten.
+    """
+    template = trainer.training_settings()["checkpoint_name"]
+    if not template:
+        return None
+    fields = {"backbone": backbone_name(trainer.model), "run": Path(trainer.save_dir).name}
+    try:
+        name = template.format(date=time.strftime("%Y%m%d"), **fields)
+        pattern = template.format(date="*", **{k: glob.escape(v) for k, v in fields.items()})
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(
+            f"smartcash.training.checkpoint_name {template!r}: unknown field {e}; fields: {{backbone}} {{date}} {{run}}"
+        ) from None
+    wdir = Path(trainer.wdir)
+    if trainer.resume:
+        stem = Path(pattern).stem
+        mine = [p for p in wdir.glob("*.pt") if fnmatch(p.stem, stem) or fnmatch(p.stem, f"{stem}_[0-9]*")]
+        earlier = sorted(mine, key=lambda p: p.stat().st_mtime)
+        if earlier:
+            return earlier[-1]
+    path, n = wdir / name, 2
+    while path.exists():
+        path, n = wdir / f"{Path(name).stem}_{n}.pt", n + 1
+    return path
 
 
 class AtomicPath(type(Path())):

@@ -84,6 +84,7 @@ class AdaptiveEarlyStopping:
         self.patience = self.base_patience
         self.improvement_rate = 0.0
         self.stop_reason: str | None = None
+        self.restarts: list[int] = []  # epochs after which waiting started over (extended runs)
         self._best_trail: list[float] = []  # best score after each observation, for the rate window
 
     def update(self, epoch: int, value: float) -> bool:
@@ -116,6 +117,12 @@ class AdaptiveEarlyStopping:
             )
         return self.should_stop
 
+    def restart(self) -> None:
+        """Start waiting over after the last observation (the best so far is kept): a run extended by the user."""
+        if self.history:
+            self.restarts.append(self.history[-1][0])
+        self.wait, self.stop_reason = 0, None
+
     def _rate(self) -> float:
         """Gain per epoch of the best score over the last ``window`` observations (0 before a second one)."""
         if len(self.history) < 2:
@@ -143,6 +150,7 @@ class AdaptiveEarlyStopping:
         """Return the observations (everything else derives from them) and the monitor they were made under."""
         return {
             "history": [list(h) for h in self.history],
+            "restarts": list(self.restarts),
             "monitor": self.monitor,
             "mode": self.mode,
         }
@@ -157,9 +165,12 @@ class AdaptiveEarlyStopping:
             self.reset()
             return
         self.reset()
+        restarts = set(state.get("restarts", []))
         for epoch, value in state.get("history", []):
             if up_to_epoch is None or epoch <= up_to_epoch:
                 self.update(epoch, value)
+                if epoch in restarts:
+                    self.restart()
 
     def status_line(self) -> str:
         """One line on where the rule stands, for the log and for UIs."""
@@ -205,6 +216,9 @@ class AdaptiveEarlyStopping:
                 self.reset()
                 self.update(stock.best_epoch, stock.best_fitness)
                 LOGGER.info(f"{PREFIX}checkpoint has no adaptive state; starting from its best fitness")
+            if getattr(trainer, "extended_from", None) and self.should_stop:
+                self.restart()
+                LOGGER.info(f"{PREFIX}the run is extended: waiting starts over ({self.status_line()})")
         if self.base_patience:
             limit = f"adaptive up to {self.max_patience}" if self.adaptive else "fixed"
             LOGGER.info(

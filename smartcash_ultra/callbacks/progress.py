@@ -153,8 +153,12 @@ class ProgressReporter:
     def on_train_end(self, trainer) -> None:
         """Completion: overall progress to 100 % and the outcome."""
         epochs_run, total = trainer.epoch + 1, trainer.epochs
-        status = "completed" if epochs_run >= total else "stopped_early"
-        reason = getattr(trainer.stopper, "stop_reason", None)
+        stop = getattr(trainer, "stop_request", None)  # SmartCashTrainer.stop_training(), SIGINT, SIGTERM
+        if stop is not None and stop.requested:
+            status, reason = "stopped", stop.reason
+        else:
+            status = "completed" if epochs_run >= total else "stopped_early"
+            reason = getattr(trainer.stopper, "stop_reason", None)
         message = f"{status.replace('_', ' ')} after epoch {epochs_run}/{total}" + (f": {reason}" if reason else "")
         self.emit("overall", total, total, message, force=True)
         summary = {
@@ -238,6 +242,8 @@ class ProgressReporter:
 
 
 def expects_validation(trainer) -> bool:
-    """Whether Ultralytics will validate at the end of the current epoch (its own condition, as far as known now)."""
+    """Whether the current epoch will validate (Ultralytics' condition, and a validation interval, as known now)."""
     final = trainer.epoch + 1 >= trainer.epochs
-    return bool(trainer.args.val or final or getattr(trainer.stopper, "possible_stop", False))
+    planned = bool(trainer.args.val or final or getattr(trainer.stopper, "possible_stop", False))
+    validates = getattr(trainer, "validates_epoch", None)  # SmartCashTrainer: smartcash.training.val_interval
+    return planned and (validates(trainer.epoch) if callable(validates) else True)

@@ -1,0 +1,200 @@
+"""Training lifecycle on tiny real runs: kill -9 and resume, SIGINT, stop from a thread, status, validation interval,
+named best checkpoints and extending a finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+
+from smartcash_ultra.trainer import SmartCashTrainer, resume_training
+
+FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
+BASE_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml"
+
+
+def model_yaml(folder: Path, **training) -> Path:
+    """The CSPDarknet-n model YAML with a ``smartcash.training`` section."""
+    d = yaml.safe_load(BASE_YAML.read_text())
+    d["smartcash"]["training"] = training
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "smartcash_cspdarknet_yolov5n.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def epochs_in(save_dir: Path) -> list[int]:
+    return [r["epoch"] for r in json.loads((save_dir / "metrics.json").read_text())["epochs"]]
+
+
+def ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+TRAIN_SCRIPT = """
+import json, sys
+from pathlib import Path
+from smartcash_ultra.trainer import SmartCashTrainer
+
+overrides, marker, at = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+def progress(level, current, total, message):
+    if level == "batch" and message.startswith(at):
+        marker.write_text(message)
+
+trainer = SmartCashTrainer(overrides=overrides, progress_callback=progress)
+trainer.train()
+print("STATUS", json.dumps({k: trainer.get_training_status()[k] for k in ("state", "epoch", "reason")}))
+"""
+
+
+def start_training(tmp_path: Path, overrides: dict, at: str) -> tuple[subprocess.Popen, Path]:
+    """Train in a child process that touches a marker file when a batch message starts with ``at``."""
+    marker = tmp_path / "marker"
+    env = dict(os.environ)
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_SCRIPT, json.dumps(overrides), str(marker), at],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"training ended before reaching {at!r}:\n{child.communicate()[1][-3000:]}")
+        time.sleep(0.05)
+    return child, marker
+
+
+def test_kill_9_mid_epoch_then_resume_finishes_the_planned_epochs(tiny_data, tmp_path):
+    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 4, **FAST}
+    overrides |= {"project": str(tmp_path), "name": "run"}
+    child, _ = start_training(tmp_path, overrides, "epoch 3/4 batch 1/")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    save_dir = tmp_path / "run"
+    assert child.returncode == -signal.SIGKILL
+    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1  # epochs 1 and 2 were saved; 3 was interrupted
+    assert epochs_in(save_dir) == [1, 2]
+    before = json.loads((save_dir / "metrics.json").read_text())["epochs"]
+
+    trainer = SmartCashTrainer.resume(save_dir / "weights/last.pt")
+    result = trainer.train()
+    assert trainer.get_training_status()["state"] == "completed"
+    rows = json.loads((save_dir / "metrics.json").read_text())["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows[:2] == before  # continuous, nothing lost or repeated
+    with open(save_dir / "results.csv") as f:
+        assert [line.split(",")[0].strip() for line in f.read().splitlines()[1:]] == ["1", "2", "3", "4"]
+    assert result.last == save_dir / "weights/last.pt" and ckpt(result.last)["epoch"] == 3
+    history = ckpt(result.last)["ema"].smartcash_state["early_stopping"]["history"]
+    assert [e for e, _ in history] == [1, 2, 3, 4]  # early-stopping state carried across the kill
+
+
+def test_sigint_stops_after_the_batch_saving_everything_and_a_second_one_forces(tiny_data, tmp_path):
+    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
+    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "once"}, "epoch 2/3 batch 1/")
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-3000:]
+    status = json.loads(out.split("STATUS ", 1)[1])
+    assert status == {"state": "stopped", "epoch": 2, "reason": "SIGINT received"}
+    save_dir = tmp_path / "once"
+    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1 and epochs_in(save_dir) == [1, 2]
+    assert json.loads((save_dir / "events.jsonl").read_text().splitlines()[-1])["status"] == "stopped"
+    assert "stopping after this batch" in out + err
+
+    (tmp_path / "marker").unlink()
+    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "twice"}, "epoch 2/3 batch 1/")
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode != 0 and "second SIGINT: stopping now" in out + err and "STATUS" not in out
+
+
+def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):
+    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
+    trainer = SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "ui"})
+    assert trainer.get_training_status()["state"] == "idle"
+    seen = []
+
+    def ui():
+        while (status := trainer.get_training_status())["state"] not in {"stopped", "completed", "failed"}:
+            seen.append(status)
+            if status["epoch"] == 2 and status["batch"] >= 1:
+                trainer.stop_training("stop button")
+            time.sleep(0.005)
+        seen.append(status)
+
+    thread = threading.Thread(target=ui)
+    thread.start()
+    trainer.train()
+    thread.join()
+    states = [s["state"] for s in seen if s["state"] != "idle"]  # the thread may look before train() starts
+    assert states[0] == "running" and "stopping" in states and states[-1] == "stopped"
+    assert states.index("stopping") > states.index("running")  # idle -> running -> stopping -> stopped
+    final = seen[-1]
+    assert final["epoch"] == 2 and final["reason"] == "stop button" and final["elapsed"] > 0
+    assert final["best_epoch"] in {1, 2} and "metrics/mAP50(B)" in final["last_metrics"]
+    assert any(s["eta"] is not None and s["eta"] > 0 for s in seen if s["epoch"] == 2)
+    assert not trainer.stop_training("again")  # already requested
+
+
+def test_validation_interval_validates_every_n_epochs_and_the_last(tiny_data, tmp_path):
+    model = model_yaml(tmp_path, val_interval=2)
+    overrides = {"model": str(model), "data": str(tiny_data), "epochs": 5, **FAST}
+    trainer = SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "interval"})
+    trainer.train()
+    rows = json.loads((tmp_path / "interval/metrics.json").read_text())["epochs"]
+    assert [r["validated"] for r in rows] == [False, True, False, True, True]
+    assert all(r["fitness"] is None for r in rows if not r["validated"])
+    assert [e for e, _ in trainer.stopper.history] == [2, 4, 5]  # early stopping counts validated epochs only
+    assert ckpt(tmp_path / "interval/weights/best.pt")["train_metrics"]["fitness"] is not None
+
+
+def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path):
+    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 1, **FAST}
+    overrides |= {"project": str(tmp_path), "name": "named"}
+    SmartCashTrainer(overrides=overrides).train()
+    weights = tmp_path / "named/weights"
+    first = weights / f"best_cspdarknet_n_{time.strftime('%Y%m%d')}.pt"
+    assert first.read_bytes() == (weights / "best.pt").read_bytes()
+    kept = first.read_bytes()
+    SmartCashTrainer(overrides=overrides).train()  # a new run into the same folder
+    second = weights / f"{first.stem}_2.pt"
+    assert second.exists() and first.read_bytes() == kept
+
+
+def test_extending_a_finished_run_keeps_optimizer_ema_and_the_final_learning_rate(tiny_data, tmp_path):
+    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 2, "warmup_epochs": 0, **FAST}
+    overrides |= {"project": str(tmp_path), "name": "extend"}
+    SmartCashTrainer(overrides=overrides).train()
+    last = tmp_path / "extend/weights/last.pt"
+    finished = ckpt(last)
+    assert finished["optimizer"] is not None and finished["epoch"] == 1  # kept whole (Ultralytics strips it)
+    assert ckpt(tmp_path / "extend/weights/best.pt")["optimizer"] is None  # the deployable one is stripped
+    with pytest.raises(ValueError, match="finished its 2 epochs; pass additional_epochs"):
+        SmartCashTrainer.resume(last)
+    with pytest.raises(ValueError, match="holds no optimizer state"):
+        SmartCashTrainer.resume(tmp_path / "extend/weights/best.pt", additional_epochs=1)
+
+    result = resume_training(last, additional_epochs=2)
+    extended = ckpt(result.last)
+    assert extended["epoch"] == 3 and extended["updates"] > finished["updates"]  # EMA went on counting
+    rows = json.loads((tmp_path / "extend/metrics.json").read_text())["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["lr/pg0"] == pytest.approx(rows[1]["lr/pg0"]) == pytest.approx(rows[3]["lr/pg0"])
+    assert extended["ema"].yaml["smartcash"]["training"]["schedule_epochs"] == 2
