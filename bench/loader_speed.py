@@ -4,9 +4,9 @@ A 640×640 SmartCash tree (float32 RGB arrays, 4.9 MB each) is generated, and th
 (quality 95) for stock ``YOLODataset``. Every configuration runs in its own fresh interpreter (so peak RSS figures do
 not contaminate each other), after one untimed read of all its files (warm page cache) and one untimed pass:
 
-- single-image loads, ``load_image(i)`` over the whole split, median of ``--repeats`` passes:
-  SmartCash arrays at imgsz 640 (no resize) and 320 (resize), stock JPEG at the same sizes, both datasets with
-  ``cache=ram`` (after caching) and ``cache=disk``;
+- single-image loads, ``load_image(i)`` over the whole split, median of ``--repeats`` passes: SmartCash arrays at
+  imgsz 640 (no resize) and 320 (resize), the same arrays as float16, stock JPEG at the same sizes, both datasets
+  with ``cache=ram`` (after caching) and ``cache=disk``;
 - the raw read limit: ``Path.read_bytes()`` of each ``.npy`` file, i.e. copying the file's bytes from the warm page
   cache into a new buffer, the least work any loader that reads the whole file does; and a naive array loader
   (``np.load`` + float arithmetic + ``cvtColor``) for reference. Every single-image child also times this raw read
@@ -45,6 +45,7 @@ SINGLE = {  # name -> (tree, imgsz, cache, what is timed)
     "raw read .npy": ("npy", 640, None, "raw"),
     "naive np.load + float math": ("npy", 640, None, "naive"),
     "SmartCash .npy @640": ("npy", 640, None, "load_image"),
+    "SmartCash .npy float16 @640": ("npy16", 640, None, "load_image"),
     "stock JPEG @640": ("jpeg", 640, None, "load_image"),
     "SmartCash .npy @320 (resize)": ("npy", 320, None, "load_image"),
     "stock JPEG @320 (resize)": ("jpeg", 320, None, "load_image"),
@@ -87,7 +88,7 @@ def build(tree: Path, imgsz: int, cache: str | None, mode: str, batch: int = 16)
 
     data = check_det_dataset(str(tree / "data.yaml"))
     cfg = get_cfg(overrides={"imgsz": imgsz, "task": "detect", "cache": cache or False})
-    builder = build_smartcash_dataset if tree.name == "npy" else build_yolo_dataset
+    builder = build_smartcash_dataset if tree.name.startswith("npy") else build_yolo_dataset
     return builder(cfg, data["train"], batch, data, mode=mode)
 
 
@@ -155,7 +156,7 @@ def child_loader(cfg: dict) -> dict:
 
 # Parent side: data, round-robin children, report ---------------------------------------------------------------------
 def prepare(workdir: Path, n_train: int) -> dict[str, Path]:
-    """Generate the 640 px array tree and its JPEG twin (a second copy for the stock disk cache, which it pollutes)."""
+    """Generate the 640 px array tree, a float16 copy, and its JPEG twin (twice: stock cache=disk pollutes one)."""
     import cv2
     import numpy as np
 
@@ -166,15 +167,18 @@ def prepare(workdir: Path, n_train: int) -> dict[str, Path]:
         workdir / "npy", n_train=n_train, n_valid=4, n_test=0, imgsz=640, aug_per_image=1, seed=0, overwrite=True
     )
     trees = {"npy": npy_yaml.parent}
-    for name in ("jpeg", "jpeg_disk"):  # stock cache=disk writes <image>.npy beside each JPEG, which stock no-cache
-        dst = workdir / name  # loading would then read instead of decoding: keep it in its own tree
+    for name in ("npy16", "jpeg", "jpeg_disk"):  # stock cache=disk writes <image>.npy beside each JPEG, which stock
+        dst = workdir / name  # no-cache loading would then read instead of decoding: keep it in its own tree
         shutil.rmtree(dst, ignore_errors=True)
         for npy in sorted(npy_yaml.parent.glob("*/images/*.npy")):
             split = npy.parts[-3]
             (dst / split / "images").mkdir(parents=True, exist_ok=True)
             (dst / split / "labels").mkdir(parents=True, exist_ok=True)
-            bgr = cv2.cvtColor((np.load(npy) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-            cv2.imwrite(str(dst / split / "images" / f"{npy.stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if name == "npy16":
+                np.save(dst / split / "images" / npy.name, np.load(npy).astype(np.float16))
+            else:
+                bgr = cv2.cvtColor((np.load(npy) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+                cv2.imwrite(str(dst / split / "images" / f"{npy.stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
             label = npy_yaml.parent / split / "labels" / f"{npy.stem}.txt"
             shutil.copyfile(label, dst / split / "labels" / label.name)
         (dst / "data.yaml").write_text(npy_yaml.read_text())
@@ -192,6 +196,14 @@ def run_child(kind: str, cfg: dict) -> dict:
     result = json.loads(out.read_text())
     out.unlink()
     return result
+
+
+def cpu_model() -> str:
+    """Return the CPU model name as ``lscpu`` shows it."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def load_average() -> str:
@@ -300,7 +312,7 @@ def main() -> None:
         "command": "python bench/loader_speed.py" + (" --quick" if args.quick else ""),
         "settings": {k: v for k, v in vars(args).items() if k in {"n_train", "rounds", "repeats", "epochs", "batch"}},
         "images": single["SmartCash .npy @640"]["images"],
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs",
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,
