@@ -121,7 +121,7 @@ def test_events_follow_the_run_and_end_at_100_percent(run):
 
 def test_last_checkpoint_carries_the_early_stopping_state_of_its_epoch(run):
     trainer, result, _ = run
-    model = torch.load(result.last, map_location="cpu", weights_only=False)["model"]  # stripped: model = EMA
+    model = torch.load(result.last, map_location="cpu", weights_only=False)["ema"]  # last.pt is kept whole
     state = getattr(model, STATE_ATTR)[STATE_KEY]
     assert [epoch for epoch, _ in state["history"]] == [1, 2, 3] and state["monitor"] == "fitness"
     assert state["history"][-1][1] == pytest.approx(float(trainer.stopper.history[-1][1]))
@@ -187,7 +187,7 @@ def test_interrupted_run_resumes_with_continuous_metric_history(tiny_data, tmp_p
         "completed",
     ]
     assert log[-1]["status"] == "completed" and log[-1]["epochs_completed"] == 4
-    model = torch.load(save_dir / "weights/last.pt", map_location="cpu", weights_only=False)["model"]
+    model = torch.load(save_dir / "weights/last.pt", map_location="cpu", weights_only=False)["ema"]
     assert [e for e, _ in getattr(model, STATE_ATTR)[STATE_KEY]["history"]] == [1, 2, 3, 4]
 
 
