@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from torch import optim
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
@@ -26,6 +27,7 @@ from smartcash_ultra.dataset import build_smartcash_dataset
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.model import SECTION, SmartCashDetectionModel
 from smartcash_ultra.nn import TimmBackbone
+from smartcash_ultra.schedules import Schedule
 from smartcash_ultra.status import TrainingStatus
 from smartcash_ultra.stopping import StopRequest, stop_on_signals
 from smartcash_ultra.training_settings import training_settings
@@ -226,6 +228,27 @@ class SmartCashTrainer(DetectionTrainer):
         )
         validator.metrics.names = self.data["names"]
         return validator
+
+    def _setup_scheduler(self):
+        """Use the ``smartcash.training`` scheduler; with none and no schedule length, Ultralytics' own, unchanged.
+
+        Ultralytics calls this once the optimizer exists and again, in time mode (``time=``), after every epoch with
+        the re-estimated ``self.epochs``; both calls land here. Warm-up stays Ultralytics' own, on top of ``self.lf``.
+        """
+        settings = training_settings(self.model)
+        if settings["scheduler"] is None and settings["schedule_epochs"] is None:
+            return super()._setup_scheduler()
+        schedule = Schedule(
+            settings["scheduler"] or ("cosine" if self.args.cos_lr else "linear"),
+            settings["schedule_epochs"] or self.epochs,
+            self.args.lrf,
+            settings["step_size"],
+            settings["gamma"],
+        )
+        if self.scheduler is None:  # once, not at every time-mode re-estimate
+            LOGGER.info(f"scheduler: {schedule}, warm-up {self.args.warmup_epochs} epochs")
+        self.lf = schedule
+        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
 
     def train(self) -> TrainResult:
         """Train, then return the final metrics (of best.pt) and the weight paths.
