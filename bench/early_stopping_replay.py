@@ -21,11 +21,14 @@ FIGURES = ("metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)")
 def replay(rows: list[dict], stopper: AdaptiveEarlyStopping) -> dict:
     """Feed the validated epochs of ``rows`` to ``stopper``; return where it stops and the best epoch's figures."""
     key = METRIC_ALIASES.get(stopper.monitor, stopper.monitor)
-    stopped_at = None
+    stopped_at, peak = None, stopper.patience
     for row in rows:
-        if row.get("validated") and row.get(key) is not None and stopper.update(row["epoch"], row[key]):
-            stopped_at = row["epoch"]
-            break
+        if row.get("validated") and row.get(key) is not None:
+            stop = stopper.update(row["epoch"], row[key])
+            peak = max(peak, stopper.patience)
+            if stop:
+                stopped_at = row["epoch"]
+                break
     by_epoch = {r["epoch"]: r for r in rows}
     best = by_epoch[stopper.best_epoch]
     return {
@@ -34,7 +37,7 @@ def replay(rows: list[dict], stopper: AdaptiveEarlyStopping) -> dict:
         "best_epoch": stopper.best_epoch,
         stopper.monitor: stopper.best_value,
         **{k: best.get(k) for k in FIGURES},
-        "final_patience": stopper.patience,
+        "peak_patience": peak,
     }
 
 
@@ -52,7 +55,7 @@ def main() -> None:
     for adaptive in (False, True):
         stopper = AdaptiveEarlyStopping(args.patience, args.min_delta, args.monitor, adaptive=adaptive)
         r = replay(rows, stopper)
-        kind = f"adaptive (reached {r['final_patience']})" if adaptive else "fixed"
+        kind = f"adaptive (peak {r['peak_patience']})" if adaptive else "fixed"
         stops = r["stops_after_epoch"] or f"never (ran {rows[-1]['epoch']})"
         figures = " | ".join(f"{r[k]:.3f}" if r[k] is not None else "-" for k in FIGURES)
         print(f"| {kind} | {stops} | {r['best_epoch']} | {r[args.monitor]:.4f} | {figures} |")
