@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from copy import copy
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -260,7 +261,8 @@ class SmartCashTrainer(DetectionTrainer):
         if self.stop_request.requested:  # asked to stop before it started
             self.status.set_state("stopping", self.stop_request.reason)
         try:
-            with stop_on_signals(self.stop_training):
+            # a DDP parent only waits for torchrun: its workers run train() and handle the signals themselves
+            with nullcontext() if self.ddp else stop_on_signals(self.stop_training):
                 super().train()
         except BaseException as e:
             forced = isinstance(e, KeyboardInterrupt) and self.stop_request.requested
