@@ -22,6 +22,7 @@ from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_cal
 from smartcash_ultra.dataset import build_smartcash_dataset
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.model import SECTION, SmartCashDetectionModel
+from smartcash_ultra.precision import offline_check_amp, settle
 from smartcash_ultra.validator import SmartCashValidator
 
 
@@ -72,6 +73,15 @@ class SmartCashTrainer(DetectionTrainer):
             )
         elif any(ui):
             raise ValueError("these callbacks already carry SmartCash callbacks: pass the UI callbacks to that call")
+
+    def _setup_train(self):
+        """Settle the precision offline (see :mod:`smartcash_ultra.precision`), then run Ultralytics' setup.
+
+        Ultralytics' AMP check would download a reference model: the SmartCash model is checked instead.
+        """
+        settle(self.args, self.device)
+        with offline_check_amp():
+            super()._setup_train()
 
     def get_model(self, cfg: str | dict | None = None, weights=None, verbose: bool = True) -> SmartCashDetectionModel:
         """Build the SmartCash model for the data's classes, loading ``weights`` when given."""
