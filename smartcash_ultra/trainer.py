@@ -28,6 +28,7 @@ from smartcash_ultra.dataset import build_smartcash_dataset
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.model import SECTION, SmartCashDetectionModel
 from smartcash_ultra.nn import TimmBackbone
+from smartcash_ultra.precision import offline_check_amp, settle
 from smartcash_ultra.schedules import Schedule
 from smartcash_ultra.status import TrainingStatus
 from smartcash_ultra.stopping import StopRequest, stop_on_signals
@@ -204,6 +205,15 @@ class SmartCashTrainer(DetectionTrainer):
         if self._named_best is not None:
             write_atomic(self._named_best, self.best.read_bytes())
 
+    def _setup_train(self):
+        """Settle the precision offline (see :mod:`smartcash_ultra.precision`), then run Ultralytics' setup.
+
+        Ultralytics' AMP check would download a reference model: the SmartCash model is checked instead.
+        """
+        settle(self.args, self.device)
+        with offline_check_amp():
+            super()._setup_train()
+
     def get_model(self, cfg: str | dict | None = None, weights=None, verbose: bool = True) -> SmartCashDetectionModel:
         """Build the SmartCash model for the data's classes, loading ``weights`` when given."""
         model = SmartCashDetectionModel(
@@ -271,7 +281,8 @@ class SmartCashTrainer(DetectionTrainer):
         if self.stop_request.requested:
             self.status.set_state("stopped", self.stop_request.reason)
         else:
-            self.status.set_state("completed", getattr(self.stopper, "stop_reason", None))
+            stopper = getattr(self, "stopper", None)  # a DDP parent sets none up: its workers train
+            self.status.set_state("completed", getattr(stopper, "stop_reason", None))
         metrics = dict(self.metrics or {})
         if not metrics and self.best.exists():  # DDP: the workers validated, the checkpoint carries the figures
             from ultralytics.utils.patches import torch_load

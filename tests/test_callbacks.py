@@ -286,9 +286,13 @@ def test_resume_restores_the_stopper_from_the_checkpoint(tmp_path):
 
 def test_non_zero_ddp_rank_does_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
-    trainer, events = fake_run(tmp_path, [0.2, 0.2, 0.2, 0.2, 0.2, 0.2], early_stopping={"adaptive": False})
+    monkeypatch.setenv("WORLD_SIZE", "1")  # Ultralytics' rule: RANK alone, without DDP, means nothing
+    assert fake_run(tmp_path / "single", [0.2, 0.3])[1]  # still reports
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rank1 = tmp_path / "rank1"
+    trainer, events = fake_run(rank1, [0.2, 0.2, 0.2, 0.2, 0.2, 0.2], early_stopping={"adaptive": False})
     assert not isinstance(trainer.stopper, AdaptiveEarlyStopping) and not trainer.stop
-    assert events == [] and sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+    assert events == [] and sorted(p.name for p in rank1.iterdir()) == ["weights"]
 
 
 def test_callbacks_pickle_without_the_trainer_and_are_not_registered_twice(tmp_path):

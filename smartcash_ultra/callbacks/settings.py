@@ -58,5 +58,11 @@ def model_settings(trainer) -> dict[str, dict[str, Any]]:
 
 
 def is_main_process() -> bool:
-    """Return True outside DDP and on DDP rank 0 (read at call time: DDP workers set RANK before training)."""
+    """Return True outside DDP and on DDP rank 0, by Ultralytics' rule: RANK counts only when WORLD_SIZE > 1.
+
+    Read at call time (DDP workers set both before training), so a job scheduler exporting RANK to a single
+    process does not silence the callbacks.
+    """
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return True
     return int(os.environ.get("RANK", -1)) in {-1, 0}
