@@ -61,7 +61,8 @@ def main() -> None:
         "name=run", "exist_ok=True", "plots=False",
     ]  # fmt: skip
     print("$ yolo", " ".join(train[1:]))
-    with open(args.project.parent / "kill_and_resume_first.log", "w") as log:
+    args.project.mkdir(parents=True, exist_ok=True)
+    with open(args.project / "first_session.log", "w") as log:
         child = subprocess.Popen(train, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         prefix = f"epoch {args.kill_epoch}/{args.epochs} batch"
         while not [e for e in events(save_dir) if e.get("level") == "batch" and e["message"].startswith(prefix)][-1:]:
