@@ -42,15 +42,19 @@ def ckpt(path: Path) -> dict:
 
 
 TRAIN_SCRIPT = """
-import json, sys
+import json, sys, time
 from pathlib import Path
 from smartcash_ultra.trainer import SmartCashTrainer
 
 overrides, marker, at = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+held = Path(str(marker) + ".stopping")
 
 def progress(level, current, total, message):
     if level == "batch" and message.startswith(at):
         marker.write_text(message)
+    if trainer.get_training_status()["state"] == "stopping" and not held.exists():
+        held.write_text("stopping")  # hold the run here a while, so a test can send a second signal meanwhile
+        time.sleep(5)
 
 trainer = SmartCashTrainer(overrides=overrides, progress_callback=progress)
 trainer.train()
@@ -70,13 +74,18 @@ def start_training(tmp_path: Path, overrides: dict, at: str) -> tuple[subprocess
         stderr=subprocess.PIPE,
         text=True,
     )
+    wait_for(marker, child)
+    return child, marker
+
+
+def wait_for(path: Path, child: subprocess.Popen) -> None:
+    """Wait until the child process creates ``path``; fail with its output if it ends first."""
     deadline = time.monotonic() + 300
-    while not marker.exists():
+    while not path.exists():
         if child.poll() is not None or time.monotonic() > deadline:
             child.kill()
-            pytest.fail(f"training ended before reaching {at!r}:\n{child.communicate()[1][-3000:]}")
+            pytest.fail(f"training ended before writing {path.name}:\n{child.communicate()[1][-3000:]}")
         time.sleep(0.05)
-    return child, marker
 
 
 def test_kill_9_mid_epoch_then_resume_finishes_the_planned_epochs(tiny_data, tmp_path):
@@ -116,10 +125,13 @@ def test_sigint_stops_after_the_batch_saving_everything_and_a_second_one_forces(
     assert json.loads((save_dir / "events.jsonl").read_text().splitlines()[-1])["status"] == "stopped"
     assert "stopping after this batch" in out + err
 
-    (tmp_path / "marker").unlink()
-    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "twice"}, "epoch 2/3 batch 1/")
+    for leftover in tmp_path.glob("marker*"):
+        leftover.unlink()
+    child, marker = start_training(
+        tmp_path, {**overrides, "project": str(tmp_path), "name": "twice"}, "epoch 2/3 batch 1/"
+    )
     child.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    wait_for(Path(str(marker) + ".stopping"), child)  # the first one was handled: the run is stopping
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=300)
     assert child.returncode != 0 and "second SIGINT: stopping now" in out + err and "STATUS" not in out
