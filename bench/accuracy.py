@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         f"from scratch, {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}, "
         f"{2 * args.n_train} train / {args.n_valid} valid sample images"
     )
-    chart(runs, output_paths("accuracy", args)[1], title)
+    chart(runs, output_paths(args.name, args)[1], title)
     figures = {"pipeline_check": check, "runs": runs, "differences": diffs, "study": STUDY}
     finish("accuracy", argv, args, started, load_before, title, lines, **figures)
 

@@ -186,11 +186,14 @@ def add_output_args(p: argparse.ArgumentParser, part: str) -> None:
     )
     p.add_argument("--results-dir", type=Path, help="JSON folder (default bench/results; --quick: runs/bench_quick)")
     p.add_argument("--charts-dir", type=Path, help="PNG folder (default docs/img; --quick: the results folder)")
+    p.add_argument("--name", default=part, help=f"file name of the JSON result and PNG chart (default {part})")
 
 
 def workdir(args: argparse.Namespace, part: str) -> Path:
     """Return the part's working folder: ``--workdir``, else under runs/bench (runs/bench_quick for --quick)."""
-    return args.workdir or ROOT / ("runs/bench_quick" if args.quick else "runs/bench") / part
+    if args.workdir:
+        return args.workdir.resolve()  # Ultralytics would put a relative project= under its own runs folder
+    return ROOT / ("runs/bench_quick" if args.quick else "runs/bench") / part
 
 
 def output_paths(name: str, args: argparse.Namespace) -> tuple[Path, Path]:
@@ -204,21 +207,26 @@ def output_paths(name: str, args: argparse.Namespace) -> tuple[Path, Path]:
     return results_dir / f"{name}.json", charts_dir / f"{name}.png"
 
 
+def shown(path: Path) -> str:
+    """Return ``path`` relative to the repository when it lies inside it (results do not name the checkout)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def finish(part: str, argv: list[str] | None, args, started: float, load_before: str, title: str, lines, **figures):
     """Write the part's JSON result (command, date, machine, load, settings, figures, chart, tables); print the tables.
 
     The chart must already be at its path (``output_paths``). Returns the document.
     """
-    out_json, out_png = output_paths(part, args)
+    out_json, out_png = output_paths(args.name, args)
     document = {
         "command": " ".join([f"python bench/{part}.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "load_average_before_after": [load_before, load_average()],
         "wall_s": round(time.perf_counter() - started, 1),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: shown(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         **figures,
-        "chart": str(out_png.relative_to(ROOT)) if out_png.is_relative_to(ROOT) else str(out_png),
+        "chart": shown(out_png),
         "markdown": lines,
     }
     write_json(out_json, document)

@@ -43,7 +43,7 @@ from benchlib import (
 BACKENDS = ("pytorch", "onnxruntime")
 
 
-def build(name: str, folder: Path, args: argparse.Namespace) -> tuple[object, Path, dict]:
+def build(name: str, folder: Path, args: argparse.Namespace, onnx: bool) -> tuple[object, Path | None, dict]:
     """Build ``name`` (17 classes), save it as a checkpoint, export ONNX; return the fused model, ONNX path, info."""
     import torch
     from ultralytics import YOLO
@@ -63,20 +63,21 @@ def build(name: str, folder: Path, args: argparse.Namespace) -> tuple[object, Pa
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / f"{name}.pt"
     torch.save({"model": model, "train_args": {"task": "detect", "imgsz": args.imgsz}}, ckpt)
-    start = time.perf_counter()
-    onnx = YOLO(ckpt).export(
-        format="onnx",
-        imgsz=args.imgsz,
-        dynamic=True,  # one graph for batch 1 and batch 16
-        simplify=not args.quick,
-        batch=1,
-        half=args.half,
-        device=args.device,
-        verbose=False,
-    )
-    info["export_s"] = round(time.perf_counter() - start, 1)
+    if onnx:
+        start = time.perf_counter()
+        onnx = YOLO(ckpt).export(
+            format="onnx",
+            imgsz=args.imgsz,
+            dynamic=True,  # one graph for batch 1 and batch 16
+            simplify=not args.quick,
+            batch=1,
+            half=args.half,
+            device="0" if args.device == "cuda" else "cpu",
+            verbose=False,
+        )
+        info["export_s"] = round(time.perf_counter() - start, 1)
     model = model.fuse(verbose=False).eval().to(device(args))
-    return (model.half() if args.half else model), Path(onnx), info
+    return (model.half() if args.half else model), Path(onnx) if onnx else None, info
 
 
 def device(args: argparse.Namespace) -> str:
@@ -127,6 +128,7 @@ def chart(results: dict, ratios: dict, path: Path, title: str, batch: int) -> No
     """Grouped bars: ms/image at batch 1 and at batch ``batch`` per model and backend (log scale), ratios in titles."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    top = 0.0
     for ax, b in zip(axes, (1, batch), strict=True):
         labels, values, colours = [], [], []
         for backend in results["backends"]:
@@ -146,7 +148,9 @@ def chart(results: dict, ratios: dict, path: Path, title: str, batch: int) -> No
             fontsize=8,
         )
         ax.set_yscale("log")
+        top = max(top, max(values) * 1.5)  # room for the highest bar's label
         ax.tick_params(axis="x", labelsize=7)
+    axes[0].set_ylim(top=top)
     axes[0].set_ylabel("ms per image (median)")
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             backends = ["pytorch"]
     info, runs = {}, {}
     for name in args.models:
-        model, onnx, info[name] = build(name, workdir(args, "latency"), args)
+        model, onnx, info[name] = build(name, workdir(args, "latency"), args, "onnxruntime" in backends)
         for backend in backends:
             runs[(name, backend)] = runner(backend, model, onnx, args)
     torch.set_num_threads(args.threads)  # the exporter's select_device may have reset it
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     title = f"forward pass, imgsz {args.imgsz}, {precision}, {dev}"
     results = {"models": models, "backends": backends}
-    chart(results, ratios, output_paths("latency", args)[1], title, args.batch)
+    chart(results, ratios, output_paths(args.name, args)[1], title, args.batch)
     figures = {"device": dev, "precision": precision, "models": models, "ratios": ratios}
     figures["study_gpu_ratio"] = STUDY["effb4_vs_cspdarknet_gpu_latency"]
     finish("latency", argv, args, started, load_before, title, lines, **figures)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.half and args.device != "cuda":
         p.error("--half needs --device cuda")
-    out_json, _ = output_paths("suite", args)
+    out_json, _ = output_paths(args.name, args)
     started, load_before = time.perf_counter(), load_average()
     parts = {}
     for part in args.parts:

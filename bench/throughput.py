@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5, help="timed rounds; each steps every model 2 x --steps times")
     p.add_argument("--steps", type=int, default=1, help="timed steps per model per visit (two visits a round)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--device", default="cpu", help="cpu or cuda (GPU 0)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0: as Ultralytics trains on CPU")
     p.add_argument("--models", nargs="+", default=["cspdarknet-s", "stock-yolov5s", "effb4"], choices=list(MODELS))
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
     )
     title = f"training step, batch {args.batch}, imgsz {args.imgsz}, {device}"
-    chart(models, ratios, output_paths("throughput", args)[1], title)
+    chart(models, ratios, output_paths(args.name, args)[1], title)
     figures = {"device": device, "torch_threads": threads, "models": models, "ratios": ratios}
     finish("throughput", argv, args, started, load_before, title, lines, **figures)
 
