@@ -5,7 +5,7 @@ part's timings must not see another part's load), each in a fresh interpreter. E
 ``bench/results/<part>.json`` and ``docs/img/<part>.png``; the suite then prints their tables and writes
 ``bench/results/suite.json`` (wall time of each part and in all, load averages, commands).
 
-    python bench/suite.py                        # the recorded run, about 17 min on 2 CPU cores
+    python bench/suite.py                        # the recorded run: 16 min on 2 shared CPU cores
     python bench/suite.py --quick                # smoke run (CI): tiny sizes, one interpreter, under a minute
     python bench/suite.py --device cuda --half   # on a GPU: AMP training steps, fp16 inference, training on the GPU
 """

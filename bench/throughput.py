@@ -107,6 +107,7 @@ def chart(models: dict, ratios: dict, path: Path, title: str) -> None:
     )
     for i, (m, h) in enumerate(zip(med, hi, strict=True)):
         ax.text(m + h, i, f"  {m:.2f}", va="center")
+    ax.set_xlim(right=max(m + h for m, h in zip(med, hi, strict=True)) * 1.15)  # room for the labels
     ax.invert_yaxis()
     ax.set_xlabel("training images/s (median; bars: range over rounds)")
     ax.set_title(title + "\n" + ", ".join(f"{k}: {v['ratio']:.3f}×" for k, v in ratios.items()), fontsize=9)
