@@ -22,7 +22,13 @@ import cv2
 import numpy as np
 from PIL import Image
 from ultralytics.data import YOLODataset
-from ultralytics.data.utils import FORMATS_HELP_MSG, check_file_speeds, exif_size, get_split_fraction
+from ultralytics.data.utils import (
+    FORMATS_HELP_MSG,
+    check_file_speeds,
+    exif_size,
+    get_split_fraction,
+    load_dataset_cache_file,
+)
 from ultralytics.utils import LOGGER, NUM_THREADS, colorstr
 from ultralytics.utils.patches import imread
 
@@ -45,6 +51,8 @@ from smartcash_ultra.preprocess import read_sidecar
 CACHE_DIRNAME = ".smartcash_cache"
 """Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it.
 A dataset declaring another ``value_range`` caches into ``.smartcash_cache-<low>-<high>`` (other uint8 pixels)."""
+CORRUPT = "ignoring corrupt image/label: "
+"""How a left-out item's message starts (Ultralytics' wording), after the dataset's prefix."""
 VERIFIER_VERSION = "smartcash-2"
 """Part of the label-cache hash: caches written by stock verification (or an older one of ours) are rebuilt."""
 
@@ -135,13 +143,23 @@ class SmartCashDataset(YOLODataset):
         return f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}"
 
     def get_labels(self) -> list[dict]:
-        """Verify and load the labels as Ultralytics does; a strict dataset with any problem raises first."""
+        """Verify and load the labels as Ultralytics does; a strict dataset with any problem then raises.
+
+        The problems are the verifier's messages that Ultralytics keeps in its label cache, so a strict run verifies
+        nothing twice; only where the cache could not be written are the files verified again.
+        """
+        im_files, label_files = list(self.im_files), self.get_label_files()  # get_labels drops the bad ones
+        labels = super().get_labels()
         if self.strict:
-            samples = inspect_samples(self.im_files, self.get_label_files(), len(self.data["names"]), self.value_range)
-            problems = [x.problem or x.fixed for x in samples if x.problem or x.fixed]
+            try:
+                messages = load_dataset_cache_file(Path(label_files[0]).parent.with_suffix(".cache"))["msgs"]
+                problems = [m.removeprefix(self.prefix).removeprefix(CORRUPT) for m in messages]
+            except (OSError, ValueError, KeyError):  # a read-only tree: Ultralytics could not save the cache
+                samples = inspect_samples(im_files, label_files, len(self.data["names"]), self.value_range)
+                problems = [x.problem or x.fixed for x in samples if x.problem or x.fixed]
             if problems:
                 raise DatasetProblems(f"{self.prefix}{self.img_path}", problems)
-        return super().get_labels()
+        return labels
 
     def meta(self, i: int) -> dict | None:
         """Return the ``.meta.json`` geometry of item ``i`` (original shape, scale, padding); None when it has none."""
@@ -248,7 +266,7 @@ def verify_sample(args: tuple) -> list[Any]:
     x = inspect_sample(im_file, lb_file, num_cls, value_range)
     nm, nf = int(not x.label_found), int(x.label_found)
     if x.problem:
-        return [*[None] * 5, nm, nf, 0, 1, f"{prefix}ignoring corrupt image/label: {x.problem}"]
+        return [*[None] * 5, nm, nf, 0, 1, f"{prefix}{CORRUPT}{x.problem}"]
     ne = int(x.label_found and len(x.labels) == 0)
     return [im_file, x.labels, x.shape, [], None, nm, nf, ne, 0, f"{prefix}{x.fixed}" if x.fixed else ""]
 
