@@ -8,7 +8,6 @@ the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array,
 
 from __future__ import annotations
 
-import glob
 import io
 import math
 import os
@@ -45,6 +44,7 @@ from smartcash_ultra.arrays import (
     to_uint8,
 )
 from smartcash_ultra.files import write_atomic
+from smartcash_ultra.image_dataset import list_images
 from smartcash_ultra.labels import parse_label_rows
 from smartcash_ultra.preprocess import read_sidecar
 
@@ -103,17 +103,11 @@ class SmartCashDataset(YOLODataset):
     def get_img_files(self, img_path: str | list[str]) -> list[str]:
         """Return the image and ``.npy`` files under ``img_path`` (folders, list files or lists of either), sorted."""
         files = []
-        for p in img_path if isinstance(img_path, list) else [img_path]:
-            p = Path(p)
-            if p.is_dir():
-                files += glob.glob(str(Path(glob.escape(str(p))) / "**" / "*.*"), recursive=True)
-            elif p.is_file():
-                parent = str(p.parent) + os.sep
-                lines = p.read_text(encoding="utf-8-sig").strip().splitlines()
-                files += [x.replace("./", parent, 1) if x.startswith("./") else x for x in lines]
-            else:
+        for p in map(Path, img_path if isinstance(img_path, list) else [img_path]):
+            if not p.exists():
                 raise FileNotFoundError(f"{self.prefix}image path {p} does not exist")
-        im_files = sorted(f.replace("/", os.sep) for f in files if f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES)
+            files += list_images(p, IMAGE_SUFFIXES)
+        im_files = sorted(map(str, files))
         if not im_files:
             raise FileNotFoundError(f"{self.prefix}no .npy arrays or images found in {img_path}. {FORMATS_HELP_MSG}")
         count = self.fraction if isinstance(self.fraction, int) else max(1, round(len(im_files) * self.fraction))

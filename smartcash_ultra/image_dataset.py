@@ -100,7 +100,7 @@ def _from_yaml(yaml_file: Path, suffixes: frozenset[str]) -> ImageDataset:
             path = _resolve_entry(root, entry)
             if not path.exists():
                 raise DatasetError(yaml_file, f"'{key}' path {path} does not exist")
-            images += _images_in(path, suffixes)
+            images += list_images(path, suffixes)
             locations.append(path if path.is_dir() else path.parent)
         splits[folder] = sorted(set(images))
     if not splits:
@@ -116,7 +116,7 @@ def _from_split_folders(src: Path, suffixes: frozenset[str]) -> ImageDataset:
     for name in ("train", "valid", "val", "test"):
         images_dir = src / name / "images"
         if images_dir.is_dir():
-            splits[SPLITS.get(name, name)] = sorted(_images_in(images_dir, suffixes))
+            splits[SPLITS.get(name, name)] = sorted(list_images(images_dir, suffixes))
             locations.append(images_dir.parent)
     if not splits:
         raise DatasetError(
@@ -152,8 +152,11 @@ def _resolve_entry(root: Path, entry: str) -> Path:
     return path
 
 
-def _images_in(path: Path, suffixes: frozenset[str]) -> list[Path]:
-    """List the image files of a split entry: a folder (recursively, hidden folders skipped) or a ``.txt`` list."""
+def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
+    """List the image files of a split entry: a folder (recursively, hidden folders skipped) or a ``.txt`` list.
+
+    The one discovery of the package: the converter, ``check``/``stats`` and ``SmartCashDataset`` all use it.
+    """
     if path.is_dir():
         files = [Path(f) for f in glob.glob(os.path.join(glob.escape(str(path)), "**", "*.*"), recursive=True)]
     else:
