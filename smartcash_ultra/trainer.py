@@ -23,7 +23,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
-from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_callbacks
+from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_callbacks, registered
 from smartcash_ultra.dataset import build_smartcash_dataset
 from smartcash_ultra.files import write_atomic
 from smartcash_ultra.model import SECTION, SmartCashDetectionModel
@@ -321,12 +321,6 @@ def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str,
             "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
         )
     return dict(loaded)
-
-
-def registered(callbacks: dict[str, list], kind: type):
-    """Return the object of type ``kind`` whose bound methods are among ``callbacks`` (None if there is none)."""
-    owners = (getattr(fn, "__self__", None) for fns in callbacks.values() for fn in fns)
-    return next((owner for owner in owners if isinstance(owner, kind)), None)
 
 
 def backbone_name(model) -> str:

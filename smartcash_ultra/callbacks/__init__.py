@@ -28,6 +28,7 @@ __all__ = [
     "ProgressReporter",
     "add_smartcash_callbacks",
     "has_smartcash_callbacks",
+    "registered",
 ]
 
 
@@ -68,8 +69,13 @@ def add_smartcash_callbacks(
 
 def has_smartcash_callbacks(callbacks: dict[str, list]) -> bool:
     """Return True when a callbacks dict already holds SmartCash handlers (e.g. carried into a DDP worker)."""
-    kinds = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, AdaptiveEarlyStopping)
-    return any(isinstance(getattr(fn, "__self__", None), kinds) for fns in callbacks.values() for fn in fns)
+    return registered(callbacks, (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)) is not None
+
+
+def registered(callbacks: dict[str, list], kinds: type | tuple[type, ...]):
+    """Return the first object of type ``kinds`` whose bound methods are among ``callbacks`` (None if none is)."""
+    owners = (getattr(fn, "__self__", None) for fns in callbacks.values() for fn in fns)
+    return next((owner for owner in owners if isinstance(owner, kinds)), None)
 
 
 class EarlyStoppingInstaller:
