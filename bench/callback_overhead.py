@@ -1,10 +1,11 @@
 """Cost of the SmartCash callbacks relative to a training step, measured inside one real training run.
 
-Every SmartCash callback registered on the trainer is wrapped with a timer, and the training step (forward,
-backward, optimizer: from ``on_train_batch_start`` to ``on_train_batch_end``, data loading excluded, which makes the
-ratio conservative) is timed alongside. Reported: callback time per training batch and its share of a step, the
-per-epoch work (metric files, event log) spread over the epoch's batches, and the same with throttling off
-(``min_interval: 0``: a progress event and an events.jsonl line on every batch) as the worst case.
+Every handler SmartCashTrainer registers (the three callbacks, the live status, the stop flag) is wrapped with a
+timer, and the training step (forward, backward, optimizer: from ``on_train_batch_start`` to ``on_train_batch_end``,
+data loading excluded, which makes the ratio conservative) is timed alongside. Reported: callback time per training
+batch and its share of a step, the per-epoch work (metric files, event log) spread over the epoch's batches, and the
+same with throttling off (``min_interval: 0``: a progress event and an events.jsonl line on every batch) as the
+worst case.
 
     python bench/callback_overhead.py                      # CSPDarknet-n, imgsz 320, batch 16, as the README run
 """
@@ -28,10 +29,13 @@ import yaml  # noqa: E402
 from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter  # noqa: E402
 from smartcash_ultra.callbacks.epoch_record import EpochClock  # noqa: E402
 from smartcash_ultra.sample_data import generate_sample_dataset  # noqa: E402
+from smartcash_ultra.status import TrainingStatus  # noqa: E402
+from smartcash_ultra.stopping import StopRequest  # noqa: E402
 from smartcash_ultra.trainer import SmartCashTrainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, EpochClock)
+OURS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, EpochClock, TrainingStatus, StopRequest)
+"""Every handler SmartCashTrainer adds: the three callbacks, their epoch clocks, the live status and the stop flag."""
 PER_BATCH = {"on_train_batch_start", "on_train_batch_end"}
 
 
