@@ -12,9 +12,15 @@ if [ ! -f "$STAMP" ]; then
     PYTHON="${PYTHON:-python3}"
     "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "smartcash-ultra needs Python >= 3.10"'
     echo "Setting up $VENV (torch and torchvision resolve together from the registry; a few minutes)..."
+    # torch's CUDA build and its libraries take about 6 GB installed, plus the wheels while pip installs them.
+    FREE_GB=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4 / 1048576)}')
+    if [ "${FREE_GB:-0}" -lt 10 ]; then
+        echo "WARNING: only ${FREE_GB} GB free on the disk of $ROOT; installing torch needs about 10 GB." >&2
+    fi
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+    # --no-cache-dir: pip would otherwise keep a second copy of the multi-GB torch wheels in ~/.cache/pip.
+    "$VENV/bin/python" -m pip install --quiet --no-cache-dir --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet --no-cache-dir -e "$ROOT[dev]"
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
 fi
