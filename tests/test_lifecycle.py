@@ -123,6 +123,8 @@ def test_sigint_stops_after_the_batch_saving_everything_and_a_second_one_forces(
     save_dir = tmp_path / "once"
     assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1 and epochs_in(save_dir) == [1, 2]
     assert json.loads((save_dir / "events.jsonl").read_text().splitlines()[-1])["status"] == "stopped"
+    summary = json.loads((save_dir / "metrics.json").read_text())["summary"]
+    assert (summary["status"], summary["reason"]) == ("stopped", "SIGINT received")  # the files agree on the outcome
     assert "stopping after this batch" in out + err
 
     for leftover in tmp_path.glob("marker*"):

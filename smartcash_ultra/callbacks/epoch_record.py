@@ -97,6 +97,19 @@ def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
     return {k: clean(v) for k, v in record.items()}
 
 
+def run_outcome(trainer) -> tuple[str, str | None]:
+    """Return how a finished run ended, and why, for ``metrics.json`` and ``events.jsonl`` alike.
+
+    ``completed`` (all epochs), ``stopped_early`` (early stopping) or ``stopped`` (a stop request:
+    ``SmartCashTrainer.stop_training()``, SIGINT, SIGTERM).
+    """
+    stop = getattr(trainer, "stop_request", None)
+    if stop is not None and stop.requested:
+        return "stopped", stop.reason
+    status = "completed" if trainer.epoch + 1 >= trainer.epochs else "stopped_early"
+    return status, getattr(trainer.stopper, "stop_reason", None)
+
+
 def per_class_ap(metrics, names: dict[int, str]) -> dict[str, float]:
     """Return ``AP50(B)/<class>`` and ``AP50-95(B)/<class>`` from Ultralytics' ``DetMetrics`` (NaN: class absent)."""
     box = getattr(metrics, "box", None)

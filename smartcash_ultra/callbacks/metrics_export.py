@@ -16,7 +16,7 @@ from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record
+from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
 from smartcash_ultra.callbacks.settings import is_main_process, model_settings
 from smartcash_ultra.files import write_atomic
 
@@ -35,7 +35,7 @@ class MetricsExporter:
         self.run: dict[str, Any] = {}
         self.epochs: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None
-        self.status = "running"
+        self.status, self.reason = "running", None
 
     @property
     def callbacks(self) -> dict[str, Any]:
@@ -64,7 +64,7 @@ class MetricsExporter:
             "epochs": trainer.epochs,
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        self.epochs, self.final, self.status = [], None, "running"
+        self.epochs, self.final, self.status, self.reason = [], None, "running", None
         if trainer.start_epoch > 0:
             self.epochs = self.load_history(up_to_epoch=trainer.start_epoch)
 
@@ -98,19 +98,20 @@ class MetricsExporter:
         self.write(trainer)
 
     def on_train_end(self, trainer) -> None:
-        """Write the summary with the final figures and weight paths."""
+        """Write the summary with the run's outcome, the final figures and the weight paths."""
         if self.enabled:
-            self.status = "completed"
+            self.status, self.reason = run_outcome(trainer)
             self.write(trainer)
 
     def summary(self, trainer) -> dict[str, Any]:
-        """Best epoch by fitness (the best.pt criterion), its figures, the final validation and the weights."""
+        """Outcome, best epoch by fitness (the best.pt criterion), its figures, the final validation, the weights."""
         validated = [r for r in self.epochs if r.get("validated") and r.get("fitness") is not None]
         best = max(validated, key=lambda r: r["fitness"], default=None)  # first of equals, as Ultralytics
         weights = {name: str(p) for name, p in (("best", trainer.best), ("last", trainer.last)) if Path(p).exists()}
         stopper = getattr(trainer.stopper, "summary", None)
         return {
             "status": self.status,
+            "reason": self.reason,
             "epochs_completed": len(self.epochs),
             "best_epoch": best["epoch"] if best else None,
             "best": best,

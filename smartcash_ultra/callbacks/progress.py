@@ -29,7 +29,7 @@ from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record
+from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
 from smartcash_ultra.callbacks.settings import DEFAULTS, is_main_process, model_settings
 
 EVENTS_NAME = "events.jsonl"
@@ -153,12 +153,7 @@ class ProgressReporter:
     def on_train_end(self, trainer) -> None:
         """Completion: overall progress to 100 % and the outcome."""
         epochs_run, total = trainer.epoch + 1, trainer.epochs
-        stop = getattr(trainer, "stop_request", None)  # SmartCashTrainer.stop_training(), SIGINT, SIGTERM
-        if stop is not None and stop.requested:
-            status, reason = "stopped", stop.reason
-        else:
-            status = "completed" if epochs_run >= total else "stopped_early"
-            reason = getattr(trainer.stopper, "stop_reason", None)
+        status, reason = run_outcome(trainer)
         message = f"{status.replace('_', ' ')} after epoch {epochs_run}/{total}" + (f": {reason}" if reason else "")
         self.emit("overall", total, total, message, force=True)
         summary = {
