@@ -101,7 +101,8 @@ def train_one(run: str, trees: dict[str, Path], args: argparse.Namespace) -> dic
     trainer.train()
     wall = time.perf_counter() - start
     model = unwrap_model(trainer.model)
-    final = epochs.pop() if len(epochs) > args.epochs else epochs[-1]  # the final validation of best.pt comes last
+    # Ultralytics' final validation of best.pt (when there is one) fires one more on_fit_epoch_end, early stop or not
+    final = epochs.pop() if Path(trainer.best).exists() else epochs[-1]
     return {
         "run": run,
         "model": name,
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             ]
         )
     lines = md_table(
-        ["model", "trainer, data", "params", f"GFLOPs @{args.imgsz}", "CPU s/epoch", *KEYS, "mAP50 by epoch"],
+        ["model", "trainer, data", "params", f"GFLOPs @{args.imgsz}", "wall s/epoch", *KEYS, "mAP50 by epoch"],
         rows,
         left=2,
     )

@@ -22,6 +22,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from smartcash_ultra.files import write_atomic  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CSP_CFG = "cfg/smartcash_cspdarknet.yaml"
 EFF_CFG = "cfg/smartcash_effb4.yaml"
@@ -174,9 +176,7 @@ def md_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[st
 def write_json(path: Path, document: dict) -> None:
     """Write ``document`` atomically (a reader never sees half a result)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(document, indent=1) + "\n").encode())
 
 
 def add_output_args(p: argparse.ArgumentParser, part: str) -> None:

@@ -13,27 +13,20 @@ worst case.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from collections import defaultdict
 from pathlib import Path
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+import yaml
+from benchlib import ROOT, machine, write_json  # sets the offline guards before Ultralytics is imported
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
+from smartcash_ultra.callbacks.epoch_record import EpochClock
+from smartcash_ultra.sample_data import generate_sample_dataset
+from smartcash_ultra.status import TrainingStatus
+from smartcash_ultra.stopping import StopRequest
+from smartcash_ultra.trainer import SmartCashTrainer
 
-from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter  # noqa: E402
-from smartcash_ultra.callbacks.epoch_record import EpochClock  # noqa: E402
-from smartcash_ultra.sample_data import generate_sample_dataset  # noqa: E402
-from smartcash_ultra.status import TrainingStatus  # noqa: E402
-from smartcash_ultra.stopping import StopRequest  # noqa: E402
-from smartcash_ultra.trainer import SmartCashTrainer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 OURS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, EpochClock, TrainingStatus, StopRequest)
 """Every handler SmartCashTrainer adds: the three callbacks, their epoch clocks, the live status and the stop flag."""
 PER_BATCH = {"on_train_batch_start", "on_train_batch_end"}
@@ -144,12 +137,11 @@ def main() -> None:
     document = {
         "command": "python bench/callback_overhead.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in {"epochs", "imgsz", "batch"}),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=1) + "\n")
+    write_json(args.out, document)
     print(f"\nwritten {args.out}")
 
 

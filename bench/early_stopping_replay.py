@@ -12,25 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
-from smartcash_ultra.callbacks.early_stopping import METRIC_ALIASES, AdaptiveEarlyStopping
+from smartcash_ultra.callbacks.early_stopping import AdaptiveEarlyStopping, monitored_value
 
 FIGURES = ("metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)")
 
 
 def replay(rows: list[dict], stopper: AdaptiveEarlyStopping) -> dict:
     """Feed the validated epochs of ``rows`` to ``stopper``; return where it stops and the best epoch's figures."""
-    key = METRIC_ALIASES.get(stopper.monitor, stopper.monitor)
     stopped_at, peak = None, stopper.patience
     for row in rows:
-        if row.get("validated") and row.get(key) is not None:
-            stop = stopper.update(row["epoch"], row[key])
+        if row.get("validated") and row.get("fitness") is not None:  # the row holds the epoch's validation figures
+            validated = SimpleNamespace(fitness=row["fitness"], metrics=row)  # what the callback reads from the trainer
+            stop = stopper.update(row["epoch"], monitored_value(stopper.monitor, validated))
             peak = max(peak, stopper.patience)
             if stop:
                 stopped_at = row["epoch"]
                 break
     by_epoch = {r["epoch"]: r for r in rows}
-    best = by_epoch[stopper.best_epoch]
+    best = by_epoch.get(stopper.best_epoch, {})  # none when no epoch counted (a max metric still 0)
     return {
         "adaptive": stopper.adaptive,
         "stops_after_epoch": stopped_at,

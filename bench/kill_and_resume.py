@@ -19,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from ultralytics.utils.patches import torch_load
 
+from smartcash_ultra.callbacks.metrics_export import JSON_NAME
+from smartcash_ultra.callbacks.progress import EVENTS_NAME
 from smartcash_ultra.sample_data import ensure_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def events(save_dir: Path) -> list[dict]:
     """The run's events.jsonl so far."""
-    path = save_dir / "events.jsonl"
+    path = save_dir / EVENTS_NAME
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def history(save_dir: Path, title: str) -> None:
     """Print the epoch last.pt holds and metrics.json's rows."""
-    rows = json.loads((save_dir / "metrics.json").read_text())["epochs"]
-    last = torch.load(save_dir / "weights/last.pt", map_location="cpu", weights_only=False)
+    rows = json.loads((save_dir / JSON_NAME).read_text())["epochs"]
+    last = torch_load(save_dir / "weights/last.pt", map_location="cpu")
     print(f"\n{title}: last.pt holds epoch {last['epoch'] + 1}; metrics.json:")
     print("| epoch | mAP50 | mAP50-95 | lr/pg0 | early stopping wait/patience |\n|---:|---:|---:|---:|---|")
     for r in rows:
@@ -65,7 +67,7 @@ def main() -> None:
     with open(args.project / "first_session.log", "w") as log:
         child = subprocess.Popen(train, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         prefix = f"epoch {args.kill_epoch}/{args.epochs} batch"
-        while not [e for e in events(save_dir) if e.get("level") == "batch" and e["message"].startswith(prefix)][-1:]:
+        while not any(e.get("level") == "batch" and e["message"].startswith(prefix) for e in events(save_dir)):
             if child.poll() is not None:
                 raise SystemExit(f"training ended before epoch {args.kill_epoch}: see {log.name}")
             time.sleep(0.2)

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     models = {}
     for name, ts in times.items():
         trainer, batch = setups[name]
-        ips = [args.batch / t for t in ts]
+        ips = [len(batch["img"]) / t for t in ts]  # the images the batch holds (an odd --batch gets one fewer)
         models[name] = {
             "label": MODELS[name].label,
             **describe(trainer, batch, args.imgsz),
