@@ -9,6 +9,8 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hashlib  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -17,12 +19,24 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from ultralytics.utils import LOGGER  # noqa: E402
 
 from smartcash_ultra.sample_data import generate_sample_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFB4_YAML = ROOT / "cfg/models/smartcash_effb4.yaml"
 CSP_N_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5n.yaml"
+
+
+@pytest.fixture
+def log_lines():
+    """Every Ultralytics log message of the test, colours stripped."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage()))
+    LOGGER.addHandler(handler)
+    yield lines
+    LOGGER.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

@@ -254,7 +254,8 @@ def test_cli_exit_codes_and_one_line_errors(source, tmp_path, capsys):
 
 def test_console_script_is_registered_and_runs_as_a_process(source, tmp_path):
     assert '[project.scripts]\nsmartcash-ultra = "smartcash_ultra.cli:main"\n' in (ROOT / "pyproject.toml").read_text()
-    cmd = [sys.executable, "-m", "smartcash_ultra.cli", "convert", str(source), str(tmp_path / "out"), "--size", "128"]
+    script = Path(sys.executable).with_name("smartcash-ultra")  # what pip installed from [project.scripts]
+    cmd = [str(script), "convert", str(source), str(tmp_path / "out"), "--size", "128"]
     done = subprocess.run([*cmd, "--workers", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "3 images, 3 converted" in done.stdout and (tmp_path / "out/train/images/pre_IMG_42.npy").is_file()

@@ -184,7 +184,8 @@ def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path)
     overrides |= {"project": str(tmp_path), "name": "named"}
     SmartCashTrainer(overrides=overrides).train()
     weights = tmp_path / "named/weights"
-    first = weights / f"best_cspdarknet_n_{time.strftime('%Y%m%d')}.pt"
+    (first,) = weights.glob("best_cspdarknet_n_2*.pt")  # best_<backbone>_<YYYYMMDD>.pt (a run may cross midnight)
+    assert len(first.stem.rsplit("_", 1)[1]) == 8
     assert first.read_bytes() == (weights / "best.pt").read_bytes()
     kept = first.read_bytes()
     SmartCashTrainer(overrides=overrides).train()  # a new run into the same folder
@@ -194,7 +195,7 @@ def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path)
 
 def test_extending_a_finished_run_keeps_optimizer_ema_and_the_final_learning_rate(tiny_data, tmp_path):
     overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 2, "warmup_epochs": 0, **FAST}
-    overrides |= {"project": str(tmp_path), "name": "extend"}
+    overrides |= {"project": str(tmp_path), "name": "extend", "nbs": FAST["batch"]}  # an optimizer step every batch
     SmartCashTrainer(overrides=overrides).train()
     last = tmp_path / "extend/weights/last.pt"
     finished = ckpt(last)
@@ -208,6 +209,9 @@ def test_extending_a_finished_run_keeps_optimizer_ema_and_the_final_learning_rat
     result = resume_training(last, additional_epochs=2)
     extended = ckpt(result.last)
     assert extended["epoch"] == 3 and extended["updates"] > finished["updates"]  # EMA went on counting
+    assert (finished["updates"], extended["updates"]) == (8, 16)  # 4 steps per epoch; a fresh EMA would count 8
+    steps = [float(c["optimizer"]["state"][0]["step"]) for c in (finished, extended)]
+    assert steps == [8, 16]  # the optimizer state went on too; a fresh optimizer would be at step 8
     rows = json.loads((tmp_path / "extend/metrics.json").read_text())["epochs"]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[2]["lr/pg0"] == pytest.approx(rows[1]["lr/pg0"]) == pytest.approx(rows[3]["lr/pg0"])

@@ -7,8 +7,6 @@ decisions are driven through :func:`smartcash_ultra.precision.check_amp` with th
 from __future__ import annotations
 
 import inspect
-import logging
-import re
 import socket
 from types import SimpleNamespace
 
@@ -20,25 +18,14 @@ import ultralytics.utils.checks as checks
 import ultralytics.utils.downloads as downloads
 from conftest import CSP_N_YAML
 from ultralytics.cfg import get_cfg
-from ultralytics.utils import LOGGER
 from ultralytics.utils.patches import torch_load
+from ultralytics.utils.torch_utils import autocast as ultralytics_autocast
 
 from smartcash_ultra import precision
 from smartcash_ultra.model import SmartCashDetectionModel
 from smartcash_ultra.trainer import SmartCashTrainer
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "epochs": 1}
-
-
-@pytest.fixture
-def log_lines():
-    """Every Ultralytics log message of the test, colours stripped."""
-    lines: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage()))
-    LOGGER.addHandler(handler)
-    yield lines
-    LOGGER.removeHandler(handler)
 
 
 @pytest.fixture
@@ -167,4 +154,6 @@ def test_gpu_bf16_runs_where_native_else_fp32(native, monkeypatch, log_lines):
 
 
 def test_bf16_is_unavailable_where_ultralytics_autocast_would_raise():
+    with pytest.raises(RuntimeError):
+        ultralytics_autocast(torch.bfloat16, device="cpu")
     assert not precision.bf16_available(torch.device("cpu"))
