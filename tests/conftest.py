@@ -39,6 +39,25 @@ def log_lines():
     LOGGER.removeHandler(handler)
 
 
+class Collector(list):
+    """A picklable UI callback that keeps the arguments of every call."""
+
+    def __call__(self, *args):
+        self.append(args)
+
+
+def csp_n_yaml(folder: Path, callbacks: dict | None = None, **training) -> Path:
+    """Write the CSPDarknet model YAML at scale n into ``folder``; ``training`` settings merge over the shipped ones."""
+    d = yaml.safe_load((ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml").read_text())
+    if callbacks:
+        d["smartcash"]["callbacks"] = callbacks
+    d["smartcash"]["training"] = {**d["smartcash"].get("training", {}), **training}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "smartcash_cspdarknet_yolov5n.yaml"  # scale n from the name, as Ultralytics does
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A 17-class SmartCash tree at 96 px: 8 originals + 8 aug_* in train, 4 in valid, 2 in test."""

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import Collector
 
 from smartcash_ultra.callbacks import (
     AdaptiveEarlyStopping,
@@ -32,13 +33,6 @@ class StockStopper:
 
     def __call__(self, epoch, fitness):
         return False
-
-
-class Collector(list):
-    """A picklable progress callback that keeps its events."""
-
-    def __call__(self, *event):
-        self.append(event)
 
 
 class FakeTrainer:

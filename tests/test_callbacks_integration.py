@@ -10,31 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import ROOT
+from conftest import ROOT, Collector, csp_n_yaml
 
 from smartcash_ultra.callbacks import add_smartcash_callbacks
 from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY
 from smartcash_ultra.trainer import SmartCashTrainer
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True, "val": True}
-BASE_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml"
-
-
-class Collector(list):
-    """Keeps every call's arguments."""
-
-    def __call__(self, *args):
-        self.append(args)
-
-
-def model_yaml(tmp_path: Path, callbacks: dict | None = None) -> Path:
-    """The CSPDarknet-n model YAML with a ``smartcash.callbacks`` section."""
-    d = yaml.safe_load(BASE_YAML.read_text())
-    d["smartcash"] = {**d["smartcash"], **({"callbacks": callbacks} if callbacks else {})}
-    path = tmp_path / "smartcash_cspdarknet_yolov5n.yaml"  # scale n from the name, as Ultralytics does
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return path
 
 
 def results_rows(save_dir: Path) -> list[dict[str, float]]:
@@ -54,7 +36,7 @@ def run(tiny_data, tmp_path_factory):
     trainer = SmartCashTrainer(
         ROOT / "cfg/smartcash_cspdarknet.yaml",
         overrides={
-            "model": str(model_yaml(project)),
+            "model": str(csp_n_yaml(project)),
             "data": str(tiny_data),
             "epochs": 3,
             **FAST,
@@ -132,7 +114,7 @@ def test_early_stopping_stops_a_real_run_and_says_why(tiny_data, tmp_path):
     never_better = {"early_stopping": {"monitor": "val_loss", "min_delta": 1e6}, "metrics_export": False}
     trainer = SmartCashTrainer(
         overrides={
-            "model": str(model_yaml(tmp_path, never_better)),
+            "model": str(csp_n_yaml(tmp_path, never_better)),
             "data": str(tiny_data),
             "epochs": 6,
             "patience": 2,
@@ -158,7 +140,7 @@ def test_interrupted_run_resumes_with_continuous_metric_history(tiny_data, tmp_p
             super().__call__(level, current, total, message)
 
     errors = Collector()
-    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 4, **FAST}
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 4, **FAST}
     trainer = SmartCashTrainer(
         overrides={**overrides, "project": str(tmp_path), "name": "resume"},
         progress_callback=InterruptAtEpoch3(),

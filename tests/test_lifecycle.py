@@ -14,23 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import ROOT
+from conftest import ROOT, csp_n_yaml
 
 from smartcash_ultra.trainer import SmartCashTrainer, resume_training
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
-BASE_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml"
-
-
-def model_yaml(folder: Path, **training) -> Path:
-    """The CSPDarknet-n model YAML with a ``smartcash.training`` section."""
-    d = yaml.safe_load(BASE_YAML.read_text())
-    d["smartcash"]["training"] = training
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "smartcash_cspdarknet_yolov5n.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return path
 
 
 def epochs_in(save_dir: Path) -> list[int]:
@@ -89,7 +77,7 @@ def wait_for(path: Path, child: subprocess.Popen) -> None:
 
 
 def test_kill_9_mid_epoch_then_resume_finishes_the_planned_epochs(tiny_data, tmp_path):
-    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 4, **FAST}
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 4, **FAST}
     overrides |= {"project": str(tmp_path), "name": "run"}
     child, _ = start_training(tmp_path, overrides, "epoch 3/4 batch 1/")
     child.send_signal(signal.SIGKILL)
@@ -113,7 +101,7 @@ def test_kill_9_mid_epoch_then_resume_finishes_the_planned_epochs(tiny_data, tmp
 
 
 def test_sigint_stops_after_the_batch_saving_everything_and_a_second_one_forces(tiny_data, tmp_path):
-    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
     child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "once"}, "epoch 2/3 batch 1/")
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=300)
@@ -140,7 +128,7 @@ def test_sigint_stops_after_the_batch_saving_everything_and_a_second_one_forces(
 
 
 def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):
-    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
     trainer = SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "ui"})
     assert trainer.get_training_status()["state"] == "idle"
     seen = []
@@ -168,7 +156,7 @@ def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):
 
 
 def test_validation_interval_validates_every_n_epochs_and_the_last(tiny_data, tmp_path):
-    model = model_yaml(tmp_path, val_interval=2)
+    model = csp_n_yaml(tmp_path, val_interval=2)
     overrides = {"model": str(model), "data": str(tiny_data), "epochs": 5, **FAST}
     trainer = SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "interval"})
     trainer.train()
@@ -180,7 +168,7 @@ def test_validation_interval_validates_every_n_epochs_and_the_last(tiny_data, tm
 
 
 def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path):
-    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 1, **FAST}
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 1, **FAST}
     overrides |= {"project": str(tmp_path), "name": "named"}
     SmartCashTrainer(overrides=overrides).train()
     weights = tmp_path / "named/weights"
@@ -194,7 +182,7 @@ def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path)
 
 
 def test_extending_a_finished_run_keeps_optimizer_ema_and_the_final_learning_rate(tiny_data, tmp_path):
-    overrides = {"model": str(model_yaml(tmp_path)), "data": str(tiny_data), "epochs": 2, "warmup_epochs": 0, **FAST}
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 2, "warmup_epochs": 0, **FAST}
     overrides |= {"project": str(tmp_path), "name": "extend", "nbs": FAST["batch"]}  # an optimizer step every batch
     SmartCashTrainer(overrides=overrides).train()
     last = tmp_path / "extend/weights/last.pt"

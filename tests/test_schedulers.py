@@ -6,20 +6,17 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
-from conftest import ROOT
+from conftest import ROOT, csp_n_yaml
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.optim import MuSGD
 
 from smartcash_ultra.schedules import Schedule, lr_table, main, recorded_lrs
 from smartcash_ultra.trainer import SmartCashTrainer
 
-BASE_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml"
 LR0, LRF, EPOCHS = 0.001, 0.01, 10
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
 
@@ -100,21 +97,12 @@ def sgd() -> torch.optim.Optimizer:
     return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR0)
 
 
-def model_yaml(tmp_path: Path, **training) -> Path:
-    """The CSPDarknet-n model YAML with these ``smartcash.training`` settings."""
-    d = yaml.safe_load(BASE_YAML.read_text())
-    d["smartcash"]["training"] = {**d["smartcash"]["training"], **training}
-    path = tmp_path / "smartcash_cspdarknet_yolov5n.yaml"  # scale n from the name, as Ultralytics does
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return path
-
-
 def trainer_with_optimizer(tmp_path, data, training: dict | None = None, iterations: int = 100, **overrides):
     """A SmartCashTrainer with model, optimizer and scheduler built as Ultralytics builds them, without training."""
     trainer = SmartCashTrainer(
         ROOT / "cfg/smartcash_cspdarknet.yaml",
         overrides={
-            "model": str(model_yaml(tmp_path, **(training or {}))),
+            "model": str(csp_n_yaml(tmp_path, **(training or {}))),
             "data": str(data),
             "epochs": EPOCHS,
             **FAST,
@@ -247,7 +235,7 @@ def test_real_run_records_the_chosen_schedule_in_results_csv(tiny_data, tmp_path
     trainer = SmartCashTrainer(
         ROOT / "cfg/smartcash_cspdarknet.yaml",
         overrides={
-            "model": str(model_yaml(tmp_path, scheduler="step", step_size=1, gamma=0.5)),
+            "model": str(csp_n_yaml(tmp_path, scheduler="step", step_size=1, gamma=0.5)),
             "data": str(tiny_data),
             "epochs": 3,
             **FAST,
