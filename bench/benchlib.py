@@ -22,7 +22,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from smartcash_ultra.files import write_atomic  # noqa: E402
+from smartcash_ultra.utils.files import write_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CSP_CFG = "cfg/smartcash_cspdarknet.yaml"
@@ -65,7 +65,7 @@ def make_trainer(spec: Spec, trees: dict[str, Path], overrides: dict):
     """
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from smartcash_ultra.trainer import SmartCashTrainer, load_train_cfg
+    from smartcash_ultra.engine.trainer import SmartCashTrainer, load_train_cfg
 
     args = {**overrides, "model": spec.model_arg, "data": str(trees[spec.images])}
     if spec.smartcash:
@@ -79,7 +79,7 @@ def sample_trees(workdir: Path, n_train: int, n_valid: int, imgsz: int, formats:
     The tree is rebuilt every time (generation is deterministic and takes seconds), so a tree of another size never
     leaves extra files behind.
     """
-    from smartcash_ultra.sample_data import generate_sample_dataset
+    from smartcash_ultra.tools.sample_data import generate_sample_dataset
 
     shutil.rmtree(workdir / "npy", ignore_errors=True)
     npy = generate_sample_dataset(

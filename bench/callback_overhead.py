@@ -22,10 +22,10 @@ from benchlib import ROOT, machine, write_json  # sets the offline guards before
 
 from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
 from smartcash_ultra.callbacks.epoch_record import EpochClock
-from smartcash_ultra.sample_data import generate_sample_dataset
-from smartcash_ultra.status import TrainingStatus
-from smartcash_ultra.stopping import StopRequest
-from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.engine.status import TrainingStatus
+from smartcash_ultra.engine.stopping import StopRequest
+from smartcash_ultra.engine.trainer import SmartCashTrainer
+from smartcash_ultra.tools.sample_data import generate_sample_dataset
 
 OURS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, EpochClock, TrainingStatus, StopRequest)
 """Every handler SmartCashTrainer adds: the three callbacks, their epoch clocks, the live status and the stop flag."""

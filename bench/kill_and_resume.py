@@ -23,7 +23,7 @@ from ultralytics.utils.patches import torch_load
 
 from smartcash_ultra.callbacks.metrics_export import JSON_NAME
 from smartcash_ultra.callbacks.progress import EVENTS_NAME
-from smartcash_ultra.sample_data import ensure_sample_dataset
+from smartcash_ultra.tools.sample_data import ensure_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,8 +49,8 @@ def build(name: str, folder: Path, args: argparse.Namespace, onnx: bool) -> tupl
     from ultralytics import YOLO
     from ultralytics.utils.torch_utils import get_flops, get_num_params, init_seeds
 
-    from smartcash_ultra.classes import NAMES
-    from smartcash_ultra.model import SmartCashDetectionModel
+    from smartcash_ultra.nn.model import SmartCashDetectionModel
+    from smartcash_ultra.utils.classes import NAMES
 
     init_seeds(0)
     model = SmartCashDetectionModel(ROOT / MODELS[name].model, nc=len(NAMES), verbose=False)

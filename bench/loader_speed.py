@@ -84,7 +84,7 @@ def build(tree: Path, imgsz: int, cache: str | None, mode: str, batch: int = 16)
     from ultralytics.data import build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
 
-    from smartcash_ultra.dataset import build_smartcash_dataset
+    from smartcash_ultra.data.dataset import build_smartcash_dataset
 
     data = check_det_dataset(str(tree / "data.yaml"))
     cfg = get_cfg(overrides={"imgsz": imgsz, "task": "detect", "cache": cache or False})
@@ -160,7 +160,7 @@ def prepare(workdir: Path, n_train: int) -> dict[str, Path]:
     import cv2
     import numpy as np
 
-    from smartcash_ultra.sample_data import generate_sample_dataset
+    from smartcash_ultra.tools.sample_data import generate_sample_dataset
 
     shutil.rmtree(workdir / "npy", ignore_errors=True)  # a tree of another size would leave extra arrays behind
     npy_yaml = generate_sample_dataset(
@@ -252,7 +252,7 @@ def main() -> None:
     if args.child:
         import ultralytics.data  # noqa: F401  (imports first, so base_rss_mb is the interpreter with its libraries)
 
-        import smartcash_ultra.dataset  # noqa: F401
+        import smartcash_ultra.data.dataset  # noqa: F401
 
         kind, cfg = args.child[0], json.loads(args.child[1])
         result = (child_single if kind == "single" else child_loader)(cfg)

@@ -22,9 +22,9 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
 import torch  # noqa: E402
 
-from smartcash_ultra.model import SmartCashDetectionModel  # noqa: E402
-from smartcash_ultra.sample_data import ensure_sample_dataset  # noqa: E402
-from smartcash_ultra.trainer import SmartCashTrainer  # noqa: E402
+from smartcash_ultra.engine.trainer import SmartCashTrainer  # noqa: E402
+from smartcash_ultra.nn.model import SmartCashDetectionModel  # noqa: E402
+from smartcash_ultra.tools.sample_data import ensure_sample_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # name -> (training cfg, model YAML)

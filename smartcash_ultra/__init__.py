@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import importlib
 
+from smartcash_ultra import _moved
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SmartCashTrainer": "smartcash_ultra.trainer",
-    "TrainResult": "smartcash_ultra.trainer",
-    "resume_training": "smartcash_ultra.trainer",
-    "SmartCashValidator": "smartcash_ultra.validator",
-    "SmartCashPredictor": "smartcash_ultra.predictor",
-    "SmartCashDetectionModel": "smartcash_ultra.model",
-    "SmartCashDataset": "smartcash_ultra.dataset",
-    "TimmBackbone": "smartcash_ultra.nn",
-    "generate_sample_dataset": "smartcash_ultra.sample_data",
-    "convert_dataset": "smartcash_ultra.convert",
+    "SmartCashTrainer": "smartcash_ultra.engine.trainer",
+    "TrainResult": "smartcash_ultra.engine.trainer",
+    "resume_training": "smartcash_ultra.engine.trainer",
+    "SmartCashValidator": "smartcash_ultra.engine.validator",
+    "SmartCashPredictor": "smartcash_ultra.engine.predictor",
+    "SmartCashDetectionModel": "smartcash_ultra.nn.model",
+    "SmartCashDataset": "smartcash_ultra.data.dataset",
+    "TimmBackbone": "smartcash_ultra.nn.backbone",
+    "generate_sample_dataset": "smartcash_ultra.tools.sample_data",
+    "convert_dataset": "smartcash_ultra.tools.convert",
 }
 __all__ = [*_EXPORTS, "__version__"]
+_moved.install()
 
 
 def __getattr__(name: str):

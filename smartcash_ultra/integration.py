@@ -32,10 +32,10 @@ def install(yolo_class: type | None = None) -> None:
 
 def smartcash_detect_task() -> dict[str, type]:
     """Return the SmartCash classes for the ``detect`` task."""
-    from smartcash_ultra.model import SmartCashDetectionModel
-    from smartcash_ultra.predictor import SmartCashPredictor
-    from smartcash_ultra.trainer import SmartCashTrainer
-    from smartcash_ultra.validator import SmartCashValidator
+    from smartcash_ultra.engine.predictor import SmartCashPredictor
+    from smartcash_ultra.engine.trainer import SmartCashTrainer
+    from smartcash_ultra.engine.validator import SmartCashValidator
+    from smartcash_ultra.nn.model import SmartCashDetectionModel
 
     return {
         "model": SmartCashDetectionModel,
@@ -49,7 +49,7 @@ def is_smartcash_model(yolo) -> bool:
     """Return True when a ``YOLO`` object holds (or is about to build) a SmartCash model."""
     import torch
 
-    from smartcash_ultra.model import is_smartcash_yaml
+    from smartcash_ultra.nn.model import is_smartcash_yaml
 
     model = getattr(yolo, "model", None)
     if isinstance(model, torch.nn.Module):

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from ultralytics.utils import LOGGER  # noqa: E402
 
-from smartcash_ultra.sample_data import generate_sample_dataset  # noqa: E402
+from smartcash_ultra.tools.sample_data import generate_sample_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EFFB4_YAML = ROOT / "cfg/models/smartcash_effb4.yaml"

@@ -21,7 +21,7 @@ from smartcash_ultra.callbacks import (
 )
 from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, checkpoint_state
 from smartcash_ultra.callbacks.settings import resolve
-from smartcash_ultra.classes import NAMES
+from smartcash_ultra.utils.classes import NAMES
 
 MEAN_KEYS = ["metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)"]
 
@@ -358,7 +358,7 @@ def test_a_crash_mid_write_leaves_the_previous_files_intact(tmp_path, monkeypatc
     def crash(fd):
         raise OSError("disk gone")
 
-    monkeypatch.setattr("smartcash_ultra.files.os.fsync", crash)  # after the temp file is written, before rename
+    monkeypatch.setattr("smartcash_ultra.utils.files.os.fsync", crash)  # after the temp file is written, before rename
     with pytest.raises(OSError, match="disk gone"):
         trainer.run_epoch(0.4)
     assert {name: (tmp_path / name).read_bytes() for name in before} == before

@@ -14,7 +14,7 @@ from conftest import ROOT, Collector, csp_n_yaml
 
 from smartcash_ultra.callbacks import add_smartcash_callbacks
 from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY
-from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.engine.trainer import SmartCashTrainer
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True, "val": True}
 

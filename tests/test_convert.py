@@ -16,10 +16,10 @@ import yaml
 from conftest import ROOT, tree_digest
 from PIL import Image
 
-from smartcash_ultra.classes import NAMES as SMARTCASH_NAMES
-from smartcash_ultra.cli import main
-from smartcash_ultra.convert import convert_dataset, output_stem
-from smartcash_ultra.image_dataset import DatasetError
+from smartcash_ultra.data.image_dataset import DatasetError
+from smartcash_ultra.tools.cli import main
+from smartcash_ultra.tools.convert import convert_dataset, output_stem
+from smartcash_ultra.utils.classes import NAMES as SMARTCASH_NAMES
 
 SIZE = 128
 GREY = 114 / 255
@@ -152,7 +152,7 @@ def test_data_yaml_is_read_by_ultralytics_and_the_smartcash_dataset(source, tmp_
     from ultralytics.data.build import build_dataloader
     from ultralytics.data.utils import check_det_dataset
 
-    from smartcash_ultra.dataset import build_smartcash_dataset
+    from smartcash_ultra.data.dataset import build_smartcash_dataset
 
     dst = tmp_path / "out"
     report = convert(source, dst)
@@ -253,7 +253,10 @@ def test_cli_exit_codes_and_one_line_errors(source, tmp_path, capsys):
 
 
 def test_console_script_is_registered_and_runs_as_a_process(source, tmp_path):
-    assert '[project.scripts]\nsmartcash-ultra = "smartcash_ultra.cli:main"\n' in (ROOT / "pyproject.toml").read_text()
+    assert (
+        '[project.scripts]\nsmartcash-ultra = "smartcash_ultra.tools.cli:main"\n'
+        in (ROOT / "pyproject.toml").read_text()
+    )
     script = Path(sys.executable).with_name("smartcash-ultra")  # what pip installed from [project.scripts]
     cmd = [str(script), "convert", str(source), str(tmp_path / "out"), "--size", "128"]
     done = subprocess.run([*cmd, "--workers", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -13,7 +13,7 @@ from ultralytics.cfg import get_cfg
 from ultralytics.data.utils import check_det_dataset
 
 from smartcash_ultra import arrays
-from smartcash_ultra.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
+from smartcash_ultra.data.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
 
 GREY = 114 / 255
 NAMES = {0: "001", 1: "002"}
@@ -235,7 +235,7 @@ def test_verification_reports_each_problem_with_the_file_name(tmp_path):
 def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):
     arr = tmp_path / "a.npy"
     np.save(arr, red_box_array(32, (1, 1, 9, 9)))
-    import smartcash_ultra.dataset as dataset_module
+    import smartcash_ultra.data.dataset as dataset_module
 
     monkeypatch.setattr(dataset_module.Image, "open", lambda *a, **k: pytest.fail("PIL opened an array"))
     result = verify_sample((str(arr), str(tmp_path / "none.txt"), "", 2, (0.0, 1.0)))
@@ -292,7 +292,7 @@ def test_disk_cache_follows_its_source_and_the_declared_channel_order(tmp_path):
 
 
 def test_disk_cache_is_skipped_without_room_for_the_arrays(tmp_path, monkeypatch):
-    import smartcash_ultra.dataset as dataset_module
+    import smartcash_ultra.data.dataset as dataset_module
 
     data_yaml = make_tree(tmp_path, n=4)  # 4 arrays of 64x64x3 uint8 = 48 KiB of cache
     real = dataset_module.shutil.disk_usage

@@ -11,11 +11,11 @@ import yaml
 from conftest import CSP_N_YAML, run_yolo, tree_digest, write_data_yaml
 from test_dataset import NAMES, build, label_line, make_tree, red_box_array
 
-from smartcash_ultra.classes import LAYERS
-from smartcash_ultra.cli import main
-from smartcash_ultra.dataset import DatasetProblems
-from smartcash_ultra.dataset_report import check_dataset, get_class_distribution, get_dataset_info
-from smartcash_ultra.image_dataset import DatasetError
+from smartcash_ultra.data.dataset import DatasetProblems
+from smartcash_ultra.data.image_dataset import DatasetError
+from smartcash_ultra.tools.cli import main
+from smartcash_ultra.tools.report import check_dataset, get_class_distribution, get_dataset_info
+from smartcash_ultra.utils.classes import LAYERS
 
 BOX = (10, 10, 30, 30)
 GOOD_LABEL = label_line(0, BOX, 64)

@@ -21,7 +21,7 @@ from ultralytics.engine import trainer as engine
 from ultralytics.utils.dist import ddp_cleanup
 
 from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
-from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.engine.trainer import SmartCashTrainer
 
 KINDS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)
 CALLBACKS = {"progress": {"min_interval": 0}, "metrics_export": False}  # both differ from the defaults
@@ -40,7 +40,7 @@ trainer.model = state["model"]
 
 from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
 from smartcash_ultra.callbacks.settings import model_settings
-from smartcash_ultra.training_settings import training_settings
+from smartcash_ultra.utils.settings import training_settings
 
 kinds = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)
 handlers = [getattr(fn, "__self__", None) for fns in trainer.callbacks.values() for fn in fns]
@@ -128,7 +128,7 @@ def test_ddp_launch_rebuilds_the_smartcash_trainer_in_a_fresh_worker(tiny_data, 
     assert not file.exists() and not file.with_suffix(".pt").exists()  # ddp_cleanup ran
 
     # the state rebuilds a SmartCash trainer with its callbacks once (not twice) and the model YAML's settings
-    assert rebuilt["trainer"] == "smartcash_ultra.trainer.SmartCashTrainer"
+    assert rebuilt["trainer"] == "smartcash_ultra.engine.trainer.SmartCashTrainer"
     assert rebuilt["model"] == "SmartCashDetectionModel"
     assert rebuilt["handlers"] == parent_handlers
     assert rebuilt["instances"] == {k.__name__: 1 for k in KINDS}

@@ -17,11 +17,11 @@ from ultralytics.models.yolo import detect
 from ultralytics.nn import tasks
 
 import smartcash_ultra  # noqa: F401  (importing the package installs the patch, as the start-up hook does)
+from smartcash_ultra.engine.predictor import SmartCashPredictor
+from smartcash_ultra.engine.trainer import SmartCashTrainer
+from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.integration import install
-from smartcash_ultra.model import SmartCashDetectionModel
-from smartcash_ultra.predictor import SmartCashPredictor
-from smartcash_ultra.trainer import SmartCashTrainer
-from smartcash_ultra.validator import SmartCashValidator
+from smartcash_ultra.nn.model import SmartCashDetectionModel
 
 
 def test_ultralytics_seams_are_where_the_plugin_expects_them():

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import ROOT, csp_n_yaml
 
-from smartcash_ultra.trainer import SmartCashTrainer, resume_training
+from smartcash_ultra.engine.trainer import SmartCashTrainer, resume_training
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
 
@@ -32,7 +32,7 @@ def ckpt(path: Path) -> dict:
 TRAIN_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.engine.trainer import SmartCashTrainer
 
 overrides, marker, at = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 held = Path(str(marker) + ".stopping")

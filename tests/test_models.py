@@ -10,8 +10,8 @@ import torch
 import yaml
 from conftest import CSP_N_YAML, EFFB4_YAML, ROOT
 
-from smartcash_ultra.model import SmartCashDetectionModel, resolve_model_yaml
-from smartcash_ultra.nn import TimmBackbone, feature_info
+from smartcash_ultra.nn.backbone import TimmBackbone, feature_info
+from smartcash_ultra.nn.model import SmartCashDetectionModel, resolve_model_yaml
 
 
 def detect_feature_shapes(model, imgsz: int) -> list[tuple[int, ...]]:

@@ -1,7 +1,8 @@
 """Training precision: offline AMP decisions in one line, bf16 through Ultralytics' ``amp`` argument, CPU in fp32.
 
 There is no GPU here: real runs cover CPU (amp=True and amp=bf16, where stock Ultralytics raises), and the GPU
-decisions are driven through :func:`smartcash_ultra.precision.check_amp` with the device and the comparison faked.
+decisions are driven through :func:`smartcash_ultra.engine.precision.check_amp` with the device and the
+comparison faked.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ultralytics.utils.patches import torch_load
 from ultralytics.utils.torch_utils import autocast as ultralytics_autocast
 
 from smartcash_ultra import precision
-from smartcash_ultra.model import SmartCashDetectionModel
-from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.engine.trainer import SmartCashTrainer
+from smartcash_ultra.nn.model import SmartCashDetectionModel
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "epochs": 1}
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from smartcash_ultra.classes import NAMES, nominal_code
-from smartcash_ultra.sample_data import ensure_sample_dataset, generate_sample_dataset, main
+from smartcash_ultra.tools.sample_data import ensure_sample_dataset, generate_sample_dataset, main
+from smartcash_ultra.utils.classes import NAMES, nominal_code
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is first imported (inside a test): no network
 

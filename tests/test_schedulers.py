@@ -14,8 +14,8 @@ from conftest import ROOT, csp_n_yaml
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.optim import MuSGD
 
-from smartcash_ultra.schedules import Schedule, lr_table, main, recorded_lrs
-from smartcash_ultra.trainer import SmartCashTrainer
+from smartcash_ultra.engine.schedules import Schedule, lr_table, main, recorded_lrs
+from smartcash_ultra.engine.trainer import SmartCashTrainer
 
 LR0, LRF, EPOCHS = 0.001, 0.01, 10
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}

@@ -12,8 +12,8 @@ import torch
 import yaml
 from conftest import CSP_N_YAML, EFFB4_YAML, ROOT, run_python, run_yolo
 
-from smartcash_ultra.classes import NAMES
-from smartcash_ultra.trainer import AtomicPath, SmartCashTrainer
+from smartcash_ultra.engine.trainer import AtomicPath, SmartCashTrainer
+from smartcash_ultra.utils.classes import NAMES
 
 IMGSZ = 64
 BACKBONES = {"effb4": EFFB4_YAML, "cspdarknet": CSP_N_YAML}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from smartcash_ultra.validator import SmartCashMetrics
+from smartcash_ultra.engine.validator import SmartCashMetrics
 
 NAMES = {0: "001", 1: "002", 2: "l3_sign"}
 

@@ -12,7 +12,7 @@ import math
 import time
 from typing import Any
 
-from smartcash_ultra.classes import LAYERS, is_full_scheme
+from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
 
 
 class EpochClock:

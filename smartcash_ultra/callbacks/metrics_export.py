@@ -18,7 +18,7 @@ from ultralytics.utils import LOGGER
 
 from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
 from smartcash_ultra.callbacks.settings import is_main_process, model_settings
-from smartcash_ultra.files import write_atomic
+from smartcash_ultra.utils.files import write_atomic
 
 JSON_NAME, CSV_NAME = "metrics.json", "metrics.csv"
 

@@ -3,9 +3,9 @@
 Ultralytics' ``amp`` argument chooses: ``True``/``"fp16"`` (fp16 autocast with a GradScaler), ``"bf16"`` (bf16
 autocast, no scaler) or ``False``/``"fp32"``. Ultralytics checks fp16 by downloading a reference model
 (``check_amp`` loads ``yolo26n.pt``): offline that tries the network anyway, can stall on connect timeouts and
-retries, and then turns AMP on unchecked. :class:`~smartcash_ultra.trainer.SmartCashTrainer` puts :func:`check_amp`
-in its place for the duration of its setup: it compares fp32 and fp16-autocast outputs of the SmartCash model being
-trained, on its own device, and downloads nothing.
+retries, and then turns AMP on unchecked. :class:`~smartcash_ultra.engine.trainer.SmartCashTrainer` puts
+:func:`check_amp` in its place for the duration of its setup: it compares fp32 and fp16-autocast outputs of the
+SmartCash model being trained, on its own device, and downloads nothing.
 
 CPU and MPS always train in fp32, whatever is asked (Ultralytics' bf16 autocast raises there). A GPU without native
 bf16 trains in fp32 when bf16 is asked.

@@ -6,7 +6,7 @@ warm-up, optimizers and resume stay Ultralytics' own. Every schedule starts at 1
 Ultralytics' final-lr fraction (min_lr = lr0 * lrf). From epoch ``length`` on it holds the value of its last epoch
 (``length - 1``): a finished run extended beyond its schedule keeps training at the lr it ended with.
 
-``python -m smartcash_ultra.schedules`` prints the per-epoch lr of each schedule as a Markdown table.
+``python -m smartcash_ultra.engine.schedules`` prints the per-epoch lr of each schedule as a Markdown table.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import math
 from dataclasses import dataclass
 
-from smartcash_ultra.training_settings import SCHEDULERS
+from smartcash_ultra.utils.settings import SCHEDULERS
 
 DEFAULT_GAMMA = {"step": 0.1, "exponential": 0.95}
 """Decay factor when ``smartcash.training.gamma`` is null: per ``step_size`` epochs (step) or per epoch."""

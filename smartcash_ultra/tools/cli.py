@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from smartcash_ultra import __version__
-from smartcash_ultra.convert import check_size, check_workers, convert_dataset
-from smartcash_ultra.dataset_report import check_dataset, scan_dataset
-from smartcash_ultra.image_dataset import DatasetError
+from smartcash_ultra.data.image_dataset import DatasetError
+from smartcash_ultra.tools.convert import check_size, check_workers, convert_dataset
+from smartcash_ultra.tools.report import check_dataset, scan_dataset
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
 

@@ -1,6 +1,6 @@
 """Convert an ordinary YOLO image dataset into the SmartCash ``.npy`` layout (``smartcash-ultra convert``).
 
-Every image goes through SmartCash preprocessing (:mod:`smartcash_ultra.preprocess`) and lands in
+Every image goes through SmartCash preprocessing (:mod:`smartcash_ultra.data.preprocess`) and lands in
 ``DST/{train,valid,test}/``: ``images/<name>.npy`` (float32 HWC RGB in 0..1, letterboxed to ``size`` with grey 114),
 ``images/<name>.meta.json`` (the geometry and the source path) and ``labels/<name>.txt`` (its boxes mapped into the
 letterboxed frame, 6 decimals); ``DST/data.yaml`` keeps the class names. The rules:
@@ -39,10 +39,10 @@ import yaml
 from ultralytics.utils import NUM_THREADS, TQDM
 from ultralytics.utils.patches import imread
 
-from smartcash_ultra.files import write_atomic
-from smartcash_ultra.image_dataset import SPLITS, DatasetError, ImageDataset, find_image_dataset
-from smartcash_ultra.labels import format_label_rows, parse_label_rows
-from smartcash_ultra.preprocess import array_bytes, boxes_to_letterbox, letterbox, sidecar_bytes
+from smartcash_ultra.data.image_dataset import SPLITS, DatasetError, ImageDataset, find_image_dataset
+from smartcash_ultra.data.labels import format_label_rows, parse_label_rows
+from smartcash_ultra.data.preprocess import array_bytes, boxes_to_letterbox, letterbox, sidecar_bytes
+from smartcash_ultra.utils.files import write_atomic
 
 STRIDE = 32
 """The output size must be a multiple of the largest YOLO stride."""
@@ -141,7 +141,7 @@ def convert_dataset(
 
     Args:
         src: a data YAML, a folder holding ``data.yaml``, or a folder with ``train``/``valid``/``test`` image folders
-            (see :mod:`smartcash_ultra.image_dataset`).
+            (see :mod:`smartcash_ultra.data.image_dataset`).
         dst: destination folder, created if missing; it must not overlap the source dataset.
         size: side of the square letterboxed arrays, a multiple of 32.
         workers: worker processes; 0 converts in this process, None uses Ultralytics' ``NUM_THREADS``.

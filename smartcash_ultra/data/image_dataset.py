@@ -19,7 +19,7 @@ import yaml
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.utils import DATASETS_DIR
 
-from smartcash_ultra.classes import NAMES
+from smartcash_ultra.utils.classes import NAMES
 
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
 """Data YAML split key -> SmartCash split folder name."""
@@ -61,7 +61,7 @@ def find_image_dataset(src: str | Path, suffixes: frozenset[str] = frozenset(IMG
     """Find the dataset ``src`` names: a data YAML, a folder with ``data.yaml``, or a folder with split folders.
 
     ``suffixes`` (lower case, no dot) are the files listed as images: Ultralytics' image formats by default, plus
-    ``npy`` to list a SmartCash tree (:data:`smartcash_ultra.arrays.IMAGE_SUFFIXES`).
+    ``npy`` to list a SmartCash tree (:data:`smartcash_ultra.data.arrays.IMAGE_SUFFIXES`).
 
     Raises:
         DatasetError: naming the file or folder, when ``src`` is none of these or a split it lists does not exist.

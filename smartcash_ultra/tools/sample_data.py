@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 import yaml
 
-from smartcash_ultra.classes import DENOMINATIONS, LAYERS, NAMES, nominal_code
-from smartcash_ultra.files import write_atomic
-from smartcash_ultra.labels import format_label_rows
-from smartcash_ultra.preprocess import Letterbox, array_bytes, boxes_to_letterbox, letterbox, sidecar_bytes
+from smartcash_ultra.data.labels import format_label_rows
+from smartcash_ultra.data.preprocess import Letterbox, array_bytes, boxes_to_letterbox, letterbox, sidecar_bytes
+from smartcash_ultra.utils.classes import DENOMINATIONS, LAYERS, NAMES, nominal_code
+from smartcash_ultra.utils.files import write_atomic
 
 SPLITS = ("train", "valid", "test")
 """Split folder names, in the order their per-split random streams are derived from the seed."""
@@ -421,7 +421,7 @@ def ensure_sample_dataset(root: str | Path, **kwargs: object) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: generate a sample dataset and print where it is and how many images each split has."""
-    p = argparse.ArgumentParser(prog="python -m smartcash_ultra.sample_data", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m smartcash_ultra.tools.sample_data", description=__doc__.splitlines()[0])
     p.add_argument("root", help="output folder (must be empty or missing unless --overwrite)")
     p.add_argument("--n-train", type=int, default=160, help="original train images (each gets --aug-per-image aug_*)")
     p.add_argument("--n-valid", type=int, default=40)

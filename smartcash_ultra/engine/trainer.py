@@ -24,16 +24,16 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_callbacks, registered
-from smartcash_ultra.dataset import build_smartcash_dataset
-from smartcash_ultra.files import write_atomic
-from smartcash_ultra.model import SECTION, SmartCashDetectionModel
-from smartcash_ultra.nn import TimmBackbone
-from smartcash_ultra.precision import offline_check_amp, settle
-from smartcash_ultra.schedules import Schedule
-from smartcash_ultra.status import TrainingStatus
-from smartcash_ultra.stopping import StopRequest, stop_on_signals
-from smartcash_ultra.training_settings import training_settings
-from smartcash_ultra.validator import SmartCashValidator
+from smartcash_ultra.data.dataset import build_smartcash_dataset
+from smartcash_ultra.engine.precision import offline_check_amp, settle
+from smartcash_ultra.engine.schedules import Schedule
+from smartcash_ultra.engine.status import TrainingStatus
+from smartcash_ultra.engine.stopping import StopRequest, stop_on_signals
+from smartcash_ultra.engine.validator import SmartCashValidator
+from smartcash_ultra.nn.backbone import TimmBackbone
+from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
+from smartcash_ultra.utils.files import write_atomic
+from smartcash_ultra.utils.settings import training_settings
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class SmartCashTrainer(DetectionTrainer):
         return first
 
     def get_training_status(self) -> dict[str, Any]:
-        """Return where the run stands (thread-safe; see :mod:`smartcash_ultra.status`).
+        """Return where the run stands (thread-safe; see :mod:`smartcash_ultra.engine.status`).
 
         Keys: state, epoch, epochs, batch, batches, best_fitness, best_epoch, last_metrics, elapsed, eta, reason,
         save_dir.
@@ -206,7 +206,7 @@ class SmartCashTrainer(DetectionTrainer):
             write_atomic(self._named_best, self.best.read_bytes())
 
     def _setup_train(self):
-        """Settle the precision offline (see :mod:`smartcash_ultra.precision`), then run Ultralytics' setup.
+        """Settle the precision offline (see :mod:`smartcash_ultra.engine.precision`), then run Ultralytics' setup.
 
         Ultralytics' AMP check would download a reference model: the SmartCash model is checked instead.
         """
@@ -370,5 +370,5 @@ class AtomicPath(type(Path())):
     """
 
     def write_bytes(self, data: bytes) -> int:
-        """Write ``data`` with :func:`smartcash_ultra.files.write_atomic`; on failure the old file stays."""
+        """Write ``data`` with :func:`smartcash_ultra.utils.files.write_atomic`; on failure the old file stays."""
         return write_atomic(self, data)

@@ -14,7 +14,7 @@ from ultralytics.data.loaders import LoadPilAndNumpy, SourceTypes
 from ultralytics.models.yolo.detect import DetectionPredictor
 from ultralytics.utils.patches import imread
 
-from smartcash_ultra.arrays import IMAGE_SUFFIXES, check_array, is_array_file, load_bgr_uint8, to_bgr_uint8
+from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, check_array, is_array_file, load_bgr_uint8, to_bgr_uint8
 
 
 class SmartCashPredictor(DetectionPredictor):

@@ -12,7 +12,7 @@ from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER
 from ultralytics.utils.metrics import DetMetrics
 
-from smartcash_ultra.dataset import build_smartcash_dataset
+from smartcash_ultra.data.dataset import build_smartcash_dataset
 
 
 class SmartCashMetrics(DetMetrics):

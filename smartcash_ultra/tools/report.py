@@ -1,6 +1,6 @@
 """What a dataset holds, verified: the figures behind ``smartcash-ultra check`` and ``smartcash-ultra stats``.
 
-Every sample goes through the verifier training uses (:func:`smartcash_ultra.dataset.inspect_sample`), so ``check``
+Every sample goes through the verifier training uses (:func:`smartcash_ultra.data.dataset.inspect_sample`), so ``check``
 lists exactly what training would leave out (or correct), by file and problem. Nothing is written: no label cache,
 no repair.
 """
@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from smartcash_ultra.arrays import CHANNEL_ORDERS, IMAGE_SUFFIXES, is_array_file, parse_value_range
-from smartcash_ultra.classes import LAYERS, is_full_scheme
-from smartcash_ultra.dataset import Sample, inspect_samples
-from smartcash_ultra.image_dataset import DatasetError, ImageDataset, find_image_dataset
-from smartcash_ultra.preprocess import read_sidecar
+from smartcash_ultra.data.arrays import CHANNEL_ORDERS, IMAGE_SUFFIXES, is_array_file, parse_value_range
+from smartcash_ultra.data.dataset import Sample, inspect_samples
+from smartcash_ultra.data.image_dataset import DatasetError, ImageDataset, find_image_dataset
+from smartcash_ultra.data.preprocess import read_sidecar
+from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
 
 SIZE_BINS = {"small": 32**2, "medium": 96**2}
 """COCO's object size classes, in pixels of the array: small < 32², medium < 96², large otherwise."""

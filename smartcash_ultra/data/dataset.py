@@ -31,7 +31,7 @@ from ultralytics.data.utils import (
 from ultralytics.utils import LOGGER, NUM_THREADS, colorstr
 from ultralytics.utils.patches import imread
 
-from smartcash_ultra.arrays import (
+from smartcash_ultra.data.arrays import (
     CHANNEL_ORDERS,
     DEFAULT_VALUE_RANGE,
     IMAGE_SUFFIXES,
@@ -43,10 +43,10 @@ from smartcash_ultra.arrays import (
     parse_value_range,
     to_uint8,
 )
-from smartcash_ultra.files import write_atomic
-from smartcash_ultra.image_dataset import list_images
-from smartcash_ultra.labels import parse_label_rows
-from smartcash_ultra.preprocess import read_sidecar
+from smartcash_ultra.data.image_dataset import list_images
+from smartcash_ultra.data.labels import parse_label_rows
+from smartcash_ultra.data.preprocess import read_sidecar
+from smartcash_ultra.utils.files import write_atomic
 
 CACHE_DIRNAME = ".smartcash_cache"
 """Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it.
@@ -271,8 +271,8 @@ def inspect_sample(
     """Verify one image/array and its label file; never raises for a bad file, the result says what is wrong.
 
     Arrays are checked by header (rank, channels, dtype, size; never unpickled) and by value (NaN/inf, outside the
-    declared ``value_range``), images by PIL (no repair); label rows by :func:`smartcash_ultra.labels.parse_label_rows`.
-    A missing label file makes a background image.
+    declared ``value_range``), images by PIL (no repair); label rows by
+    :func:`smartcash_ultra.data.labels.parse_label_rows`. A missing label file makes a background image.
     """
     found = os.path.isfile(lb_file)
     try:

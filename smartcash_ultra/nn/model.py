@@ -14,7 +14,7 @@ from pathlib import Path
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.nn import TimmBackbone, feature_indices, feature_info, register_modules
+from smartcash_ultra.nn.backbone import TimmBackbone, feature_indices, feature_info, register_modules
 
 SECTION = "smartcash"
 """Model-YAML key holding the plugin's settings; its presence marks a SmartCash model."""

@@ -1,0 +1,1 @@
+"""Data layer: SmartCash arrays, labels, the dataset Ultralytics trains on, and datasets on disk."""
