@@ -1,19 +1,46 @@
-"""The one place this plugin changes Ultralytics: ``YOLO.task_map`` routes SmartCash models to SmartCash classes.
+"""How the plugin plugs into Ultralytics: the routing of SmartCash models, and every internal it relies on.
 
 Ultralytics reads no plugin entry points, and the ``yolo`` command always builds ``YOLO(model)``, which picks its
-model, trainer, validator and predictor classes from ``task_map``. The patched property returns Ultralytics' own
-map, with the ``detect`` entry swapped only for a model whose YAML has a ``smartcash:`` section; every other model,
-stock runs included, gets exactly the stock classes. ``tests/test_integration.py`` fails if an Ultralytics upgrade
-moves this seam.
+model, trainer, validator and predictor classes from ``task_map``. :func:`install` wraps that property so that a
+model whose YAML has a ``smartcash:`` section gets the SmartCash classes; every other model, stock runs included,
+gets exactly the stock ones. It runs from the interpreter-start hook (``_startup.py``) and on first use of a public
+name of the package; ``SMARTCASH_ULTRA_DISABLE=1`` turns both off.
+
+Everything else rides on Ultralytics' public seams (subclasses, callbacks, arguments), except these places, where
+the plugin reaches into Ultralytics internals. Each has a canary in ``tests/test_patch_points.py`` (unless named)
+that fails when an Ultralytics upgrade moves it:
+
+1. ``YOLO.task_map`` is wrapped (here), read by ``Model._smart_load`` after ``Model._new`` set ``cfg``.
+2. ``ultralytics.nn.tasks.TimmBackbone`` is injected (``nn/backbone.register_modules``): ``parse_model`` resolves
+   layer names from its module's globals.
+3. ``ultralytics.engine.trainer.check_amp`` is swapped for an offline check during ``SmartCashTrainer._setup_train``
+   (``engine/precision.offline_check_amp``; also ``tests/test_precision.py``).
+4. The trainer's ``wdir`` becomes an ``AtomicPath`` so ``BaseTrainer.save_model``'s ``last/best.write_bytes`` are
+   atomic, and ``final_eval``'s in-place strip of ``last.pt`` is undone (``engine/trainer.py``).
+5. ``trainer.stopper`` is replaced by the adaptive early stopping, which Ultralytics calls per validated epoch and
+   saves in checkpoints (``callbacks/early_stopping.py``).
+6. ``BaseDataset.npy_files``, Ultralytics' ``cache=disk`` paths, point into ``.smartcash_cache`` instead of at the
+   user's arrays (``data/dataset.py``).
+7. Strict datasets re-read the verifier messages Ultralytics keeps under ``msgs`` in ``labels.cache``
+   (``data/dataset.py``).
+8. AP75 is column 5 of ``Metric.all_ap`` (IoU thresholds 0.50:0.05:0.95; ``engine/validator.py``).
+9. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
+   also after each epoch in ``time=`` mode (``engine/trainer.py``).
+10. Ultralytics' DDP launcher rebuilds the trainer class as ``cls(cfg=..., overrides=..., _callbacks=...)`` in each
+    worker (``tests/test_ddp.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from smartcash_ultra._startup import enabled
+
 
 def install(yolo_class: type | None = None) -> None:
-    """Patch ``YOLO.task_map`` (idempotent). Called by the interpreter-start hook and on first use of the package."""
+    """Patch ``YOLO.task_map`` (idempotent); does nothing when ``SMARTCASH_ULTRA_DISABLE`` is set."""
+    if not enabled():
+        return
     if yolo_class is None:
         from ultralytics.models.yolo.model import YOLO as yolo_class
     stock = yolo_class.task_map.fget

@@ -1,18 +1,14 @@
-"""The one Ultralytics seam the plugin patches, and the interpreter-start hook that installs it.
+"""Routing: SmartCash models get SmartCash classes, every other model stock ones, and the switch that turns it off.
 
-These tests fail if an Ultralytics upgrade moves the seam: YOLO.task_map as a property consulted by
-Model._smart_load, Model._new setting self.cfg before building, and parse_model resolving layer names
-from the globals of ultralytics.nn.tasks.
+The canaries of the Ultralytics internals this relies on are in ``test_patch_points.py``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 
 from conftest import CSP_N_YAML, EFFB4_YAML, run_python
 from ultralytics import YOLO
-from ultralytics.engine.model import Model
 from ultralytics.models.yolo import detect
 from ultralytics.nn import tasks
 
@@ -22,15 +18,6 @@ from smartcash_ultra.engine.trainer import SmartCashTrainer
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.integration import install
 from smartcash_ultra.nn.model import SmartCashDetectionModel
-
-
-def test_ultralytics_seams_are_where_the_plugin_expects_them():
-    assert isinstance(inspect.getattr_static(YOLO, "task_map"), property)
-    assert "self.task_map[self.task][key]" in inspect.getsource(Model._smart_load)
-    new = inspect.getsource(Model._new)
-    assert new.index("self.cfg = cfg") < new.index('self._smart_load("model")')
-    assert "globals()[m]" in inspect.getsource(tasks.parse_model)
-    assert "Index" in inspect.getsource(tasks.parse_model)  # channel count as Index's first argument
 
 
 def test_smartcash_yaml_routes_to_smartcash_classes():
@@ -81,3 +68,12 @@ def test_startup_hook_patches_lazily_and_can_be_switched_off():
         env={"SMARTCASH_ULTRA_DISABLE": "1"},
     )
     assert stock.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_disable_switch_also_holds_for_the_package_names():
+    probe = (
+        "import smartcash_ultra; smartcash_ultra.SmartCashTrainer; from ultralytics import YOLO; "
+        "print(getattr(YOLO.task_map.fget, 'smartcash', False))"
+    )
+    assert run_python(probe).stdout.strip().splitlines()[-1] == "True"
+    assert run_python(probe, env={"SMARTCASH_ULTRA_DISABLE": "1"}).stdout.strip().splitlines()[-1] == "False"

@@ -1,0 +1,79 @@
+"""Canaries: one test per place the plugin reaches into Ultralytics internals (``smartcash_ultra/integration.py``).
+
+Each fails when an Ultralytics upgrade moves what the plugin relies on there, instead of the plugin breaking
+silently. Patch points guarded elsewhere are named in the integration module's list.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+from ultralytics import YOLO
+from ultralytics.data import YOLODataset
+from ultralytics.data.base import BaseDataset
+from ultralytics.engine import trainer as engine
+from ultralytics.engine.model import Model
+from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.nn import tasks
+from ultralytics.utils.metrics import Metric
+
+from smartcash_ultra.nn.backbone import register_modules
+
+
+def test_task_map_is_a_property_that_model_loading_reads_after_setting_cfg():
+    assert isinstance(inspect.getattr_static(YOLO, "task_map"), property)
+    assert "self.task_map[self.task][key]" in inspect.getsource(Model._smart_load)
+    new = inspect.getsource(Model._new)
+    assert new.index("self.cfg = cfg") < new.index('self._smart_load("model")')
+
+
+def test_parse_model_resolves_layer_names_from_its_module_globals():
+    assert "globals()[m]" in inspect.getsource(tasks.parse_model)
+    assert "Index" in inspect.getsource(tasks.parse_model)  # channel count as Index's first argument
+    register_modules()
+    assert tasks.TimmBackbone.__module__ == "smartcash_ultra.nn.backbone"
+
+
+def test_setup_train_calls_the_module_level_check_amp():
+    assert callable(engine.check_amp)
+    assert "check_amp(self.model)" in inspect.getsource(engine.BaseTrainer._setup_train)
+
+
+def test_checkpoints_are_written_through_the_trainers_path_objects():
+    save = inspect.getsource(engine.BaseTrainer.save_model)
+    assert "self.last.write_bytes(" in save and "self.best.write_bytes(" in save
+    init = inspect.getsource(engine.BaseTrainer.__init__)
+    assert 'self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"' in init
+    assert "strip_optimizer(self.last)" in inspect.getsource(engine.BaseTrainer.final_eval)  # why last.pt is kept
+
+
+def test_the_stopper_slot_is_called_per_validated_epoch_and_saved():
+    loop = inspect.getsource(engine.BaseTrainer._do_train)
+    assert "self.stopper(epoch + 1, self.fitness)" in loop and "self.stopper.possible_stop" in loop
+    assert "self.stopper, self.stop = EarlyStopping(" in inspect.getsource(engine.BaseTrainer._setup_train)
+
+
+def test_disk_cache_paths_are_the_npy_files_attribute():
+    assert "self.npy_files = " in inspect.getsource(BaseDataset.__init__)
+    for method in (BaseDataset.load_image, BaseDataset.cache_images_to_disk):
+        assert "self.npy_files[i]" in inspect.getsource(method)
+
+
+def test_label_cache_keeps_the_verifier_messages():
+    assert 'x["msgs"] = msgs' in inspect.getsource(YOLODataset.cache_labels)
+    assert "load_dataset_cache_file(cache_path)" in inspect.getsource(YOLODataset)
+    assert 'Path(label_files[0]).parent.with_suffix(".cache")' in inspect.getsource(YOLODataset.get_labels)
+
+
+def test_all_ap_column_5_is_ap_at_iou_0_75():
+    assert torch.equal(DetectionValidator().iouv, torch.linspace(0.5, 0.95, 10))
+    metric = Metric()
+    metric.all_ap = np.random.default_rng(0).random((3, 10))
+    assert metric.map75 == metric.all_ap[:, 5].mean()
+
+
+def test_the_scheduler_is_built_by_one_private_method_also_in_time_mode():
+    assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._build_train_pipeline)
+    assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._do_train)  # time= re-estimates
