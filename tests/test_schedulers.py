@@ -139,8 +139,7 @@ def step(scheduler):
 
 @pytest.mark.parametrize(
     ("optimizer", "cls"),
-    [("adam", torch.optim.Adam), ("Adam", torch.optim.Adam), ("sgd", torch.optim.SGD), ("SGD", torch.optim.SGD)]
-    + [("adamw", torch.optim.AdamW), ("ADAMW", torch.optim.AdamW), ("auto", torch.optim.AdamW)],
+    [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("auto", torch.optim.AdamW)],
 )
 def test_each_optimizer_name_builds_and_follows_the_schedule(tiny_data, tmp_path, optimizer, cls):
     training = {"scheduler": "step", "step_size": 3, "gamma": 0.1}
@@ -164,11 +163,6 @@ def test_auto_on_a_long_run_picks_musgd_and_the_schedule_scales_every_group(tiny
     assert max(initial) == pytest.approx(3 * 0.01)  # MuSGD's boosted head groups
     for e, lrs in enumerate(epoch_lrs(trainer, range(EPOCHS))):
         assert lrs == pytest.approx([lr * max(0.95**e, LRF) for lr in initial], rel=1e-12)
-
-
-def test_unknown_optimizer_is_refused_by_ultralytics(tiny_data, tmp_path):
-    with pytest.raises(NotImplementedError, match="Optimizer 'adagrad' not found"):
-        trainer_with_optimizer(tmp_path, tiny_data, optimizer="adagrad")
 
 
 @pytest.mark.parametrize("cos_lr", [True, False])
