@@ -232,6 +232,13 @@ def test_verification_reports_each_problem_with_the_file_name(tmp_path):
     assert verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))[7] == 1  # empty label file: counted as empty
 
 
+def test_a_zip_archive_named_npy_is_not_an_array(tmp_path):
+    np.savez(tmp_path / "a.npz", a=red_box_array(32, (1, 1, 9, 9)))  # np.load would open it as an archive
+    (tmp_path / "a.npz").rename(tmp_path / "pre_zip.npy")
+    with pytest.raises(arrays.ArrayFormatError, match=r"pre_zip\.npy: not a NumPy \.npy file \(a zip archive"):
+        arrays.open_array(tmp_path / "pre_zip.npy")
+
+
 def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):
     arr = tmp_path / "a.npy"
     np.save(arr, red_box_array(32, (1, 1, 9, 9)))
