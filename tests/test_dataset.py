@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from ultralytics.data.utils import check_det_dataset
 
 from smartcash_ultra import arrays
 from smartcash_ultra.data.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
+from smartcash_ultra.data.image_dataset import DatasetError
 
 GREY = 114 / 255
 NAMES = {0: "001", 1: "002"}
@@ -150,8 +152,9 @@ def test_float16_and_uint8_fast_paths_match_the_reference_conversion(tmp_path, m
 
 def test_invalid_channel_order_is_a_clear_error(tmp_path):
     make_tree(tmp_path)
-    with pytest.raises(ValueError, match="channel_order' must be RGB or BGR"):
-        build(write_data_yaml(tmp_path, NAMES, channel_order="RBG"))
+    data_yaml = write_data_yaml(tmp_path, NAMES, channel_order="RBG")
+    with pytest.raises(DatasetError, match=re.escape(f"{data_yaml}: 'channel_order' must be RGB or BGR, got 'RBG'")):
+        build(data_yaml)
 
 
 def test_ordinary_images_in_the_same_tree(tmp_path):

@@ -143,7 +143,7 @@ def test_dataset_level_errors_name_the_yaml_and_the_path(tmp_path):
     with pytest.raises(DatasetError, match=r"data.yaml: value_range must be \[low, high\]"):
         check_dataset(tmp_path / "data.yaml")
     write_data_yaml(tmp_path, NAMES, channel_order="BRG")
-    with pytest.raises(DatasetError, match="'channel_order' must be RGB or BGR"):
+    with pytest.raises(DatasetError, match=r"data.yaml: 'channel_order' must be RGB or BGR, got 'BRG'"):
         check_dataset(tmp_path / "data.yaml")
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"train": "train/images", "val": "nowhere", "names": NAMES}))
     with pytest.raises(DatasetError, match="'val' path .*nowhere does not exist"):

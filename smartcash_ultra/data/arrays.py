@@ -96,19 +96,6 @@ def check_array(arr: object, source: str | Path) -> np.ndarray:
     return arr
 
 
-def parse_value_range(value: object, source: str | Path = "data YAML") -> tuple[float, float]:
-    """Return the declared value range of float arrays, ``(0, 1)`` when not declared (``value_range: [0, 255]``)."""
-    if value is None:
-        return DEFAULT_VALUE_RANGE
-    try:
-        low, high = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: value_range must be [low, high], e.g. [0, 1] or [0, 255], got {value!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and high > low):
-        raise ValueError(f"{source}: value_range must be [low, high] with low < high, got {value!r}")
-    return low, high
-
-
 def check_values(arr: np.ndarray, source: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
     """Raise :class:`ArrayFormatError` when a float array holds NaN/inf or values outside its declared range.
 

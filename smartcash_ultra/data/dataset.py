@@ -32,7 +32,6 @@ from ultralytics.utils import LOGGER, NUM_THREADS, colorstr
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.data.arrays import (
-    CHANNEL_ORDERS,
     DEFAULT_VALUE_RANGE,
     IMAGE_SUFFIXES,
     ArrayFormatError,
@@ -40,10 +39,9 @@ from smartcash_ultra.data.arrays import (
     is_array_file,
     load_bgr_uint8,
     open_array,
-    parse_value_range,
     to_uint8,
 )
-from smartcash_ultra.data.image_dataset import list_images
+from smartcash_ultra.data.image_dataset import list_images, read_declarations
 from smartcash_ultra.data.labels import parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
 from smartcash_ultra.utils.files import write_atomic
@@ -92,11 +90,7 @@ class SmartCashDataset(YOLODataset):
 
     def __init__(self, *args, data: dict, **kwargs):
         """Initialise like ``YOLODataset`` with the data YAML's ``channel_order``, ``value_range`` and ``strict``."""
-        self.channel_order = str(data.get("channel_order", "RGB")).upper()
-        if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"data YAML 'channel_order' must be RGB or BGR, got {data.get('channel_order')!r}")
-        self.value_range = parse_value_range(data.get("value_range"))
-        self.strict = bool(data.get("strict", False))
+        self.channel_order, self.value_range, self.strict = read_declarations(data)
         super().__init__(*args, data=data, **kwargs)
 
     # Discovery -------------------------------------------------------------------------------------------------------

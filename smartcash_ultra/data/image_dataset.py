@@ -11,14 +11,17 @@ Nothing here writes: a dataset is only listed.
 from __future__ import annotations
 
 import glob
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.utils import DATASETS_DIR
 
+from smartcash_ultra.data.arrays import CHANNEL_ORDERS, DEFAULT_VALUE_RANGE
 from smartcash_ultra.utils.classes import NAMES
 
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
@@ -55,6 +58,37 @@ class ImageDataset:
     def label_file(image: Path) -> Path:
         """Return the label file Ultralytics pairs with ``image`` (it need not exist)."""
         return Path(img2label_paths([image])[0])
+
+
+class Declarations(NamedTuple):
+    """How a data YAML says its arrays were written, and whether a problem stops training (``strict``)."""
+
+    channel_order: str = "RGB"
+    value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+    """Range of float arrays (uint8 arrays are always 0..255)."""
+    strict: bool = False
+
+
+def read_declarations(data: dict, source: str | Path | None = None) -> Declarations:
+    """Read and check a data YAML's ``channel_order``, ``value_range`` and ``strict``; absent keys take the defaults.
+
+    The one reader of these keys: training (``SmartCashDataset``) and ``check``/``stats`` (``scan_dataset``) use it.
+
+    Raises:
+        DatasetError: naming ``source`` (default: the data's ``yaml_file``, set by ``check_det_dataset``).
+    """
+    source = source or data.get("yaml_file") or "data YAML"
+    channel_order = str(data.get("channel_order", "RGB")).upper()
+    if channel_order not in CHANNEL_ORDERS:
+        raise DatasetError(source, f"'channel_order' must be RGB or BGR, got {data['channel_order']!r}")
+    value = data.get("value_range")
+    try:
+        low, high = DEFAULT_VALUE_RANGE if value is None else (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DatasetError(source, f"value_range must be [low, high], e.g. [0, 1] or [0, 255], got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise DatasetError(source, f"value_range must be [low, high] with low < high, got {value!r}")
+    return Declarations(channel_order, (low, high), bool(data.get("strict", False)))
 
 
 def find_image_dataset(src: str | Path, suffixes: frozenset[str] = frozenset(IMG_FORMATS)) -> ImageDataset:
