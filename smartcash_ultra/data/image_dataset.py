@@ -189,7 +189,8 @@ def _resolve_entry(root: Path, entry: str) -> Path:
 def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
     """List the image files of a split entry: a folder (recursively, hidden folders skipped) or a ``.txt`` list.
 
-    The one discovery of the package: the converter, ``check``/``stats`` and ``SmartCashDataset`` all use it.
+    The one discovery of the package: the converter, ``check``/``stats``, ``SmartCashDataset`` and the predictor's
+    folder sources all use it.
     """
     if path.is_dir():
         files = [Path(f) for f in glob.glob(os.path.join(glob.escape(str(path)), "**", "*.*"), recursive=True)]
