@@ -139,6 +139,12 @@ def test_dataset_level_errors_name_the_yaml_and_the_path(tmp_path):
     write_data_yaml(tmp_path, NAMES, nc=3)
     with pytest.raises(DatasetError, match=r"data.yaml: 'nc' is 3 but 'names' has 2 classes"):
         check_dataset(tmp_path / "data.yaml")
+    write_data_yaml(tmp_path, {-1: "001", 1: "002"})  # Ultralytics' check_class_names lets these ids pass
+    with pytest.raises(DatasetError, match=r"data.yaml: 'names' keys must be class ids 0..n-1, got \[-1, 1\]"):
+        check_dataset(tmp_path / "data.yaml")
+    write_data_yaml(tmp_path, [])
+    with pytest.raises(DatasetError, match=r"data.yaml: 'names' must be a non-empty list or mapping, got \[\]"):
+        check_dataset(tmp_path / "data.yaml")
     write_data_yaml(tmp_path, NAMES, value_range="0-255")
     with pytest.raises(DatasetError, match=r"data.yaml: value_range must be \[low, high\]"):
         check_dataset(tmp_path / "data.yaml")

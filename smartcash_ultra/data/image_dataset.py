@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import yaml
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
+from ultralytics.nn.autobackend import check_class_names
 from ultralytics.utils import DATASETS_DIR
 
 from smartcash_ultra.data.arrays import CHANNEL_ORDERS, DEFAULT_VALUE_RANGE
@@ -112,7 +113,13 @@ def find_image_dataset(src: str | Path, suffixes: frozenset[str] = frozenset(IMG
 
 
 def _from_yaml(yaml_file: Path, suffixes: frozenset[str]) -> ImageDataset:
-    """Read a data YAML: class names, root and split entries, resolved like ``check_det_dataset`` resolves them."""
+    """Read a data YAML: class names, root and split entries, resolved like ``check_det_dataset`` resolves them.
+
+    ``check_det_dataset`` itself is not called: it ends with ``check_font``, which probes the network and downloads
+    a font into the user's config folder (nothing may be fetched or written here); it refuses a YAML without both
+    ``train`` and ``val`` (a dataset to convert or check may have any split), verifies only ``val``, and takes a
+    relative ``path`` from the working folder, never from the YAML's.
+    """
     try:
         data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -205,25 +212,27 @@ def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
 
 
 def _class_names(yaml_file: Path, data: dict) -> dict[int, str]:
-    """Return ``{id: name}`` from ``names`` (list or mapping with ids 0..n-1) or from ``nc`` alone (``class_<id>``)."""
+    """Return ``{id: name}`` from ``names`` (list or mapping with ids 0..n-1) or from ``nc`` alone (``class_<id>``).
+
+    ``names`` go through Ultralytics' ``check_class_names``, so they read as training reads them; its errors name no
+    file and it lets ids such as ``{-1: a, 1: b}`` pass, hence the checks around it.
+    """
     names, nc = data.get("names"), data.get("nc")
     if names is None:
         if not isinstance(nc, int) or nc < 1:
             raise DatasetError(yaml_file, "needs 'names' (or at least 'nc') to know the classes")
         return {i: f"class_{i}" for i in range(nc)}
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names:
+    if not isinstance(names, (list, dict)) or not names:
         raise DatasetError(yaml_file, f"'names' must be a non-empty list or mapping, got {names!r}")
     try:
-        names = {int(k): str(v) for k, v in names.items()}
-    except ValueError:
-        raise DatasetError(yaml_file, f"'names' keys must be class ids 0..n-1, got {list(names)}") from None
-    if sorted(names) != list(range(len(names))):
-        raise DatasetError(yaml_file, f"'names' keys must be class ids 0..n-1, got {sorted(names)}")
-    if nc is not None and nc != len(names):
-        raise DatasetError(yaml_file, f"'nc' is {nc} but 'names' has {len(names)} classes")
-    return dict(sorted(names.items()))
+        checked = check_class_names(names)
+    except (KeyError, ValueError):
+        checked = {}
+    if sorted(checked) != list(range(len(names))):
+        raise DatasetError(yaml_file, f"'names' keys must be class ids 0..n-1, got {list(names)}")
+    if nc is not None and nc != len(checked):
+        raise DatasetError(yaml_file, f"'nc' is {nc} but 'names' has {len(checked)} classes")
+    return dict(sorted(checked.items()))
 
 
 def _as_list(value: str | list) -> list:
