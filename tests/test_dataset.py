@@ -157,6 +157,20 @@ def test_invalid_channel_order_is_a_clear_error(tmp_path):
         build(data_yaml)
 
 
+def test_array_resize_equals_stock_load_image_on_a_lossless_twin(tmp_path):
+    """Arrays keep their own copy of stock load_image's resize (it reads images through no overridable hook)."""
+    data_yaml = make_tree(tmp_path, n=1)
+    rgb = np.random.default_rng(0).random((50, 80, 3), dtype=np.float32)
+    np.save(tmp_path / "valid/images/twin.npy", rgb)
+    cv2.imwrite(str(tmp_path / "valid/images/twin.png"), cv2.cvtColor(arrays.to_uint8(rgb), cv2.COLOR_RGB2BGR))
+    ds = build(data_yaml, imgsz=64)
+    npy, png = (ds.im_files.index(str(tmp_path / f"valid/images/twin.{s}")) for s in ("npy", "png"))
+    for mode in ((True, False), (True, True), (False, False)):  # long side, short side, stretched to 64x64
+        (a, *a_shapes), (b, *b_shapes) = ds.load_image(npy, *mode), ds.load_image(png, *mode)
+        assert a_shapes == b_shapes and a.shape != rgb.shape
+        np.testing.assert_array_equal(a, b)
+
+
 def test_ordinary_images_in_the_same_tree(tmp_path):
     data_yaml = make_tree(tmp_path)
     box = (10, 20, 40, 50)

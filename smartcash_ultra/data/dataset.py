@@ -318,7 +318,12 @@ def _read_labels(lb_file: str, num_cls: int) -> tuple[np.ndarray, str]:
 
 
 def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resize_short: bool) -> np.ndarray:
-    """Resize like ``BaseDataset.load_image``: long (or short) side to ``imgsz`` keeping aspect, else stretch."""
+    """Resize like ``BaseDataset.load_image``: long (or short) side to ``imgsz`` keeping aspect, else stretch.
+
+    A copy, kept: stock ``load_image`` reads through the module-level ``imread`` and its ``<image>.npy`` cache, no
+    method to override, and feeding it an array would mean patching that global or writing BGR cache files (which
+    it deletes on a read error). ``tests/test_dataset.py`` holds it to stock on a lossless PNG twin.
+    """
     h0, w0 = im.shape[:2]
     shape = tuple(imgsz) if isinstance(imgsz, (tuple, list)) else (imgsz, imgsz)
     size = max(shape)
