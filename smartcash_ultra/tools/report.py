@@ -220,11 +220,6 @@ def scan_dataset(src: str | Path) -> DatasetReport:
     return report
 
 
-def check_dataset(src: str | Path) -> DatasetReport:
-    """Verify the dataset ``src``; ``report.ok`` says whether training would use every file as it is."""
-    return scan_dataset(src)
-
-
 def get_dataset_info(src: str | Path) -> dict[str, Any]:
     """Images per split, instances per class and layer, backgrounds, box sizes and sidecar geometry of ``src``."""
     return scan_dataset(src).info()
