@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from ultralytics.data.utils import check_det_dataset
 
 from smartcash_ultra import arrays
 from smartcash_ultra.data.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
+from smartcash_ultra.data.image_dataset import DatasetError
 
 GREY = 114 / 255
 NAMES = {0: "001", 1: "002"}
@@ -150,8 +152,23 @@ def test_float16_and_uint8_fast_paths_match_the_reference_conversion(tmp_path, m
 
 def test_invalid_channel_order_is_a_clear_error(tmp_path):
     make_tree(tmp_path)
-    with pytest.raises(ValueError, match="channel_order' must be RGB or BGR"):
-        build(write_data_yaml(tmp_path, NAMES, channel_order="RBG"))
+    data_yaml = write_data_yaml(tmp_path, NAMES, channel_order="RBG")
+    with pytest.raises(DatasetError, match=re.escape(f"{data_yaml}: 'channel_order' must be RGB or BGR, got 'RBG'")):
+        build(data_yaml)
+
+
+def test_array_resize_equals_stock_load_image_on_a_lossless_twin(tmp_path):
+    """Arrays keep their own copy of stock load_image's resize (it reads images through no overridable hook)."""
+    data_yaml = make_tree(tmp_path, n=1)
+    rgb = np.random.default_rng(0).random((50, 80, 3), dtype=np.float32)
+    np.save(tmp_path / "valid/images/twin.npy", rgb)
+    cv2.imwrite(str(tmp_path / "valid/images/twin.png"), cv2.cvtColor(arrays.to_uint8(rgb), cv2.COLOR_RGB2BGR))
+    ds = build(data_yaml, imgsz=64)
+    npy, png = (ds.im_files.index(str(tmp_path / f"valid/images/twin.{s}")) for s in ("npy", "png"))
+    for mode in ((True, False), (True, True), (False, False)):  # long side, short side, stretched to 64x64
+        (a, *a_shapes), (b, *b_shapes) = ds.load_image(npy, *mode), ds.load_image(png, *mode)
+        assert a_shapes == b_shapes and a.shape != rgb.shape
+        np.testing.assert_array_equal(a, b)
 
 
 def test_ordinary_images_in_the_same_tree(tmp_path):
@@ -230,6 +247,13 @@ def test_verification_reports_each_problem_with_the_file_name(tmp_path):
     assert len(result[1]) == 1 and "1 duplicate labels removed" in result[9]
     lb.write_text("")
     assert verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))[7] == 1  # empty label file: counted as empty
+
+
+def test_a_zip_archive_named_npy_is_not_an_array(tmp_path):
+    np.savez(tmp_path / "a.npz", a=red_box_array(32, (1, 1, 9, 9)))  # np.load would open it as an archive
+    (tmp_path / "a.npz").rename(tmp_path / "pre_zip.npy")
+    with pytest.raises(arrays.ArrayFormatError, match=r"pre_zip\.npy: not a NumPy \.npy file \(a zip archive"):
+        arrays.open_array(tmp_path / "pre_zip.npy")
 
 
 def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from test_dataset import NAMES, build, label_line, make_tree, red_box_array
 from smartcash_ultra.data.dataset import DatasetProblems
 from smartcash_ultra.data.image_dataset import DatasetError
 from smartcash_ultra.tools.cli import main
-from smartcash_ultra.tools.report import check_dataset, get_class_distribution, get_dataset_info
+from smartcash_ultra.tools.report import get_class_distribution, get_dataset_info, scan_dataset
 from smartcash_ultra.utils.classes import LAYERS
 
 BOX = (10, 10, 30, 30)
@@ -74,7 +74,7 @@ def mixed_tree(root):
 def test_check_names_every_bad_file_and_its_problem_and_touches_nothing(tmp_path, capsys):
     data_yaml, expected = mixed_tree(tmp_path)
     before = tree_digest(tmp_path)
-    report = check_dataset(data_yaml)
+    report = scan_dataset(data_yaml)
     problems = report.problems
     for stem, problem in expected.items():
         mine = [p for p in problems if f"/{stem}." in p]
@@ -124,34 +124,40 @@ def test_declared_value_range_trains_0_255_float_arrays_as_their_0_1_twins(tmp_p
     for f in (tmp_path / "wide").rglob("*.npy"):
         np.save(f, np.load(f) * 255)
     wide = write_data_yaml(tmp_path / "wide", NAMES, value_range=[0, 255])
-    assert check_dataset(wide).ok
+    assert scan_dataset(wide).ok
     a, b = build(tmp_path / "unit/data.yaml"), build(wide)
     for i in range(3):
         np.testing.assert_array_equal(a.load_image(i)[0], b.load_image(i)[0])
     assert a.npy_files[0].parent.parent.name == ".smartcash_cache"  # each range caches apart
     assert b.npy_files[0].parent.parent.name == ".smartcash_cache-0-255"
     write_data_yaml(tmp_path / "wide", NAMES)
-    assert "outside the declared range 0..1" in check_dataset(tmp_path / "wide/data.yaml").problems[0]
+    assert "outside the declared range 0..1" in scan_dataset(tmp_path / "wide/data.yaml").problems[0]
 
 
 def test_dataset_level_errors_name_the_yaml_and_the_path(tmp_path):
     make_tree(tmp_path, n=2)
     write_data_yaml(tmp_path, NAMES, nc=3)
     with pytest.raises(DatasetError, match=r"data.yaml: 'nc' is 3 but 'names' has 2 classes"):
-        check_dataset(tmp_path / "data.yaml")
+        scan_dataset(tmp_path / "data.yaml")
+    write_data_yaml(tmp_path, {-1: "001", 1: "002"})  # Ultralytics' check_class_names lets these ids pass
+    with pytest.raises(DatasetError, match=r"data.yaml: 'names' keys must be class ids 0..n-1, got \[-1, 1\]"):
+        scan_dataset(tmp_path / "data.yaml")
+    write_data_yaml(tmp_path, [])
+    with pytest.raises(DatasetError, match=r"data.yaml: 'names' must be a non-empty list or mapping, got \[\]"):
+        scan_dataset(tmp_path / "data.yaml")
     write_data_yaml(tmp_path, NAMES, value_range="0-255")
     with pytest.raises(DatasetError, match=r"data.yaml: value_range must be \[low, high\]"):
-        check_dataset(tmp_path / "data.yaml")
+        scan_dataset(tmp_path / "data.yaml")
     write_data_yaml(tmp_path, NAMES, channel_order="BRG")
-    with pytest.raises(DatasetError, match="'channel_order' must be RGB or BGR"):
-        check_dataset(tmp_path / "data.yaml")
+    with pytest.raises(DatasetError, match=r"data.yaml: 'channel_order' must be RGB or BGR, got 'BRG'"):
+        scan_dataset(tmp_path / "data.yaml")
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"train": "train/images", "val": "nowhere", "names": NAMES}))
     with pytest.raises(DatasetError, match="'val' path .*nowhere does not exist"):
-        check_dataset(tmp_path / "data.yaml")
+        scan_dataset(tmp_path / "data.yaml")
     assert main(["check", str(tmp_path / "data.yaml")]) == 2
     (tmp_path / "empty/images").mkdir(parents=True)
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"train": "train/images", "val": "empty", "names": NAMES}))
-    assert check_dataset(tmp_path / "data.yaml").problems == [
+    assert scan_dataset(tmp_path / "data.yaml").problems == [
         f"{tmp_path}/data.yaml: split 'valid' holds no .npy arrays or images"
     ]
 

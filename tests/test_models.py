@@ -89,7 +89,7 @@ def test_any_timm_backbone_from_yaml():
     d = yaml.safe_load(EFFB4_YAML.read_text())
     d["backbone"][0][3][0] = "resnet18"
     model = SmartCashDetectionModel(d, nc=3, verbose=False)
-    assert model.model[0].channels == [128, 256, 512] == list(feature_info("resnet18").channels[2:])
+    assert model.model[0].channels == [128, 256, 512] == feature_info("resnet18").channels()[2:]
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
 
 
@@ -144,6 +144,16 @@ def test_pretrained_backbone_from_local_file(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="ultralytics"):
         SmartCashDetectionModel(d, nc=17, verbose=False)
     assert [r.levelname for r in caplog.records if f"loaded 1/{n} tensors" in r.message] == ["WARNING"]
+
+    backbone = model.model[0]  # the PyTorch tutorials' wrapper around a DDP state dict
+    torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in partial.items()}}, tmp_path / "t.pt")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ultralytics"):
+        backbone.load(tmp_path / "t.pt")
+    assert f"loaded 1/{n} tensors from {tmp_path / 't.pt'}" in caplog.text
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match=r"tensor\.pt is not a readable state dict \(AttributeError"):
+        backbone.load(tmp_path / "tensor.pt")
 
     d["smartcash"]["backbone_weights"] = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):

@@ -8,6 +8,7 @@ comparison faked.
 from __future__ import annotations
 
 import inspect
+import re
 import socket
 from types import SimpleNamespace
 
@@ -115,6 +116,11 @@ class FakeGPUModel(torch.nn.Module):
 
     def parameters(self, recurse=True):
         yield SimpleNamespace(device=torch.device("cuda", 0))
+
+
+def test_fp16_blocklist_is_ultralytics_own():
+    assert f'r"{precision.FP16_BLOCKLIST.pattern}"' in inspect.getsource(checks.check_amp)  # the raw literal there
+    assert precision.FP16_BLOCKLIST.flags & re.IGNORECASE
 
 
 @pytest.mark.parametrize(

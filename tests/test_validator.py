@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from smartcash_ultra.callbacks.epoch_record import per_class_ap
 from smartcash_ultra.engine.validator import SmartCashMetrics
 
 NAMES = {0: "001", 1: "002", 2: "l3_sign"}
@@ -53,6 +54,23 @@ def test_per_class_ap_for_every_class_with_nan_for_absent_ones():
     assert r["AP50(B)/002"] == pytest.approx(0.995) and r["AP50-95(B)/002"] == pytest.approx(0.995 / 2)
     assert math.isnan(r["AP50(B)/l3_sign"]) and math.isnan(r["AP50-95(B)/l3_sign"])
     assert list(r) == [*metrics_with_known_answers().keys, "fitness"]  # same order as results.csv's header
+
+
+def test_per_class_ap_follows_class_ids_not_the_order_of_names():
+    m = metrics_with_known_answers()
+    m.names = {1: "002", 2: "l3_sign", 0: "001"}  # a data YAML may list names in any order
+    r = m.results_dict
+    assert r["AP50-95(B)/002"] == pytest.approx(0.995 / 2) and r["AP50-95(B)/001"] == pytest.approx(0.995)
+    assert list(r) == [*m.keys, "fitness"]
+
+
+def test_metric_files_take_the_validators_per_class_ap_from_a_stock_validator():
+    m = metrics_with_known_answers()
+    per_class = {k: v for k, v in m.results_dict.items() if k.startswith("AP")}
+    stock = per_class_ap(m, NAMES)  # what metrics.csv records when Ultralytics' own validator ran
+    assert list(stock) == list(per_class)
+    np.testing.assert_array_equal(list(stock.values()), list(per_class.values()))  # NaN for l3_sign in both
+    assert per_class_ap(SmartCashMetrics(names=NAMES), NAMES) == {}  # nothing before a validation
 
 
 def test_class_rows_carry_ap75():

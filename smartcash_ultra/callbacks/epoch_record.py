@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
+from smartcash_ultra.utils.metrics import class_ap
 
 
 class EpochClock:
@@ -115,13 +116,7 @@ def per_class_ap(metrics, names: dict[int, str]) -> dict[str, float]:
     box = getattr(metrics, "box", None)
     if box is None or not len(getattr(box, "ap_class_index", ())):
         return {}
-    ap50, ap = dict.fromkeys(names, math.nan), dict.fromkeys(names, math.nan)
-    for i, c in enumerate(box.ap_class_index):
-        ap50[int(c)], ap[int(c)] = float(box.ap50[i]), float(box.ap[i])
-    return {
-        **{f"AP50(B)/{names[c]}": v for c, v in ap50.items()},
-        **{f"AP50-95(B)/{names[c]}": v for c, v in ap.items()},
-    }
+    return class_ap(box, names)
 
 
 def layer_means(metrics: dict[str, float], names: dict[int, str]) -> dict[str, float]:

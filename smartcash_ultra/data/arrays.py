@@ -21,8 +21,6 @@ IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
 ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
 """Accepted array dtypes: floats are 0..1, uint8 is 0..255."""
 CHANNEL_ORDERS = ("RGB", "BGR")
-MAX_HEADER_SIZE = 10_000
-"""NumPy's own limit for an ``.npy`` header read without ``allow_pickle`` (it guards against hostile headers)."""
 DEFAULT_VALUE_RANGE = (0.0, 1.0)
 """Float arrays hold 0..1 unless the data YAML declares ``value_range`` (uint8 arrays are always 0..255)."""
 RANGE_TOLERANCE = 1e-3
@@ -45,35 +43,44 @@ def is_array_file(path: str | Path) -> bool:
 def open_array(path: str | Path) -> np.ndarray:
     """Memory-map an image array read-only and check its header (rank, channels, dtype, size) without reading pixels.
 
+    ``np.load`` decides what loads (magic, header, file size; object arrays refused without unpickling); its refusals
+    are re-worded by :func:`_refusal`, naming the file and what is wrong with it.
+
     Raises:
         ArrayFormatError: for non-NumPy or truncated files, object arrays (never unpickled), or wrong shape/dtype.
     """
-    dtype, shape, expected, actual = _read_header(path)
-    if dtype.hasobject:
-        raise ArrayFormatError(path, f"holds Python objects (dtype {dtype}); object arrays are never unpickled")
-    if actual < expected:
-        raise ArrayFormatError(path, f"truncated: {actual} of {expected} bytes for shape {shape} {dtype}")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise ArrayFormatError(path, f"not a readable NumPy array ({e})") from e
+    except OSError as e:
+        raise ArrayFormatError(path, f"cannot be read ({e.strerror or e})") from e
+    except (ValueError, EOFError) as e:
+        raise ArrayFormatError(path, _refusal(path, e)) from e
+    if not isinstance(arr, np.ndarray):  # np.load opens a zip (.npz) archive whatever its suffix
+        arr.close()
+        raise ArrayFormatError(path, "not a NumPy .npy file (a zip archive, as .npz files are)")
     return check_array(arr, path)
 
 
-def _read_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...], int, int]:
-    """Return dtype, shape, expected and actual file size from an ``.npy`` header (public ``numpy.lib.format``)."""
+def _refusal(path: str | Path, error: Exception) -> str:
+    """Say why ``np.load`` refused ``path``, from its header (public ``numpy.lib.format``).
+
+    NumPy's own messages give no sizes for a truncated file, no dtype for an object array, and call any file without
+    the NPY magic "pickled (object) data".
+    """
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(f, max_header_size=MAX_HEADER_SIZE)
+            shape, _, dtype = read(f)
             offset, actual = f.tell(), os.fstat(f.fileno()).st_size
-    except OSError as e:
-        raise ArrayFormatError(path, f"cannot be read ({e.strerror or e})") from e
-    except ValueError as e:  # no NPY magic, a malformed or cut header, an unknown format version
-        raise ArrayFormatError(path, f"not a NumPy .npy file ({e})") from e
-    n = int(np.prod(shape, dtype=np.int64))
-    return dtype, tuple(shape), offset + (0 if dtype.hasobject else n * dtype.itemsize), actual
+    except (OSError, ValueError) as e:  # no NPY magic, a malformed or cut header, an unknown format version
+        return f"not a NumPy .npy file ({e})"
+    if dtype.hasobject:
+        return f"holds Python objects (dtype {dtype}); object arrays are never unpickled"
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if actual < expected:
+        return f"truncated: {actual} of {expected} bytes for shape {tuple(shape)} {dtype}"
+    return f"not a readable NumPy array ({error})"
 
 
 def check_array(arr: object, source: str | Path) -> np.ndarray:
@@ -87,19 +94,6 @@ def check_array(arr: object, source: str | Path) -> np.ndarray:
     if min(arr.shape[:2]) < 10:
         raise ArrayFormatError(source, f"image size {arr.shape[:2]} is smaller than 10 pixels")
     return arr
-
-
-def parse_value_range(value: object, source: str | Path = "data YAML") -> tuple[float, float]:
-    """Return the declared value range of float arrays, ``(0, 1)`` when not declared (``value_range: [0, 255]``)."""
-    if value is None:
-        return DEFAULT_VALUE_RANGE
-    try:
-        low, high = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: value_range must be [low, high], e.g. [0, 1] or [0, 255], got {value!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and high > low):
-        raise ValueError(f"{source}: value_range must be [low, high] with low < high, got {value!r}")
-    return low, high
 
 
 def check_values(arr: np.ndarray, source: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) -> None:

@@ -32,7 +32,6 @@ from ultralytics.utils import LOGGER, NUM_THREADS, colorstr
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.data.arrays import (
-    CHANNEL_ORDERS,
     DEFAULT_VALUE_RANGE,
     IMAGE_SUFFIXES,
     ArrayFormatError,
@@ -40,10 +39,9 @@ from smartcash_ultra.data.arrays import (
     is_array_file,
     load_bgr_uint8,
     open_array,
-    parse_value_range,
     to_uint8,
 )
-from smartcash_ultra.data.image_dataset import list_images
+from smartcash_ultra.data.image_dataset import list_images, read_declarations
 from smartcash_ultra.data.labels import parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
 from smartcash_ultra.utils.files import write_atomic
@@ -92,11 +90,7 @@ class SmartCashDataset(YOLODataset):
 
     def __init__(self, *args, data: dict, **kwargs):
         """Initialise like ``YOLODataset`` with the data YAML's ``channel_order``, ``value_range`` and ``strict``."""
-        self.channel_order = str(data.get("channel_order", "RGB")).upper()
-        if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"data YAML 'channel_order' must be RGB or BGR, got {data.get('channel_order')!r}")
-        self.value_range = parse_value_range(data.get("value_range"))
-        self.strict = bool(data.get("strict", False))
+        self.channel_order, self.value_range, self.strict = read_declarations(data)
         super().__init__(*args, data=data, **kwargs)
 
     # Discovery -------------------------------------------------------------------------------------------------------
@@ -324,7 +318,12 @@ def _read_labels(lb_file: str, num_cls: int) -> tuple[np.ndarray, str]:
 
 
 def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resize_short: bool) -> np.ndarray:
-    """Resize like ``BaseDataset.load_image``: long (or short) side to ``imgsz`` keeping aspect, else stretch."""
+    """Resize like ``BaseDataset.load_image``: long (or short) side to ``imgsz`` keeping aspect, else stretch.
+
+    A copy, kept: stock ``load_image`` reads through the module-level ``imread`` and its ``<image>.npy`` cache, no
+    method to override, and feeding it an array would mean patching that global or writing BGR cache files (which
+    it deletes on a read error). ``tests/test_dataset.py`` holds it to stock on a lossless PNG twin.
+    """
     h0, w0 = im.shape[:2]
     shape = tuple(imgsz) if isinstance(imgsz, (tuple, list)) else (imgsz, imgsz)
     size = max(shape)

@@ -11,14 +11,18 @@ Nothing here writes: a dataset is only listed.
 from __future__ import annotations
 
 import glob
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
+from ultralytics.nn.autobackend import check_class_names
 from ultralytics.utils import DATASETS_DIR
 
+from smartcash_ultra.data.arrays import CHANNEL_ORDERS, DEFAULT_VALUE_RANGE
 from smartcash_ultra.utils.classes import NAMES
 
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
@@ -57,6 +61,37 @@ class ImageDataset:
         return Path(img2label_paths([image])[0])
 
 
+class Declarations(NamedTuple):
+    """How a data YAML says its arrays were written, and whether a problem stops training (``strict``)."""
+
+    channel_order: str = "RGB"
+    value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+    """Range of float arrays (uint8 arrays are always 0..255)."""
+    strict: bool = False
+
+
+def read_declarations(data: dict, source: str | Path | None = None) -> Declarations:
+    """Read and check a data YAML's ``channel_order``, ``value_range`` and ``strict``; absent keys take the defaults.
+
+    The one reader of these keys: training (``SmartCashDataset``) and ``check``/``stats`` (``scan_dataset``) use it.
+
+    Raises:
+        DatasetError: naming ``source`` (default: the data's ``yaml_file``, set by ``check_det_dataset``).
+    """
+    source = source or data.get("yaml_file") or "data YAML"
+    channel_order = str(data.get("channel_order", "RGB")).upper()
+    if channel_order not in CHANNEL_ORDERS:
+        raise DatasetError(source, f"'channel_order' must be RGB or BGR, got {data['channel_order']!r}")
+    value = data.get("value_range")
+    try:
+        low, high = DEFAULT_VALUE_RANGE if value is None else (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DatasetError(source, f"value_range must be [low, high], e.g. [0, 1] or [0, 255], got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise DatasetError(source, f"value_range must be [low, high] with low < high, got {value!r}")
+    return Declarations(channel_order, (low, high), bool(data.get("strict", False)))
+
+
 def find_image_dataset(src: str | Path, suffixes: frozenset[str] = frozenset(IMG_FORMATS)) -> ImageDataset:
     """Find the dataset ``src`` names: a data YAML, a folder with ``data.yaml``, or a folder with split folders.
 
@@ -78,7 +113,13 @@ def find_image_dataset(src: str | Path, suffixes: frozenset[str] = frozenset(IMG
 
 
 def _from_yaml(yaml_file: Path, suffixes: frozenset[str]) -> ImageDataset:
-    """Read a data YAML: class names, root and split entries, resolved like ``check_det_dataset`` resolves them."""
+    """Read a data YAML: class names, root and split entries, resolved like ``check_det_dataset`` resolves them.
+
+    ``check_det_dataset`` itself is not called: it ends with ``check_font``, which probes the network and downloads
+    a font into the user's config folder (nothing may be fetched or written here); it refuses a YAML without both
+    ``train`` and ``val`` (a dataset to convert or check may have any split), verifies only ``val``, and takes a
+    relative ``path`` from the working folder, never from the YAML's.
+    """
     try:
         data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -155,7 +196,8 @@ def _resolve_entry(root: Path, entry: str) -> Path:
 def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
     """List the image files of a split entry: a folder (recursively, hidden folders skipped) or a ``.txt`` list.
 
-    The one discovery of the package: the converter, ``check``/``stats`` and ``SmartCashDataset`` all use it.
+    The one discovery of the package: the converter, ``check``/``stats``, ``SmartCashDataset`` and the predictor's
+    folder sources all use it.
     """
     if path.is_dir():
         files = [Path(f) for f in glob.glob(os.path.join(glob.escape(str(path)), "**", "*.*"), recursive=True)]
@@ -170,25 +212,27 @@ def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
 
 
 def _class_names(yaml_file: Path, data: dict) -> dict[int, str]:
-    """Return ``{id: name}`` from ``names`` (list or mapping with ids 0..n-1) or from ``nc`` alone (``class_<id>``)."""
+    """Return ``{id: name}`` from ``names`` (list or mapping with ids 0..n-1) or from ``nc`` alone (``class_<id>``).
+
+    ``names`` go through Ultralytics' ``check_class_names``, so they read as training reads them; its errors name no
+    file and it lets ids such as ``{-1: a, 1: b}`` pass, hence the checks around it.
+    """
     names, nc = data.get("names"), data.get("nc")
     if names is None:
         if not isinstance(nc, int) or nc < 1:
             raise DatasetError(yaml_file, "needs 'names' (or at least 'nc') to know the classes")
         return {i: f"class_{i}" for i in range(nc)}
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names:
+    if not isinstance(names, (list, dict)) or not names:
         raise DatasetError(yaml_file, f"'names' must be a non-empty list or mapping, got {names!r}")
     try:
-        names = {int(k): str(v) for k, v in names.items()}
-    except ValueError:
-        raise DatasetError(yaml_file, f"'names' keys must be class ids 0..n-1, got {list(names)}") from None
-    if sorted(names) != list(range(len(names))):
-        raise DatasetError(yaml_file, f"'names' keys must be class ids 0..n-1, got {sorted(names)}")
-    if nc is not None and nc != len(names):
-        raise DatasetError(yaml_file, f"'nc' is {nc} but 'names' has {len(names)} classes")
-    return dict(sorted(names.items()))
+        checked = check_class_names(names)
+    except (KeyError, ValueError):
+        checked = {}
+    if sorted(checked) != list(range(len(names))):
+        raise DatasetError(yaml_file, f"'names' keys must be class ids 0..n-1, got {list(names)}")
+    if nc is not None and nc != len(checked):
+        raise DatasetError(yaml_file, f"'nc' is {nc} but 'names' has {len(checked)} classes")
+    return dict(sorted(checked.items()))
 
 
 def _as_list(value: str | list) -> list:

@@ -15,6 +15,7 @@ from ultralytics.models.yolo.detect import DetectionPredictor
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, check_array, is_array_file, load_bgr_uint8, to_bgr_uint8
+from smartcash_ultra.data.image_dataset import list_images
 
 
 class SmartCashPredictor(DetectionPredictor):
@@ -84,14 +85,8 @@ def array_source(source, batch: int = 1, channel_order: str = "RGB") -> ArraySou
     if all(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in items):
         return ArraySource(list(items), batch, channel_order)
     if all(isinstance(x, (str, Path)) for x in items):
-        if len(items) == 1 and Path(items[0]).is_dir():
-            root = Path(items[0])  # hidden folders (the .smartcash_cache disk cache among them) are not sources
-            items = sorted(
-                p
-                for p in root.rglob("*.*")
-                if p.suffix[1:].lower() in IMAGE_SUFFIXES
-                and not any(s.startswith(".") for s in p.relative_to(root).parts)
-            )
+        if len(items) == 1 and Path(items[0]).is_dir():  # as training lists it: the .smartcash_cache is hidden
+            items = sorted(list_images(Path(items[0]), IMAGE_SUFFIXES))
         files = [str(x) for x in items]
         if any(is_array_file(f) for f in files) and all(Path(f).suffix[1:].lower() in IMAGE_SUFFIXES for f in files):
             for f in files:

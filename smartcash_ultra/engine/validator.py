@@ -6,13 +6,12 @@ Per-class keys avoid the words "metric" and "loss" so ``plot_results`` does not 
 
 from __future__ import annotations
 
-import math
-
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER
 from ultralytics.utils.metrics import DetMetrics
 
 from smartcash_ultra.data.dataset import build_smartcash_dataset
+from smartcash_ultra.utils.metrics import class_ap
 
 
 class SmartCashMetrics(DetMetrics):
@@ -42,19 +41,11 @@ class SmartCashMetrics(DetMetrics):
         p, r, ap50, ap5095 = self.box.class_result(i)
         return p, r, ap50, float(self.box.all_ap[i, 5]), ap5095
 
-    def per_class_ap(self) -> tuple[list[float], list[float]]:
-        """Return Ultralytics' AP50 and AP50-95 for every class id; NaN where the split has no instance of it."""
-        ap50, ap = [math.nan] * len(self.names), [math.nan] * len(self.names)
-        for i, c in enumerate(self.box.ap_class_index):
-            ap50[c], ap[c] = float(self.box.ap50[i]), float(self.box.ap[i])
-        return ap50, ap
-
     @property
     def results_dict(self) -> dict[str, float]:
         """Return every figure of :attr:`keys` plus ``fitness`` (Ultralytics' mAP50-95 weighting, unchanged)."""
-        ap50, ap = self.per_class_ap()
-        values = [*(float(x) for x in self.mean_results()), *ap50, *ap]
-        return {**dict(zip(self.keys, values, strict=True)), "fitness": float(self.fitness)}
+        means = dict(zip(self.MEAN_KEYS, (float(x) for x in self.mean_results()), strict=True))
+        return {**means, **class_ap(self.box, self.names), "fitness": float(self.fitness)}
 
 
 class SmartCashValidator(DetectionValidator):

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from ultralytics.utils import LOGGER
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 
 class TimmBackbone(nn.Module):
@@ -47,23 +50,23 @@ class TimmBackbone(nn.Module):
     def load(self, path: str | Path) -> None:
         """Load backbone weights from a local file (a timm/torchvision state dict: .pt, .pth or .safetensors).
 
-        A full classifier's state dict is accepted: its head keys are ignored. Nothing is downloaded.
+        Read by timm's ``load_state_dict`` (safetensors, ``state_dict``/``model`` wrappers, ``module.`` prefixes; the
+        training weights, not EMA ones, as before). A full classifier's state dict is accepted: its head keys are
+        ignored. Nothing is downloaded.
         """
+        from timm.models import clean_state_dict, load_state_dict
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"backbone weights file {path} does not exist")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        if not isinstance(state, dict):
-            raise ValueError(f"backbone weights file {path} holds {type(state).__name__}, expected a state dict")
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        try:
+            state = load_state_dict(str(path), use_ema=False, weights_only=True)
+        except Exception as e:  # timm's and torch's messages name no file (a tensor alone gives an AttributeError)
+            raise ValueError(
+                f"backbone weights file {path} is not a readable state dict ({type(e).__name__}: {e})"
+            ) from e
+        if isinstance(state.get("model_state_dict"), dict):  # the PyTorch tutorials' checkpoint, unknown to timm
+            state = clean_state_dict(state["model_state_dict"])
         own = self.body.state_dict()
         matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not matched:
@@ -75,23 +78,16 @@ class TimmBackbone(nn.Module):
 
 def feature_indices(name: str, strides: tuple[int, ...]) -> tuple[int, ...]:
     """Return the timm ``out_indices`` of ``name`` whose reductions equal ``strides``."""
-    reductions = list(feature_info(name).reduction)
+    reductions = feature_info(name).reduction()
     missing = [s for s in strides if s not in reductions]
     if missing:
         raise ValueError(f"timm model '{name}' has no feature map at stride {missing}; it offers strides {reductions}")
     return tuple(reductions.index(s) for s in strides)
 
 
-class FeatureInfo(NamedTuple):
-    """Channels and reduction (stride) of every feature level a timm model offers in ``features_only`` mode."""
-
-    channels: tuple[int, ...]
-    reduction: tuple[int, ...]
-
-
 @cache
 def feature_info(name: str) -> FeatureInfo:
-    """Return the :class:`FeatureInfo` of timm model ``name``.
+    """Return timm's feature metadata of model ``name`` in ``features_only`` mode (``channels()``, ``reduction()``).
 
     Built on the meta device, so it costs no memory or weight initialisation.
     """
@@ -100,8 +96,7 @@ def feature_info(name: str) -> FeatureInfo:
     if not timm.is_model(name):
         raise ValueError(f"'{name}' is not a timm model name (see timm.list_models())")
     with torch.device("meta"):
-        info = timm.create_model(name, pretrained=False, features_only=True).feature_info
-    return FeatureInfo(tuple(info.channels()), tuple(info.reduction()))
+        return timm.create_model(name, pretrained=False, features_only=True).feature_info
 
 
 def register_modules() -> None:

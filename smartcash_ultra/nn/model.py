@@ -66,7 +66,7 @@ def resolve_model_yaml(cfg: str | Path | dict) -> dict:
     for i, (f, _, m, args) in enumerate(layers):
         if m == "TimmBackbone":
             strides = tuple(args[1]) if len(args) > 1 else (8, 16, 32)
-            channels[i] = [feature_info(args[0]).channels[k] for k in feature_indices(args[0], strides)]
+            channels[i] = [feature_info(args[0]).channels()[k] for k in feature_indices(args[0], strides)]
         elif m == "Index" and isinstance(f, int) and (f if f >= 0 else i + f) in channels:
             available = channels[f if f >= 0 else i + f]
             c, k = args[0], args[1]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from smartcash_ultra import __version__
 from smartcash_ultra.data.image_dataset import DatasetError
 from smartcash_ultra.tools.convert import check_size, check_workers, convert_dataset
-from smartcash_ultra.tools.report import check_dataset, scan_dataset
+from smartcash_ultra.tools.report import scan_dataset
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
 
@@ -79,7 +79,7 @@ def _add_stats_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_check(args: argparse.Namespace) -> int:
     """Verify every file as training would; print the report; 1 when there is any problem."""
-    report = check_dataset(args.data)
+    report = scan_dataset(args.data)
     print(report.format_check())
     return EXIT_OK if report.ok else EXIT_SKIPPED
 

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import yaml
 from ultralytics.utils import NUM_THREADS, TQDM
+from ultralytics.utils.ops import xywhn2xyxy
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.data.image_dataset import SPLITS, DatasetError, ImageDataset, find_image_dataset
@@ -271,8 +272,7 @@ def _convert_image(job: _Job) -> _Outcome:
         return _skipped(job.image, "cannot be read as an image (missing, empty, truncated or not an image format)")
     lb = letterbox(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB), job.size)
     h, w = photo.shape[:2]
-    xc, yc, bw, bh = rows[:, 1:].T
-    boxes = np.stack([(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h], axis=1)
+    boxes = xywhn2xyxy(rows[:, 1:], w, h)
     contents = dict(
         zip(
             job.outputs,

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from smartcash_ultra.data.arrays import CHANNEL_ORDERS, IMAGE_SUFFIXES, is_array_file, parse_value_range
+from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, is_array_file
 from smartcash_ultra.data.dataset import Sample, inspect_samples
-from smartcash_ultra.data.image_dataset import DatasetError, ImageDataset, find_image_dataset
+from smartcash_ultra.data.image_dataset import DatasetError, ImageDataset, find_image_dataset, read_declarations
 from smartcash_ultra.data.preprocess import read_sidecar
 from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
 
@@ -197,7 +197,7 @@ def scan_dataset(src: str | Path) -> DatasetReport:
     """
     dataset = find_image_dataset(src, IMAGE_SUFFIXES)
     source = dataset.yaml_file or dataset.root
-    channel_order, value_range, strict = _declarations(dataset, source)
+    channel_order, value_range, strict = read_declarations(dataset.data, source)
     report = DatasetReport(source, dataset.names, channel_order, value_range, strict, {})
     for split, images in dataset.splits.items():
         if not images:
@@ -220,11 +220,6 @@ def scan_dataset(src: str | Path) -> DatasetReport:
     return report
 
 
-def check_dataset(src: str | Path) -> DatasetReport:
-    """Verify the dataset ``src``; ``report.ok`` says whether training would use every file as it is."""
-    return scan_dataset(src)
-
-
 def get_dataset_info(src: str | Path) -> dict[str, Any]:
     """Images per split, instances per class and layer, backgrounds, box sizes and sidecar geometry of ``src``."""
     return scan_dataset(src).info()
@@ -236,18 +231,6 @@ def get_class_distribution(src: str | Path, split: str | None = None) -> dict[st
     if split is not None and split not in report.splits:
         raise DatasetError(report.source, f"has no split {split!r}; it has {sorted(report.splits)}")
     return report.class_distribution(split)
-
-
-def _declarations(dataset: ImageDataset, source: Path) -> tuple[str, tuple[float, float], bool]:
-    """Read and check the data YAML's ``channel_order``, ``value_range`` and ``strict``."""
-    channel_order = str(dataset.data.get("channel_order", "RGB")).upper()
-    if channel_order not in CHANNEL_ORDERS:
-        raise DatasetError(source, f"'channel_order' must be RGB or BGR, got {dataset.data['channel_order']!r}")
-    try:
-        value_range = parse_value_range(dataset.data.get("value_range"), source)
-    except ValueError as e:
-        raise DatasetError(source, str(e).removeprefix(f"{source}: ")) from None
-    return channel_order, value_range, bool(dataset.data.get("strict", False))
 
 
 def _sidecar_summary(sidecars: list[dict]) -> dict[str, Any]:

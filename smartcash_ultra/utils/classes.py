@@ -29,14 +29,6 @@ def is_full_scheme(names: dict[int, str] | list[str]) -> bool:
     return values == list(NAMES.values())
 
 
-def layer_of(class_id: int) -> str:
-    """Return the layer name ('layer_1', 'layer_2', 'layer_3') of a class id of the full scheme."""
-    for layer, ids in LAYERS.items():
-        if class_id in ids:
-            return layer
-    raise ValueError(f"class id {class_id} is outside the 17-class SmartCash scheme (0-16)")
-
-
 def nominal_code(class_id: int) -> str:
     """Return the 6-digit nominal used in SmartCash file names (``'001000'`` for Rp1.000) of a layer-1/2 class."""
     if not 0 <= class_id < 14:
