@@ -20,8 +20,8 @@ from smartcash_ultra.callbacks import (
     has_smartcash_callbacks,
 )
 from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, checkpoint_state
-from smartcash_ultra.callbacks.settings import resolve
 from smartcash_ultra.utils.classes import NAMES
+from smartcash_ultra.utils.settings import resolve
 
 MEAN_KEYS = ["metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)"]
 
@@ -301,12 +301,19 @@ def test_callbacks_pickle_without_the_trainer_and_are_not_registered_twice(tmp_p
 
 
 def test_settings_are_validated():
-    assert resolve({"early_stopping": False})["early_stopping"]["enabled"] is False
-    assert resolve(None)["progress"]["min_interval"] == 0.5
+    assert resolve({"callbacks": {"early_stopping": False}})["callbacks"]["early_stopping"]["enabled"] is False
+    assert resolve(None)["callbacks"]["progress"]["min_interval"] == 0.5
+    assert resolve({"backbone_weights": None})["training"]["val_interval"] == 1  # the model's own keys pass
     with pytest.raises(ValueError, match="unknown callback 'early_stop'"):
-        resolve({"early_stop": {}})
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['patients'\]"):
-        resolve({"early_stopping": {"patients": 3}})
+        resolve({"callbacks": {"early_stop": {}}})
+    with pytest.raises(
+        ValueError, match=r"m.yaml: smartcash.callbacks.early_stopping: unknown setting\(s\) \['patients'\]"
+    ):
+        resolve({"callbacks": {"early_stopping": {"patients": 3}}}, "m.yaml: smartcash")
+    with pytest.raises(ValueError, match=r"m.yaml: smartcash.training.val_interval must be an integer >= 1, got 0"):
+        resolve({"training": {"val_interval": 0}}, "m.yaml: smartcash")
+    with pytest.raises(ValueError, match=r"early_stopping=...\).callbacks.early_stopping: unknown setting"):
+        add_smartcash_callbacks(SimpleNamespace(), early_stopping={"patients": 3})
 
 
 def test_disabled_early_stopping_keeps_ultralytics_stopper(tmp_path):

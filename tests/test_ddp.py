@@ -39,8 +39,7 @@ trainer = state["trainer"](cfg=cfg, overrides=state["args"], _callbacks=state["c
 trainer.model = state["model"]
 
 from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
-from smartcash_ultra.callbacks.settings import model_settings
-from smartcash_ultra.utils.settings import training_settings
+from smartcash_ultra.utils.settings import model_settings
 
 kinds = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)
 handlers = [getattr(fn, "__self__", None) for fns in trainer.callbacks.values() for fn in fns]
@@ -52,8 +51,7 @@ print(json.dumps({
     "instances": {k.__name__: len({id(h) for h in handlers if isinstance(h, k)}) for k in kinds},
     "user_callbacks": [getattr(h.progress_callback, "__name__", None) for h in {id(h): h for h in handlers}.values()
                        if isinstance(h, ProgressReporter)],
-    "callbacks": model_settings(trainer),
-    "training": training_settings(trainer.model),
+    "settings": model_settings(trainer.model),
 }))
 """
 
@@ -75,6 +73,7 @@ def model_yaml(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_ddp_launch_rebuilds_the_smartcash_trainer_in_a_fresh_worker(tiny_data, model_yaml, tmp_path, monkeypatch):
     progress_log = tmp_path / "progress.log"
 
@@ -133,9 +132,9 @@ def test_ddp_launch_rebuilds_the_smartcash_trainer_in_a_fresh_worker(tiny_data, 
     assert rebuilt["handlers"] == parent_handlers
     assert rebuilt["instances"] == {k.__name__: 1 for k in KINDS}
     assert rebuilt["user_callbacks"] == ["on_progress"]
-    assert rebuilt["callbacks"]["progress"]["min_interval"] == 0
-    assert rebuilt["callbacks"]["metrics_export"]["enabled"] is False
-    assert {k: rebuilt["training"][k] for k in TRAINING} == TRAINING
+    assert rebuilt["settings"]["callbacks"]["progress"]["min_interval"] == 0
+    assert rebuilt["settings"]["callbacks"]["metrics_export"]["enabled"] is False
+    assert {k: rebuilt["settings"]["training"][k] for k in TRAINING} == TRAINING
 
     # the worker trained one epoch, with the user's closure and the settings in force there
     lines = [line.split() for line in progress_log.read_text().splitlines()]

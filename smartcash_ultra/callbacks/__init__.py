@@ -20,7 +20,7 @@ from typing import Any
 from smartcash_ultra.callbacks.early_stopping import AdaptiveEarlyStopping
 from smartcash_ultra.callbacks.metrics_export import MetricsExporter
 from smartcash_ultra.callbacks.progress import ProgressReporter
-from smartcash_ultra.callbacks.settings import model_settings, resolve
+from smartcash_ultra.utils.settings import model_settings, resolve
 
 __all__ = [
     "AdaptiveEarlyStopping",
@@ -47,7 +47,7 @@ def add_smartcash_callbacks(
     """Register the three SmartCash callbacks on a ``YOLO`` model or a trainer (anything with ``add_callback``).
 
     Settings left None come from the model YAML's ``smartcash.callbacks`` section, else the defaults (all on).
-    ``early_stopping`` takes False or a mapping of :data:`smartcash_ultra.callbacks.settings.DEFAULTS`'s names; the
+    ``early_stopping`` takes False or a mapping of the names in :data:`smartcash_ultra.utils.settings.DEFAULTS`; the
     base patience is Ultralytics' ``patience`` argument. Returns ``target``.
 
     Raises:
@@ -86,7 +86,10 @@ class EarlyStoppingInstaller:
 
     def __init__(self, settings: bool | dict[str, Any] | None = None):
         """Take ``settings`` None: from the model YAML; False: off; a mapping: these settings over the defaults."""
-        self.explicit = None if settings is None else resolve({"early_stopping": settings}, "early_stopping")
+        self.explicit = None
+        if settings is not None:  # checked now, as the model YAML's section is
+            source = "add_smartcash_callbacks(early_stopping=...)"
+            self.explicit = resolve({"callbacks": {"early_stopping": settings}}, source)["callbacks"]
         self.stopper: AdaptiveEarlyStopping | None = None
 
     @property
@@ -96,7 +99,7 @@ class EarlyStoppingInstaller:
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Build the stopper from the settings and hand over to it."""
-        settings = (self.explicit or model_settings(trainer))["early_stopping"]
+        settings = (self.explicit or model_settings(trainer.model)["callbacks"])["early_stopping"]
         self.stopper = None
         if settings["enabled"]:
             kwargs = {k: v for k, v in settings.items() if k != "enabled"}

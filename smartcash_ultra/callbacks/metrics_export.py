@@ -17,8 +17,8 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
-from smartcash_ultra.callbacks.settings import is_main_process, model_settings
 from smartcash_ultra.utils.files import write_atomic
+from smartcash_ultra.utils.settings import is_main_process, model_settings
 
 JSON_NAME, CSV_NAME = "metrics.json", "metrics.csv"
 
@@ -52,7 +52,9 @@ class MetricsExporter:
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Decide whether to export; on resume, load the history up to the checkpoint's epoch."""
-        enabled = model_settings(trainer)["metrics_export"]["enabled"] if self.explicit is None else self.explicit
+        enabled = self.explicit
+        if enabled is None:
+            enabled = model_settings(trainer.model)["callbacks"]["metrics_export"]["enabled"]
         self.enabled = bool(enabled) and is_main_process()
         if not self.enabled:
             return

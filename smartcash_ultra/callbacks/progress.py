@@ -30,7 +30,7 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
-from smartcash_ultra.callbacks.settings import DEFAULTS, is_main_process, model_settings
+from smartcash_ultra.utils.settings import DEFAULTS, is_main_process, model_settings
 
 EVENTS_NAME = "events.jsonl"
 LEVELS = ("overall", "epoch", "batch")
@@ -53,7 +53,9 @@ class ProgressReporter:
         self.error_callback, self.completion_callback = error_callback, completion_callback
         self.explicit = {"enabled": events_file, "min_interval": min_interval}
         self.events_file = events_file is not False
-        self.min_interval = DEFAULTS["progress"]["min_interval"] if min_interval is None else float(min_interval)
+        self.min_interval = (
+            DEFAULTS["callbacks"]["progress"]["min_interval"] if min_interval is None else float(min_interval)
+        )
         self.clock = EpochClock()
         self.events_path: Path | None = None
         self.stage = "setup"
@@ -83,7 +85,8 @@ class ProgressReporter:
     # ------------------------------------------------------------------------------------------------ events
     def on_pretrain_routine_end(self, trainer) -> None:
         """Read the settings and open the run's event log."""
-        settings = {**model_settings(trainer)["progress"], **{k: v for k, v in self.explicit.items() if v is not None}}
+        explicit = {k: v for k, v in self.explicit.items() if v is not None}
+        settings = {**model_settings(trainer.model)["callbacks"]["progress"], **explicit}
         self.events_file, self.min_interval = bool(settings["enabled"]), float(settings["min_interval"])
         self._open(trainer)
         resumed = trainer.start_epoch > 0

@@ -17,7 +17,7 @@ from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.settings import is_main_process
+from smartcash_ultra.utils.settings import is_main_process
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -33,7 +33,7 @@ from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
 from smartcash_ultra.utils.files import write_atomic
-from smartcash_ultra.utils.settings import training_settings
+from smartcash_ultra.utils.settings import model_settings
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class SmartCashTrainer(DetectionTrainer):
 
     def training_settings(self) -> dict[str, Any]:
         """Return the model YAML's ``smartcash.training`` settings, validated."""
-        return training_settings(self.model)
+        return model_settings(self.model)["training"]
 
     def validates_epoch(self, epoch: int) -> bool:
         """Return True when ``epoch`` (0-based) validates: every ``val_interval`` epochs, the last, a stopping one."""
@@ -246,7 +246,7 @@ class SmartCashTrainer(DetectionTrainer):
         Ultralytics calls this once the optimizer exists and again, in time mode (``time=``), after every epoch with
         the re-estimated ``self.epochs``; both calls land here. Warm-up stays Ultralytics' own, on top of ``self.lf``.
         """
-        settings = training_settings(self.model)
+        settings = self.training_settings()
         if settings["scheduler"] is None and settings["schedule_epochs"] is None:
             return super()._setup_scheduler()
         schedule = Schedule(
