@@ -33,7 +33,6 @@ from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_reco
 from smartcash_ultra.utils.settings import DEFAULTS, is_main_process, model_settings
 
 EVENTS_NAME = "events.jsonl"
-LEVELS = ("overall", "epoch", "batch")
 
 
 class ProgressReporter:
