@@ -519,3 +519,12 @@ def test_cuda_runs_record_gpu_memory_and_utilisation(tmp_path, monkeypatch):
     trainer.run_epoch(0.2)  # no pynvml: utilisation unknown, the rest still recorded
     row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][1]
     assert row["gpu/utilization"] is None and row["gpu/mem_peak_gb"] == 2.5
+
+
+def test_an_unknown_ui_callback_keyword_is_a_type_error_naming_it(tmp_path):
+    with pytest.raises(TypeError, match="progres_callback"):
+        add_smartcash_callbacks(FakeTrainer(tmp_path), progres_callback=print)
+    from smartcash_ultra.engine.trainer import SmartCashTrainer
+
+    with pytest.raises(TypeError, match="completion_calback"):
+        SmartCashTrainer(overrides={"project": str(tmp_path)}, completion_calback=print)

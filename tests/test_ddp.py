@@ -49,7 +49,7 @@ print(json.dumps({
     "model": type(trainer.model).__name__,
     "handlers": {k.__name__: sum(isinstance(h, k) for h in handlers) for k in kinds},
     "instances": {k.__name__: len({id(h) for h in handlers if isinstance(h, k)}) for k in kinds},
-    "user_callbacks": [getattr(h.progress_callback, "__name__", None) for h in {id(h): h for h in handlers}.values()
+    "user_callbacks": [getattr(h.ui.progress_callback, "__name__", None) for h in {id(h): h for h in handlers}.values()
                        if isinstance(h, ProgressReporter)],
     "settings": model_settings(trainer.model),
 }))

@@ -14,18 +14,18 @@ into every worker, where they act on rank 0 only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from smartcash_ultra.callbacks.early_stopping import AdaptiveEarlyStopping
 from smartcash_ultra.callbacks.metrics_export import MetricsExporter
-from smartcash_ultra.callbacks.progress import ProgressReporter
+from smartcash_ultra.callbacks.progress import ProgressReporter, UICallbacks
 from smartcash_ultra.utils.settings import model_settings, resolve
 
 __all__ = [
     "AdaptiveEarlyStopping",
     "MetricsExporter",
     "ProgressReporter",
+    "UICallbacks",
     "add_smartcash_callbacks",
     "has_smartcash_callbacks",
     "registered",
@@ -35,32 +35,29 @@ __all__ = [
 def add_smartcash_callbacks(
     target,
     *,
-    progress_callback: Callable[[str, int, int, str], Any] | None = None,
-    metrics_callback: Callable[[dict], Any] | None = None,
-    error_callback: Callable[[BaseException, dict], Any] | None = None,
-    completion_callback: Callable[[dict], Any] | None = None,
     early_stopping: bool | dict[str, Any] | None = None,
     metrics_export: bool | None = None,
     events_file: bool | None = None,
     min_interval: float | None = None,
+    **ui,
 ):
     """Register the three SmartCash callbacks on a ``YOLO`` model or a trainer (anything with ``add_callback``).
 
-    Settings left None come from the model YAML's ``smartcash.callbacks`` section, else the defaults (all on).
-    ``early_stopping`` takes False or a mapping of the names in :data:`smartcash_ultra.utils.settings.DEFAULTS`; the
-    base patience is Ultralytics' ``patience`` argument. Returns ``target``.
+    ``ui`` takes the :class:`UICallbacks` by name (``progress_callback=``...). Settings left None come from the model
+    YAML's ``smartcash.callbacks`` section, else the defaults (all on). ``early_stopping`` takes False or a mapping of
+    the names in :data:`smartcash_ultra.utils.settings.DEFAULTS`; the base patience is Ultralytics' ``patience``
+    argument. Returns ``target``.
 
     Raises:
         ValueError: when ``target`` already has them (they would report twice), or a setting is unknown.
+        TypeError: naming an unknown UI callback keyword.
     """
     if has_smartcash_callbacks(getattr(target, "callbacks", {})):
         raise ValueError(f"{type(target).__name__} already has the SmartCash callbacks")
     for handler in (
         EarlyStoppingInstaller(early_stopping),
         MetricsExporter(metrics_export),
-        ProgressReporter(
-            progress_callback, metrics_callback, error_callback, completion_callback, events_file, min_interval
-        ),
+        ProgressReporter(events_file, min_interval, **ui),
     ):
         for event, fn in handler.callbacks.items():
             target.add_callback(event, fn)

@@ -1,20 +1,7 @@
-"""Progress reporting for UIs: progress, metrics, error and completion callbacks, and ``events.jsonl``.
+"""Progress reporting for UIs: the UI callbacks of :class:`UICallbacks`, and ``events.jsonl``.
 
-``progress_callback(level, current, total, message)`` has three levels, each counting up to an exact ``total`` that
-it always reaches:
-
-- ``overall``: epochs of the whole run (``current`` = epochs done; the completion event brings it to ``total``
-  also when early stopping ended the run sooner);
-- ``epoch``: batches of the current epoch, training then validation;
-- ``batch``: training batches of the current epoch, the message carrying the running mean losses.
-
-``epoch`` and ``batch`` events are throttled to one per ``min_interval`` seconds (the first and the last of an
-epoch always pass). ``metrics_callback(metrics)`` gets the epoch's record (the row of ``metrics.json``) once per
-epoch, ``error_callback(exc, context)`` the exception that ended a failed run, ``completion_callback(summary)`` the
-outcome of a finished one. The same events go to ``events.jsonl`` in the run dir, one JSON object per line, so a UI
-in another process can follow the run (and under DDP, where callbacks run in the worker processes).
-
-A callback that raises is reported once and skipped: a UI bug must not kill a long run.
+The same events go to ``events.jsonl`` in the run dir, one JSON object per line, so a UI in another process can follow
+the run (and under DDP, where callbacks run in the worker processes).
 """
 
 from __future__ import annotations
@@ -24,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +23,39 @@ from smartcash_ultra.utils.settings import DEFAULTS, is_main_process, model_sett
 EVENTS_NAME = "events.jsonl"
 
 
+@dataclass(frozen=True)
+class UICallbacks:
+    """The UI callbacks of a run, each optional; every API that takes them takes these keyword names.
+
+    - ``progress_callback(level, current, total, message)`` has three levels, each counting up to an exact ``total``
+      that it always reaches: ``overall``, epochs of the whole run (``current`` = epochs done; the completion event
+      brings it to ``total`` also when early stopping ended the run sooner); ``epoch``, batches of the current epoch,
+      training then validation; ``batch``, training batches of the current epoch, the message carrying the running
+      mean losses. ``epoch`` and ``batch`` events are throttled to one per ``min_interval`` seconds (the first and
+      the last of an epoch always pass).
+    - ``metrics_callback(record)`` gets the epoch's record (its row of ``metrics.json``) once per epoch.
+    - ``error_callback(exc, context)`` gets the exception that ended a failed run; ``context`` holds ``stage``,
+      ``epoch``, ``batch`` and ``save_dir``.
+    - ``completion_callback(summary)`` gets the outcome of a finished run: ``status`` (``completed``,
+      ``stopped_early`` or ``stopped``), ``reason``, ``epochs_completed``, ``epochs``, ``final_metrics``, ``best``,
+      ``last`` and ``save_dir``.
+
+    A callback that raises is reported once and skipped: a UI bug must not kill a long run. They are called on rank 0
+    only, so under DDP in the worker process: they must pickle (closures and lambdas do).
+    """
+
+    progress_callback: Callable[[str, int, int, str], Any] | None = None
+    metrics_callback: Callable[[dict], Any] | None = None
+    error_callback: Callable[[BaseException, dict], Any] | None = None
+    completion_callback: Callable[[dict], Any] | None = None
+
+
 class ProgressReporter:
     """Turns Ultralytics' training events into progress, metrics, error and completion events (rank 0 only)."""
 
-    def __init__(
-        self,
-        progress_callback: Callable[[str, int, int, str], Any] | None = None,
-        metrics_callback: Callable[[dict], Any] | None = None,
-        error_callback: Callable[[BaseException, dict], Any] | None = None,
-        completion_callback: Callable[[dict], Any] | None = None,
-        events_file: bool | None = None,
-        min_interval: float | None = None,
-    ):
-        """Callbacks are optional; ``events_file``/``min_interval`` None take the model YAML's ``progress`` section."""
-        self.progress_callback, self.metrics_callback = progress_callback, metrics_callback
-        self.error_callback, self.completion_callback = error_callback, completion_callback
+    def __init__(self, events_file: bool | None = None, min_interval: float | None = None, **ui):
+        """Take the :class:`UICallbacks` by name; ``events_file``, ``min_interval`` None: from the model YAML."""
+        self.ui = UICallbacks(**ui)
         self.explicit = {"enabled": events_file, "min_interval": min_interval}
         self.events_file = events_file is not False
         self.min_interval = (
@@ -204,7 +210,7 @@ class ProgressReporter:
 
     def call(self, name: str, *args) -> None:
         """Call a user callback on rank 0; one that raises is logged once and skipped from then on."""
-        fn = getattr(self, name)
+        fn = getattr(self.ui, name)
         if fn is None or name in self._failed_callbacks or not is_main_process():
             return
         try:

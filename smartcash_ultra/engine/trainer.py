@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from copy import copy
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
-from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_callbacks, registered
+from smartcash_ultra.callbacks import UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks, registered
 from smartcash_ultra.data.dataset import build_smartcash_dataset
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
@@ -58,30 +57,21 @@ class SmartCashTrainer(DetectionTrainer):
         cfg: str | Path | dict | SimpleNamespace = DEFAULT_CFG,
         overrides: dict[str, Any] | None = None,
         _callbacks: dict | None = None,
-        *,
-        progress_callback: Callable[[str, int, int, str], Any] | None = None,
-        metrics_callback: Callable[[dict], Any] | None = None,
-        error_callback: Callable[[BaseException, dict], Any] | None = None,
-        completion_callback: Callable[[dict], Any] | None = None,
+        **ui,
     ):
         """Merge the cfg YAML/dict under ``overrides``, initialise the Ultralytics trainer, add the SmartCash callbacks.
 
         The callbacks' settings come from the model YAML's ``smartcash.callbacks`` section (see
-        :mod:`smartcash_ultra.callbacks`); the UI callbacks passed here receive their events.
+        :mod:`smartcash_ultra.callbacks`); the UI callbacks passed here (:class:`UICallbacks`, by name) receive their
+        events.
         """
+        UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before Ultralytics' setup
         super().__init__(DEFAULT_CFG, {**load_train_cfg(cfg), **(overrides or {})}, _callbacks)
         self.wdir = AtomicPath(self.wdir)  # every checkpoint write_bytes() below goes through a temp file + rename
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
-        ui = (progress_callback, metrics_callback, error_callback, completion_callback)
         if not has_smartcash_callbacks(self.callbacks):  # a DDP worker or YOLO.add_callback user brought them
-            add_smartcash_callbacks(
-                self,
-                progress_callback=progress_callback,
-                metrics_callback=metrics_callback,
-                error_callback=error_callback,
-                completion_callback=completion_callback,
-            )
-        elif any(ui):
+            add_smartcash_callbacks(self, **ui)
+        elif any(fn is not None for fn in ui.values()):
             raise ValueError("these callbacks already carry SmartCash callbacks: pass the UI callbacks to that call")
         # a DDP worker gets them with the parent's callbacks; a new pair would only shadow them
         self.status = registered(self.callbacks, TrainingStatus) or TrainingStatus()
@@ -104,7 +94,7 @@ class SmartCashTrainer(DetectionTrainer):
         resume change (data, device, batch, workers, ...). ``additional_epochs`` extends the run beyond its plan,
         also a finished one: optimizer, EMA and early-stopping state carry on and the added epochs run at the
         learning rate the schedule ended at (``smartcash.training.schedule_epochs`` keeps the original length).
-        ``ui`` takes the UI callbacks of :class:`SmartCashTrainer`.
+        ``ui`` takes the UI callbacks of :class:`SmartCashTrainer` (:class:`UICallbacks`, by name).
 
         Raises:
             FileNotFoundError: no such file.
@@ -113,6 +103,7 @@ class SmartCashTrainer(DetectionTrainer):
         """
         from ultralytics.utils.patches import torch_load
 
+        UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before the checkpoint is read
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
