@@ -1,9 +1,10 @@
-"""SmartCash training callbacks: adaptive early stopping, metric export and progress reporting.
+"""SmartCash training callbacks: adaptive early stopping, metric export and progress reporting, and the run state.
 
 Each is a small object whose handlers (gathered in its ``callbacks`` dict, in Ultralytics' callback style) are
 registered with ``add_callback``. They are objects rather than module functions because each run needs its own state
 (observations, history, throttle clock); they pickle without the trainer, so Ultralytics' DDP launcher carries them
-into every worker, where they act on rank 0 only.
+into every worker, where they act on rank 0 only. The :class:`RunState` they share (epoch clock, ETA, outcome, stop
+request) is registered with them.
 
 ``SmartCashTrainer`` registers them itself. On a stock Ultralytics model it takes one call::
 
@@ -19,12 +20,14 @@ from typing import Any
 from smartcash_ultra.callbacks.early_stopping import AdaptiveEarlyStopping
 from smartcash_ultra.callbacks.metrics_export import MetricsExporter
 from smartcash_ultra.callbacks.progress import ProgressReporter, UICallbacks
+from smartcash_ultra.callbacks.run_state import RunState, registered
 from smartcash_ultra.utils.settings import model_settings, resolve
 
 __all__ = [
     "AdaptiveEarlyStopping",
     "MetricsExporter",
     "ProgressReporter",
+    "RunState",
     "UICallbacks",
     "add_smartcash_callbacks",
     "has_smartcash_callbacks",
@@ -41,7 +44,7 @@ def add_smartcash_callbacks(
     min_interval: float | None = None,
     **ui,
 ):
-    """Register the three SmartCash callbacks on a ``YOLO`` model or a trainer (anything with ``add_callback``).
+    """Register the three SmartCash callbacks and the run state on a ``YOLO`` model or a trainer (``add_callback``).
 
     ``ui`` takes the :class:`UICallbacks` by name (``progress_callback=``...). Settings left None come from the model
     YAML's ``smartcash.callbacks`` section, else the defaults (all on). ``early_stopping`` takes False or a mapping of
@@ -54,11 +57,10 @@ def add_smartcash_callbacks(
     """
     if has_smartcash_callbacks(getattr(target, "callbacks", {})):
         raise ValueError(f"{type(target).__name__} already has the SmartCash callbacks")
-    for handler in (
-        EarlyStoppingInstaller(early_stopping),
-        MetricsExporter(metrics_export),
-        ProgressReporter(events_file, min_interval, **ui),
-    ):
+    handlers = (EarlyStoppingInstaller(early_stopping), MetricsExporter(metrics_export))
+    reporter = ProgressReporter(events_file, min_interval, **ui)
+    RunState.of(target)  # first: at each event the others see its update (epoch closed, requested stop set)
+    for handler in (*handlers, reporter):
         for event, fn in handler.callbacks.items():
             target.add_callback(event, fn)
     return target
@@ -67,12 +69,6 @@ def add_smartcash_callbacks(
 def has_smartcash_callbacks(callbacks: dict[str, list]) -> bool:
     """Return True when a callbacks dict already holds SmartCash handlers (e.g. carried into a DDP worker)."""
     return registered(callbacks, (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)) is not None
-
-
-def registered(callbacks: dict[str, list], kinds: type | tuple[type, ...]):
-    """Return the first object of type ``kinds`` whose bound methods are among ``callbacks`` (None if none is)."""
-    owners = (getattr(fn, "__self__", None) for fns in callbacks.values() for fn in fns)
-    return next((owner for owner in owners if isinstance(owner, kinds)), None)
 
 
 class EarlyStoppingInstaller:

@@ -17,7 +17,8 @@ from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
+from smartcash_ultra.callbacks.epoch_record import clean, epoch_record
+from smartcash_ultra.callbacks.run_state import RunState
 from smartcash_ultra.utils.settings import DEFAULTS, is_main_process, model_settings
 
 EVENTS_NAME = "events.jsonl"
@@ -61,7 +62,7 @@ class ProgressReporter:
         self.min_interval = (
             DEFAULTS["callbacks"]["progress"]["min_interval"] if min_interval is None else float(min_interval)
         )
-        self.clock = EpochClock()
+        self.state: RunState | None = None
         self.events_path: Path | None = None
         self.stage = "setup"
         self.batch = self.val_batch = self.epoch_total = self.train_batches = 0
@@ -79,9 +80,7 @@ class ProgressReporter:
             "on_train_epoch_start": self.on_train_epoch_start,
             "on_train_batch_end": self.on_train_batch_end,
             "on_train_epoch_end": self.on_train_epoch_end,
-            "on_val_start": self.clock.on_val_start,
             "on_val_batch_end": self.on_val_batch_end,
-            "on_val_end": self.on_val_end,
             "on_fit_epoch_end": self.on_fit_epoch_end,
             "on_train_end": self.on_train_end,
             "teardown": self.teardown,
@@ -93,6 +92,7 @@ class ProgressReporter:
         explicit = {k: v for k, v in self.explicit.items() if v is not None}
         settings = {**model_settings(trainer.model)["callbacks"]["progress"], **explicit}
         self.events_file, self.min_interval = bool(settings["enabled"]), float(settings["min_interval"])
+        self.state = RunState.of(trainer)
         self._open(trainer)
         resumed = trainer.start_epoch > 0
         self.event("started", save_dir=str(trainer.save_dir), epochs=trainer.epochs, resumed=resumed)
@@ -105,7 +105,6 @@ class ProgressReporter:
 
     def on_train_epoch_start(self, trainer) -> None:
         """Open the epoch: its total is the training batches plus, when it will validate, the validation batches."""
-        self.clock.on_train_epoch_start(trainer)
         self.stage, self.batch, self.val_batch = "train", 0, 0
         self.train_batches = len(trainer.train_loader)
         self.epoch_total = self.train_batches + (len(trainer.test_loader) if expects_validation(trainer) else 0)
@@ -124,30 +123,25 @@ class ProgressReporter:
         self.emit("epoch", min(self.batch, self.epoch_total), self.epoch_total, f"{epoch} training", edge)
 
     def on_train_epoch_end(self, trainer) -> None:
-        """Stop the training clock; validation comes next."""
-        self.clock.on_train_epoch_end(trainer)
+        """Move on to validation."""
         self.stage = "validation"
 
     def on_val_batch_end(self, validator) -> None:
         """Per validation batch of an epoch: ``epoch`` progress, throttled (the final evaluation is not an epoch)."""
-        if not self.clock.in_epoch:
+        if self.state is None or not self.state.in_epoch:
             return
         self.val_batch += 1
         current = min(self.train_batches + self.val_batch, self.epoch_total)
         self.emit("epoch", current, self.epoch_total, f"validation batch {self.val_batch}", current == self.epoch_total)
 
-    def on_val_end(self, validator) -> None:
-        """Close validation timing."""
-        self.clock.on_val_end(validator)
-
     def on_fit_epoch_end(self, trainer) -> None:
         """Finish the epoch at 100 %, send its metrics, advance the overall progress."""
-        if not self.clock.close(trainer):
+        if not self.state.end_epoch(trainer):
             self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}  # final evaluation of best.pt
             return
         epoch, total = trainer.epoch + 1, trainer.epochs
         self.emit("epoch", self.epoch_total, self.epoch_total, f"epoch {epoch}/{total} done", force=True)
-        record = epoch_record(trainer, self.clock)
+        record = epoch_record(trainer, self.state)
         self.call("metrics_callback", record)
         self.event("metrics", metrics=record)
         figures = ", ".join(
@@ -161,7 +155,7 @@ class ProgressReporter:
     def on_train_end(self, trainer) -> None:
         """Completion: overall progress to 100 % and the outcome."""
         epochs_run, total = trainer.epoch + 1, trainer.epochs
-        status, reason = run_outcome(trainer)
+        status, reason = self.state.finish(trainer)
         message = f"{status.replace('_', ' ')} after epoch {epochs_run}/{total}" + (f": {reason}" if reason else "")
         self.emit("overall", total, total, message, force=True)
         summary = {
@@ -240,8 +234,8 @@ class ProgressReporter:
             self._file = None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the open file (DDP launch scripts pickle callbacks)."""
-        return {**self.__dict__, "_file": None}
+        """Pickle without the open file (DDP launch scripts pickle callbacks); the worker finds its run state again."""
+        return {**self.__dict__, "_file": None, "state": None}
 
 
 def expects_validation(trainer) -> bool:

@@ -22,12 +22,11 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
-from smartcash_ultra.callbacks import UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks, registered
+from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.data.dataset import build_smartcash_dataset
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
-from smartcash_ultra.engine.status import TrainingStatus
-from smartcash_ultra.engine.stopping import StopRequest, stop_on_signals
+from smartcash_ultra.engine.stopping import stop_on_signals
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
@@ -73,13 +72,7 @@ class SmartCashTrainer(DetectionTrainer):
             add_smartcash_callbacks(self, **ui)
         elif any(fn is not None for fn in ui.values()):
             raise ValueError("these callbacks already carry SmartCash callbacks: pass the UI callbacks to that call")
-        # a DDP worker gets them with the parent's callbacks; a new pair would only shadow them
-        self.status = registered(self.callbacks, TrainingStatus) or TrainingStatus()
-        self.stop_request = registered(self.callbacks, StopRequest) or StopRequest()
-        for handler in (self.status, self.stop_request):
-            if not registered(self.callbacks, type(handler)):
-                for event, fn in handler.callbacks.items():
-                    self.add_callback(event, fn)
+        self.run_state = RunState.of(self)  # a DDP worker's came with the parent's callbacks
         self._schedule_epochs: int | None = None  # set by extend(): the LR schedule keeps its original length
         self.extended_from: int | None = None  # set by extend(): the epochs planned before
         self._named_best: Path | None = None
@@ -138,18 +131,15 @@ class SmartCashTrainer(DetectionTrainer):
 
         Returns False when a stop was already requested.
         """
-        first = self.stop_request.request(reason)
-        if first and self.status.state == "running":
-            self.status.set_state("stopping", reason)
-        return first
+        return self.run_state.request_stop(reason)
 
     def get_training_status(self) -> dict[str, Any]:
-        """Return where the run stands (thread-safe; see :mod:`smartcash_ultra.engine.status`).
+        """Return where the run stands (thread-safe; see :mod:`smartcash_ultra.callbacks.run_state`).
 
         Keys: state, epoch, epochs, batch, batches, best_fitness, best_epoch, last_metrics, elapsed, eta, reason,
         save_dir.
         """
-        return {**self.status.snapshot(), "save_dir": str(self.save_dir)}
+        return {**self.run_state.snapshot(), "save_dir": str(self.save_dir)}
 
     def training_settings(self) -> dict[str, Any]:
         """Return the model YAML's ``smartcash.training`` settings, validated."""
@@ -256,28 +246,23 @@ class SmartCashTrainer(DetectionTrainer):
         """Train, then return the final metrics (of best.pt) and the weight paths.
 
         SIGINT and SIGTERM (main thread) stop the run gracefully, as :meth:`stop_training` does; a second SIGINT
-        stops at once. The status ends ``completed``, ``stopped`` or ``failed``.
+        stops at once. The status ends ``completed``, ``stopped_early``, ``stopped`` or ``failed``.
         """
-        self.status.set_state("running")
-        if self.stop_request.requested:  # asked to stop before it started
-            self.status.set_state("stopping", self.stop_request.reason)
+        from ultralytics.utils.patches import torch_load
+
+        self.run_state.start()
         try:
             # a DDP parent only waits for torchrun: its workers run train() and handle the signals themselves
             with nullcontext() if self.ddp else stop_on_signals(self.stop_training):
                 super().train()
         except BaseException as e:
-            forced = isinstance(e, KeyboardInterrupt) and self.stop_request.requested
-            self.status.set_state("stopped" if forced else "failed", reason=f"{type(e).__name__}: {e}")
+            self.run_state.fail(e)
             raise
-        if self.stop_request.requested:
-            self.status.set_state("stopped", self.stop_request.reason)
-        else:
-            stopper = getattr(self, "stopper", None)  # a DDP parent sets none up: its workers train
-            self.status.set_state("completed", getattr(stopper, "stop_reason", None))
+        if self.ddp:  # the workers trained; how far they got is in last.pt (kept whole, see final_eval)
+            self.epoch = torch_load(self.last, map_location="cpu")["epoch"] if self.last.exists() else self.epochs - 1
+        self.run_state.finish(self)  # on rank 0 on_train_end has decided already
         metrics = dict(self.metrics or {})
         if not metrics and self.best.exists():  # DDP: the workers validated, the checkpoint carries the figures
-            from ultralytics.utils.patches import torch_load
-
             metrics = dict(torch_load(self.best, map_location="cpu").get("train_metrics") or {})
         return TrainResult(
             metrics=metrics,
