@@ -1,11 +1,11 @@
 """Cost of the SmartCash callbacks relative to a training step, measured inside one real training run.
 
-Every handler SmartCashTrainer registers (the three callbacks, the live status, the stop flag) is wrapped with a
-timer, and the training step (forward, backward, optimizer: from ``on_train_batch_start`` to ``on_train_batch_end``,
-data loading excluded, which makes the ratio conservative) is timed alongside. Reported: callback time per training
-batch and its share of a step, the per-epoch work (metric files, event log) spread over the epoch's batches, and the
-same with throttling off (``min_interval: 0``: a progress event and an events.jsonl line on every batch) as the
-worst case.
+Every handler SmartCashTrainer registers (the three callbacks and the run state: epoch clock, live status, stop flag)
+is wrapped with a timer, and the training step (forward, backward, optimizer: from ``on_train_batch_start`` to
+``on_train_batch_end``, data loading excluded, which makes the ratio conservative) is timed alongside. Reported:
+callback time per training batch and its share of a step, the per-epoch work (metric files, event log) spread over
+the epoch's batches, and the same with throttling off (``min_interval: 0``: a progress event and an events.jsonl line
+on every batch) as the worst case.
 
     python bench/callback_overhead.py                      # CSPDarknet-n, imgsz 320, batch 16, as the README run
 """
@@ -20,15 +20,12 @@ from pathlib import Path
 import yaml
 from benchlib import ROOT, machine, write_json  # sets the offline guards before Ultralytics is imported
 
-from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
-from smartcash_ultra.callbacks.epoch_record import EpochClock
-from smartcash_ultra.engine.status import TrainingStatus
-from smartcash_ultra.engine.stopping import StopRequest
+from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState
 from smartcash_ultra.engine.trainer import SmartCashTrainer
 from smartcash_ultra.tools.sample_data import generate_sample_dataset
 
-OURS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, EpochClock, TrainingStatus, StopRequest)
-"""Every handler SmartCashTrainer adds: the three callbacks, their epoch clocks, the live status and the stop flag."""
+OURS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState)
+"""Every handler SmartCashTrainer adds: the three callbacks and the run state (epoch clock, live status, stop flag)."""
 PER_BATCH = {"on_train_batch_start", "on_train_batch_end"}
 
 

@@ -24,7 +24,6 @@ MOVED = {
     "smartcash_ultra.predictor": "smartcash_ultra.engine.predictor",
     "smartcash_ultra.schedules": "smartcash_ultra.engine.schedules",
     "smartcash_ultra.precision": "smartcash_ultra.engine.precision",
-    "smartcash_ultra.status": "smartcash_ultra.engine.status",
     "smartcash_ultra.stopping": "smartcash_ultra.engine.stopping",
     "smartcash_ultra.training_settings": "smartcash_ultra.utils.settings",
     "smartcash_ultra.classes": "smartcash_ultra.utils.classes",

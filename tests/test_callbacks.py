@@ -16,12 +16,14 @@ from smartcash_ultra.callbacks import (
     AdaptiveEarlyStopping,
     MetricsExporter,
     ProgressReporter,
+    RunState,
     add_smartcash_callbacks,
     has_smartcash_callbacks,
+    registered,
 )
 from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, checkpoint_state
-from smartcash_ultra.callbacks.settings import resolve
 from smartcash_ultra.utils.classes import NAMES
+from smartcash_ultra.utils.settings import resolve
 
 MEAN_KEYS = ["metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)"]
 
@@ -55,7 +57,9 @@ class FakeTrainer:
         self.ema = SimpleNamespace(ema=torch.nn.Identity())
         self.metrics = dict.fromkeys(MEAN_KEYS, 0)
         self.fitness, self.tloss, self.lr, self.epoch_time, self.stop = None, None, {}, None, False
+        self.best_fitness = None
         self.stopper = StockStopper()
+        self.world_size = 1
         self.saved: dict[int, dict] = {}  # epoch -> checkpoint dict, as save_model would write
 
     def add_callback(self, event, fn):
@@ -295,18 +299,25 @@ def test_callbacks_pickle_without_the_trainer_and_are_not_registered_twice(tmp_p
     clone = pickle.loads(carried)
     assert has_smartcash_callbacks(clone)
     owners = {type(fn.__self__).__name__ for fns in clone.values() for fn in fns}
-    assert owners == {"EarlyStoppingInstaller", "MetricsExporter", "ProgressReporter", "EpochClock"}
+    assert owners == {"EarlyStoppingInstaller", "MetricsExporter", "ProgressReporter", "RunState"}
     with pytest.raises(ValueError, match="already has"):
         add_smartcash_callbacks(trainer)
 
 
 def test_settings_are_validated():
-    assert resolve({"early_stopping": False})["early_stopping"]["enabled"] is False
-    assert resolve(None)["progress"]["min_interval"] == 0.5
+    assert resolve({"callbacks": {"early_stopping": False}})["callbacks"]["early_stopping"]["enabled"] is False
+    assert resolve(None)["callbacks"]["progress"]["min_interval"] == 0.5
+    assert resolve({"backbone_weights": None})["training"]["val_interval"] == 1  # the model's own keys pass
     with pytest.raises(ValueError, match="unknown callback 'early_stop'"):
-        resolve({"early_stop": {}})
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['patients'\]"):
-        resolve({"early_stopping": {"patients": 3}})
+        resolve({"callbacks": {"early_stop": {}}})
+    with pytest.raises(
+        ValueError, match=r"m.yaml: smartcash.callbacks.early_stopping: unknown setting\(s\) \['patients'\]"
+    ):
+        resolve({"callbacks": {"early_stopping": {"patients": 3}}}, "m.yaml: smartcash")
+    with pytest.raises(ValueError, match=r"m.yaml: smartcash.training.val_interval must be an integer >= 1, got 0"):
+        resolve({"training": {"val_interval": 0}}, "m.yaml: smartcash")
+    with pytest.raises(ValueError, match=r"early_stopping=...\).callbacks.early_stopping: unknown setting"):
+        add_smartcash_callbacks(SimpleNamespace(), early_stopping={"patients": 3})
 
 
 def test_disabled_early_stopping_keeps_ultralytics_stopper(tmp_path):
@@ -416,8 +427,7 @@ def test_metrics_callback_gets_the_metrics_json_rows_and_events_file_mirrors_eve
     trainer.run_epoch(0.2)
     trainer.finish()
     rows = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
-    strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_time")}  # noqa: E731 (own clock per handler)
-    assert [strip(r) for r in records] == [strip(r) for r in rows]
+    assert records == rows  # times and ETA too: one clock
     assert done[0]["status"] == "completed" and done[0]["final_metrics"]["metrics/mAP50(B)"] == 0.99
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in lines]
@@ -512,3 +522,100 @@ def test_cuda_runs_record_gpu_memory_and_utilisation(tmp_path, monkeypatch):
     trainer.run_epoch(0.2)  # no pynvml: utilisation unknown, the rest still recorded
     row = json.loads((tmp_path / "metrics.json").read_text())["epochs"][1]
     assert row["gpu/utilization"] is None and row["gpu/mem_peak_gb"] == 2.5
+
+
+# ------------------------------------------------------------------------------------------------------ run state
+def test_an_early_stop_is_stopped_early_alike_in_the_status_the_metric_files_and_the_events(tmp_path):
+    done = Collector()
+    trainer = FakeTrainer(tmp_path, epochs=8)
+    add_smartcash_callbacks(trainer, completion_callback=done, early_stopping={"adaptive": False})
+    trainer.setup()
+    for m in [0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]:
+        trainer.run_epoch(m)
+        if trainer.stop:
+            break
+    trainer.finish()
+    reason = trainer.stopper.stop_reason
+    assert trainer.epoch + 1 == 5 and "no improvement in fitness for 3 validated epochs" in reason
+    status = registered(trainer.callbacks, RunState).snapshot()
+    assert (status["state"], status["reason"], status["eta"]) == ("stopped_early", reason, 0.0)
+    summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    assert (summary["status"], summary["reason"]) == ("stopped_early", reason)
+    completed = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
+    assert (completed["event"], completed["status"], completed["reason"]) == ("completed", "stopped_early", reason)
+    assert done[0][0]["status"] == "stopped_early"
+
+
+def test_one_eta_the_status_says_what_the_metric_row_says_at_the_epoch_end(tmp_path):
+    seen = []
+    trainer = FakeTrainer(tmp_path, epochs=4, batches=4)
+    add_smartcash_callbacks(trainer, metrics_callback=lambda row: seen.append((row["eta"], state.snapshot()["eta"])))
+    state = registered(trainer.callbacks, RunState)
+    trainer.setup()
+    for m in (0.1, 0.2, 0.3):
+        trainer.run_epoch(m)  # each epoch takes trainer.epoch_time = 0.01 s
+    assert [row for row, _ in seen] == [status for _, status in seen] == pytest.approx([0.03, 0.02, 0.01])
+    assert [r["eta"] for r in json.loads((tmp_path / "metrics.json").read_text())["epochs"]] == [r for r, _ in seen]
+    trainer.run_callbacks("on_train_epoch_start")
+    trainer.run_callbacks("on_train_batch_end")
+    assert state.snapshot()["eta"] == pytest.approx(0.0075)  # the last epoch, 1 of its 4 batches done
+
+
+def test_stop_requests_end_a_single_process_run_after_the_batch(tmp_path):
+    trainer = FakeTrainer(tmp_path, epochs=3)
+    add_smartcash_callbacks(trainer)
+    state = registered(trainer.callbacks, RunState)
+    assert state.snapshot()["state"] == "idle"
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    assert state.snapshot()["state"] == "running" and not trainer.stop
+    assert state.request_stop("stop button") and not state.request_stop("again")  # the first reason is kept
+    assert (state.snapshot()["state"], state.snapshot()["reason"]) == ("stopping", "stop button")
+    trainer.run_callbacks("on_train_epoch_start")
+    trainer.run_callbacks("on_train_batch_end")
+    assert trainer.stop
+    trainer.finish()
+    assert (state.snapshot()["state"], state.snapshot()["reason"]) == ("stopped", "stop button")
+    summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    assert (summary["status"], summary["reason"]) == ("stopped", "stop button")
+
+
+def test_stop_requests_under_ddp_take_effect_at_the_epoch_end_on_rank_0(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, stops in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        trainer = SimpleNamespace(world_size=2, stop=False, epoch=0, epochs=3, train_loader=[None] * 4)
+        trainer.device, trainer.metrics, trainer.epoch_time = torch.device("cpu"), {}, 0.01
+        trainer.fitness = trainer.best_fitness = None
+        state = RunState()
+        state.request_stop("SIGTERM received")
+        state.on_train_epoch_start(trainer)
+        state.on_train_batch_end(trainer)
+        assert not trainer.stop  # a per-batch stop is not shared between ranks and would hang them
+        state.on_fit_epoch_end(trainer)
+        assert trainer.stop is stops  # rank 0 decides, Ultralytics broadcasts
+
+
+def test_run_state_pickles_without_its_lock_and_fails_with_the_exception(tmp_path):
+    state = pickle.loads(pickle.dumps(RunState()))
+    state.start()
+    assert state.snapshot()["state"] == "running"
+    try:
+        raise RuntimeError("CUDA error")
+    except RuntimeError as e:
+        state.fail(e)
+    assert (state.snapshot()["state"], state.snapshot()["reason"]) == ("failed", "RuntimeError: CUDA error")
+    forced = RunState()
+    forced.start()
+    forced.request_stop("SIGINT received")
+    forced.fail(KeyboardInterrupt("second SIGINT"))  # a second Ctrl-C while stopping
+    assert (forced.snapshot()["state"], forced.snapshot()["reason"]) == ("stopped", "KeyboardInterrupt: second SIGINT")
+
+
+def test_an_unknown_ui_callback_keyword_is_a_type_error_naming_it(tmp_path):
+    with pytest.raises(TypeError, match="progres_callback"):
+        add_smartcash_callbacks(FakeTrainer(tmp_path), progres_callback=print)
+    from smartcash_ultra.engine.trainer import SmartCashTrainer
+
+    with pytest.raises(TypeError, match="completion_calback"):
+        SmartCashTrainer(overrides={"project": str(tmp_path)}, completion_calback=print)

@@ -20,10 +20,10 @@ from conftest import ROOT, run_python
 from ultralytics.engine import trainer as engine
 from ultralytics.utils.dist import ddp_cleanup
 
-from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
+from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState
 from smartcash_ultra.engine.trainer import SmartCashTrainer
 
-KINDS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)
+KINDS = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState)
 CALLBACKS = {"progress": {"min_interval": 0}, "metrics_export": False}  # both differ from the defaults
 TRAINING = {"step_size": 3, "checkpoint_name": None}
 
@@ -38,11 +38,10 @@ cfg.update(save_dir="")
 trainer = state["trainer"](cfg=cfg, overrides=state["args"], _callbacks=state["callbacks"])
 trainer.model = state["model"]
 
-from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter
-from smartcash_ultra.callbacks.settings import model_settings
-from smartcash_ultra.utils.settings import training_settings
+from smartcash_ultra.callbacks import EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState
+from smartcash_ultra.utils.settings import model_settings
 
-kinds = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)
+kinds = (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState)
 handlers = [getattr(fn, "__self__", None) for fns in trainer.callbacks.values() for fn in fns]
 handlers = [h for h in handlers if isinstance(h, kinds)]
 print(json.dumps({
@@ -50,10 +49,10 @@ print(json.dumps({
     "model": type(trainer.model).__name__,
     "handlers": {k.__name__: sum(isinstance(h, k) for h in handlers) for k in kinds},
     "instances": {k.__name__: len({id(h) for h in handlers if isinstance(h, k)}) for k in kinds},
-    "user_callbacks": [getattr(h.progress_callback, "__name__", None) for h in {id(h): h for h in handlers}.values()
+    "user_callbacks": [getattr(h.ui.progress_callback, "__name__", None) for h in {id(h): h for h in handlers}.values()
                        if isinstance(h, ProgressReporter)],
-    "callbacks": model_settings(trainer),
-    "training": training_settings(trainer.model),
+    "run_state_found": trainer.run_state is next(h for h in handlers if isinstance(h, RunState)),
+    "settings": model_settings(trainer.model),
 }))
 """
 
@@ -75,6 +74,7 @@ def model_yaml(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_ddp_launch_rebuilds_the_smartcash_trainer_in_a_fresh_worker(tiny_data, model_yaml, tmp_path, monkeypatch):
     progress_log = tmp_path / "progress.log"
 
@@ -133,9 +133,10 @@ def test_ddp_launch_rebuilds_the_smartcash_trainer_in_a_fresh_worker(tiny_data, 
     assert rebuilt["handlers"] == parent_handlers
     assert rebuilt["instances"] == {k.__name__: 1 for k in KINDS}
     assert rebuilt["user_callbacks"] == ["on_progress"]
-    assert rebuilt["callbacks"]["progress"]["min_interval"] == 0
-    assert rebuilt["callbacks"]["metrics_export"]["enabled"] is False
-    assert {k: rebuilt["training"][k] for k in TRAINING} == TRAINING
+    assert rebuilt["run_state_found"]  # the worker's trainer reads the run state its callbacks update
+    assert rebuilt["settings"]["callbacks"]["progress"]["min_interval"] == 0
+    assert rebuilt["settings"]["callbacks"]["metrics_export"]["enabled"] is False
+    assert {k: rebuilt["settings"]["training"][k] for k in TRAINING} == TRAINING
 
     # the worker trained one epoch, with the user's closure and the settings in force there
     lines = [line.split() for line in progress_log.read_text().splitlines()]
@@ -149,3 +150,4 @@ def test_ddp_launch_rebuilds_the_smartcash_trainer_in_a_fresh_worker(tiny_data, 
     assert not (save_dir / "metrics.json").exists()  # metrics_export: false reached the worker
     events = [json.loads(line)["event"] for line in (save_dir / "events.jsonl").read_text().splitlines()]
     assert events.count("started") == 1 and events.count("completed") == 1  # one ProgressReporter in the worker
+    assert trainer.get_training_status()["state"] == "completed"  # the parent learns the outcome from last.pt

@@ -76,17 +76,48 @@ def wait_for(path: Path, child: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-def test_kill_9_mid_epoch_then_resume_finishes_the_planned_epochs(tiny_data, tmp_path):
+def fresh_markers(tmp_path: Path) -> None:
+    for leftover in tmp_path.glob("marker*"):
+        leftover.unlink()
+
+
+@pytest.mark.slow
+def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_finishes_the_planned_epochs(
+    tiny_data, tmp_path
+):
+    """One run of 4 epochs, interrupted three ways and resumed: SIGINT (graceful), two SIGINTs, ``kill -9``."""
     overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 4, **FAST}
-    overrides |= {"project": str(tmp_path), "name": "run"}
-    child, _ = start_training(tmp_path, overrides, "epoch 3/4 batch 1/")
+    save_dir = tmp_path / "run"
+    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "run"}, "epoch 2/4 batch 1/")
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-3000:]
+    status = json.loads(out.split("STATUS ", 1)[1])
+    assert status == {"state": "stopped", "epoch": 2, "reason": "SIGINT received"}
+    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1 and epochs_in(save_dir) == [1, 2]
+    assert json.loads((save_dir / "events.jsonl").read_text().splitlines()[-1])["status"] == "stopped"
+    summary = json.loads((save_dir / "metrics.json").read_text())["summary"]
+    assert (summary["status"], summary["reason"]) == ("stopped", "SIGINT received")  # the files agree on the outcome
+    assert "stopping after this batch" in out + err
+    before = json.loads((save_dir / "metrics.json").read_text())["epochs"]
+
+    resume = {"resume": str(save_dir / "weights/last.pt")}
+    fresh_markers(tmp_path)
+    child, marker = start_training(tmp_path, resume, "epoch 3/4 batch 1/")
+    child.send_signal(signal.SIGINT)
+    wait_for(Path(str(marker) + ".stopping"), child)  # the first one was handled: the run is stopping
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode != 0 and "second SIGINT: stopping now" in out + err and "STATUS" not in out
+    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1 and epochs_in(save_dir) == [1, 2]  # nothing saved
+
+    fresh_markers(tmp_path)
+    child, _ = start_training(tmp_path, resume, "epoch 3/4 batch 1/")
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=60)
-    save_dir = tmp_path / "run"
     assert child.returncode == -signal.SIGKILL
     assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1  # epochs 1 and 2 were saved; 3 was interrupted
     assert epochs_in(save_dir) == [1, 2]
-    before = json.loads((save_dir / "metrics.json").read_text())["epochs"]
 
     trainer = SmartCashTrainer.resume(save_dir / "weights/last.pt")
     result = trainer.train()
@@ -97,34 +128,7 @@ def test_kill_9_mid_epoch_then_resume_finishes_the_planned_epochs(tiny_data, tmp
         assert [line.split(",")[0].strip() for line in f.read().splitlines()[1:]] == ["1", "2", "3", "4"]
     assert result.last == save_dir / "weights/last.pt" and ckpt(result.last)["epoch"] == 3
     history = ckpt(result.last)["ema"].smartcash_state["early_stopping"]["history"]
-    assert [e for e, _ in history] == [1, 2, 3, 4]  # early-stopping state carried across the kill
-
-
-def test_sigint_stops_after_the_batch_saving_everything_and_a_second_one_forces(tiny_data, tmp_path):
-    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
-    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "once"}, "epoch 2/3 batch 1/")
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=300)
-    assert child.returncode == 0, err[-3000:]
-    status = json.loads(out.split("STATUS ", 1)[1])
-    assert status == {"state": "stopped", "epoch": 2, "reason": "SIGINT received"}
-    save_dir = tmp_path / "once"
-    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1 and epochs_in(save_dir) == [1, 2]
-    assert json.loads((save_dir / "events.jsonl").read_text().splitlines()[-1])["status"] == "stopped"
-    summary = json.loads((save_dir / "metrics.json").read_text())["summary"]
-    assert (summary["status"], summary["reason"]) == ("stopped", "SIGINT received")  # the files agree on the outcome
-    assert "stopping after this batch" in out + err
-
-    for leftover in tmp_path.glob("marker*"):
-        leftover.unlink()
-    child, marker = start_training(
-        tmp_path, {**overrides, "project": str(tmp_path), "name": "twice"}, "epoch 2/3 batch 1/"
-    )
-    child.send_signal(signal.SIGINT)
-    wait_for(Path(str(marker) + ".stopping"), child)  # the first one was handled: the run is stopping
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=300)
-    assert child.returncode != 0 and "second SIGINT: stopping now" in out + err and "STATUS" not in out
+    assert [e for e, _ in history] == [1, 2, 3, 4]  # early-stopping state carried across the interruptions
 
 
 def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):

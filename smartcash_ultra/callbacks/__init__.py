@@ -1,9 +1,10 @@
-"""SmartCash training callbacks: adaptive early stopping, metric export and progress reporting.
+"""SmartCash training callbacks: adaptive early stopping, metric export and progress reporting, and the run state.
 
 Each is a small object whose handlers (gathered in its ``callbacks`` dict, in Ultralytics' callback style) are
 registered with ``add_callback``. They are objects rather than module functions because each run needs its own state
 (observations, history, throttle clock); they pickle without the trainer, so Ultralytics' DDP launcher carries them
-into every worker, where they act on rank 0 only.
+into every worker, where they act on rank 0 only. The :class:`RunState` they share (epoch clock, ETA, outcome, stop
+request) is registered with them.
 
 ``SmartCashTrainer`` registers them itself. On a stock Ultralytics model it takes one call::
 
@@ -14,18 +15,20 @@ into every worker, where they act on rank 0 only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from smartcash_ultra.callbacks.early_stopping import AdaptiveEarlyStopping
 from smartcash_ultra.callbacks.metrics_export import MetricsExporter
-from smartcash_ultra.callbacks.progress import ProgressReporter
-from smartcash_ultra.callbacks.settings import model_settings, resolve
+from smartcash_ultra.callbacks.progress import ProgressReporter, UICallbacks
+from smartcash_ultra.callbacks.run_state import RunState, registered
+from smartcash_ultra.utils.settings import model_settings, resolve
 
 __all__ = [
     "AdaptiveEarlyStopping",
     "MetricsExporter",
     "ProgressReporter",
+    "RunState",
+    "UICallbacks",
     "add_smartcash_callbacks",
     "has_smartcash_callbacks",
     "registered",
@@ -35,33 +38,29 @@ __all__ = [
 def add_smartcash_callbacks(
     target,
     *,
-    progress_callback: Callable[[str, int, int, str], Any] | None = None,
-    metrics_callback: Callable[[dict], Any] | None = None,
-    error_callback: Callable[[BaseException, dict], Any] | None = None,
-    completion_callback: Callable[[dict], Any] | None = None,
     early_stopping: bool | dict[str, Any] | None = None,
     metrics_export: bool | None = None,
     events_file: bool | None = None,
     min_interval: float | None = None,
+    **ui,
 ):
-    """Register the three SmartCash callbacks on a ``YOLO`` model or a trainer (anything with ``add_callback``).
+    """Register the three SmartCash callbacks and the run state on a ``YOLO`` model or a trainer (``add_callback``).
 
-    Settings left None come from the model YAML's ``smartcash.callbacks`` section, else the defaults (all on).
-    ``early_stopping`` takes False or a mapping of :data:`smartcash_ultra.callbacks.settings.DEFAULTS`'s names; the
-    base patience is Ultralytics' ``patience`` argument. Returns ``target``.
+    ``ui`` takes the :class:`UICallbacks` by name (``progress_callback=``...). Settings left None come from the model
+    YAML's ``smartcash.callbacks`` section, else the defaults (all on). ``early_stopping`` takes False or a mapping of
+    the names in :data:`smartcash_ultra.utils.settings.DEFAULTS`; the base patience is Ultralytics' ``patience``
+    argument. Returns ``target``.
 
     Raises:
         ValueError: when ``target`` already has them (they would report twice), or a setting is unknown.
+        TypeError: naming an unknown UI callback keyword.
     """
     if has_smartcash_callbacks(getattr(target, "callbacks", {})):
         raise ValueError(f"{type(target).__name__} already has the SmartCash callbacks")
-    for handler in (
-        EarlyStoppingInstaller(early_stopping),
-        MetricsExporter(metrics_export),
-        ProgressReporter(
-            progress_callback, metrics_callback, error_callback, completion_callback, events_file, min_interval
-        ),
-    ):
+    handlers = (EarlyStoppingInstaller(early_stopping), MetricsExporter(metrics_export))
+    reporter = ProgressReporter(events_file, min_interval, **ui)
+    RunState.of(target)  # first: at each event the others see its update (epoch closed, requested stop set)
+    for handler in (*handlers, reporter):
         for event, fn in handler.callbacks.items():
             target.add_callback(event, fn)
     return target
@@ -72,12 +71,6 @@ def has_smartcash_callbacks(callbacks: dict[str, list]) -> bool:
     return registered(callbacks, (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)) is not None
 
 
-def registered(callbacks: dict[str, list], kinds: type | tuple[type, ...]):
-    """Return the first object of type ``kinds`` whose bound methods are among ``callbacks`` (None if none is)."""
-    owners = (getattr(fn, "__self__", None) for fns in callbacks.values() for fn in fns)
-    return next((owner for owner in owners if isinstance(owner, kinds)), None)
-
-
 class EarlyStoppingInstaller:
     """Builds the :class:`AdaptiveEarlyStopping` once the run's settings and ``patience`` are known, and installs it.
 
@@ -86,7 +79,10 @@ class EarlyStoppingInstaller:
 
     def __init__(self, settings: bool | dict[str, Any] | None = None):
         """Take ``settings`` None: from the model YAML; False: off; a mapping: these settings over the defaults."""
-        self.explicit = None if settings is None else resolve({"early_stopping": settings}, "early_stopping")
+        self.explicit = None
+        if settings is not None:  # checked now, as the model YAML's section is
+            source = "add_smartcash_callbacks(early_stopping=...)"
+            self.explicit = resolve({"callbacks": {"early_stopping": settings}}, source)["callbacks"]
         self.stopper: AdaptiveEarlyStopping | None = None
 
     @property
@@ -96,7 +92,7 @@ class EarlyStoppingInstaller:
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Build the stopper from the settings and hand over to it."""
-        settings = (self.explicit or model_settings(trainer))["early_stopping"]
+        settings = (self.explicit or model_settings(trainer.model)["callbacks"])["early_stopping"]
         self.stopper = None
         if settings["enabled"]:
             kwargs = {k: v for k, v in settings.items() if k != "enabled"}

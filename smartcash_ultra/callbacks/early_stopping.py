@@ -27,7 +27,7 @@ from typing import Any
 
 from ultralytics.utils import LOGGER, colorstr
 
-from smartcash_ultra.callbacks.settings import is_main_process
+from smartcash_ultra.utils.settings import is_main_process
 
 STATE_ATTR = "smartcash_state"
 """Attribute of the EMA model that carries callback state into every checkpoint Ultralytics writes."""

@@ -9,72 +9,19 @@ With Ultralytics' own validator (a stock model), per-class AP comes from its ``D
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
 from smartcash_ultra.utils.metrics import class_ap
 
 
-class EpochClock:
-    """Times the phases of each epoch from Ultralytics' events, and knows whether the epoch validated.
-
-    ``in_epoch`` is False outside the epoch loop, e.g. during the final evaluation of best.pt after training, which
-    Ultralytics reports with a second ``on_fit_epoch_end``.
-    """
-
-    def __init__(self):
-        """Start with no epoch."""
-        self.in_epoch = self.validated = False
-        self.epoch_start = self.train_end = self.val_start = 0.0
-        self.train_time = self.val_time = 0.0
-        self.epoch_times: list[float] = []
-
-    def on_train_epoch_start(self, trainer) -> None:
-        """Open an epoch."""
-        self.in_epoch, self.validated = True, False
-        self.epoch_start, self.val_time = time.perf_counter(), 0.0
-        if trainer.device.type == "cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(trainer.device)  # per-epoch peak in the record
-
-    def on_train_epoch_end(self, trainer) -> None:
-        """Close the training phase."""
-        self.train_end = time.perf_counter()
-        self.train_time = self.train_end - self.epoch_start
-
-    def on_val_start(self, validator) -> None:
-        """Start timing validation."""
-        self.val_start = time.perf_counter()
-
-    def on_val_end(self, validator) -> None:
-        """Stop timing validation; within an epoch this marks it as validated."""
-        self.val_time += time.perf_counter() - self.val_start
-        self.validated = self.validated or self.in_epoch
-
-    def close(self, trainer) -> bool:
-        """At ``on_fit_epoch_end``: close the epoch; return False when this is no epoch of the loop."""
-        if not self.in_epoch:
-            return False
-        self.in_epoch = False
-        self.epoch_times.append(float(trainer.epoch_time or time.perf_counter() - self.epoch_start))
-        return True
-
-    def eta(self, trainer) -> float:
-        """Seconds left at the mean epoch time of this session."""
-        if not self.epoch_times:
-            return math.nan
-        return sum(self.epoch_times) / len(self.epoch_times) * max(trainer.epochs - trainer.epoch - 1, 0)
-
-
-def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
-    """Return every figure of the epoch that just ended (``clock.close`` already called); NaN becomes None."""
-    record: dict[str, Any] = {"epoch": trainer.epoch + 1, "epochs": trainer.epochs, "validated": clock.validated}
+def epoch_record(trainer, state) -> dict[str, Any]:
+    """Return every figure of the epoch the :class:`RunState` ``state`` just closed; NaN becomes None."""
+    record: dict[str, Any] = {"epoch": trainer.epoch + 1, "epochs": trainer.epochs, "validated": state.validated}
     record.update(trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss else {})
     record.update(getattr(trainer, "lr", None) or {})
     metrics = dict(trainer.metrics or {})
-    if clock.validated:
+    if state.validated:
         record.update(metrics)
         record["fitness"] = trainer.fitness
         if not any(k.startswith("AP50(B)/") for k in metrics):  # Ultralytics' validator: per-class AP from its stats
@@ -82,33 +29,13 @@ def epoch_record(trainer, clock: EpochClock) -> dict[str, Any]:
         record.update(layer_means(record, trainer.data["names"]))
     else:  # Ultralytics repeats the last validation in results.csv; these columns stay empty instead
         record.update(dict.fromkeys([*metrics, "fitness"]))
-    record.update(
-        {
-            "epoch_time": clock.epoch_times[-1] if clock.epoch_times else None,
-            "train_time": clock.train_time,
-            "val_time": clock.val_time if clock.validated else None,
-            "eta": clock.eta(trainer),
-        }
-    )
+    record.update(state.timing())
     summary = getattr(trainer.stopper, "summary", None)
     if callable(summary):
         stopper = summary()
         record.update({f"early_stopping/{k}": stopper[k] for k in ("wait", "patience", "best", "improvement_rate")})
     record.update(gpu_stats(trainer.device))
     return {k: clean(v) for k, v in record.items()}
-
-
-def run_outcome(trainer) -> tuple[str, str | None]:
-    """Return how a finished run ended, and why, for ``metrics.json`` and ``events.jsonl`` alike.
-
-    ``completed`` (all epochs), ``stopped_early`` (early stopping) or ``stopped`` (a stop request:
-    ``SmartCashTrainer.stop_training()``, SIGINT, SIGTERM).
-    """
-    stop = getattr(trainer, "stop_request", None)
-    if stop is not None and stop.requested:
-        return "stopped", stop.reason
-    status = "completed" if trainer.epoch + 1 >= trainer.epochs else "stopped_early"
-    return status, getattr(trainer.stopper, "stop_reason", None)
 
 
 def per_class_ap(metrics, names: dict[int, str]) -> dict[str, float]:

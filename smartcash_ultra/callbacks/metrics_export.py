@@ -16,9 +16,10 @@ from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
-from smartcash_ultra.callbacks.settings import is_main_process, model_settings
+from smartcash_ultra.callbacks.epoch_record import clean, epoch_record
+from smartcash_ultra.callbacks.run_state import RunState
 from smartcash_ultra.utils.files import write_atomic
+from smartcash_ultra.utils.settings import is_main_process, model_settings
 
 JSON_NAME, CSV_NAME = "metrics.json", "metrics.csv"
 
@@ -30,7 +31,7 @@ class MetricsExporter:
         """Take ``enabled`` None from the model YAML's ``smartcash.callbacks.metrics_export`` (on by default)."""
         self.explicit = enabled
         self.enabled = False
-        self.clock = EpochClock()
+        self.state: RunState | None = None
         self.save_dir: Path | None = None
         self.run: dict[str, Any] = {}
         self.epochs: list[dict[str, Any]] = []
@@ -42,20 +43,19 @@ class MetricsExporter:
         """Ultralytics events this object handles, for ``add_callback``."""
         return {
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
-            "on_train_epoch_start": self.clock.on_train_epoch_start,
-            "on_train_epoch_end": self.clock.on_train_epoch_end,
-            "on_val_start": self.clock.on_val_start,
-            "on_val_end": self.clock.on_val_end,
             "on_fit_epoch_end": self.on_fit_epoch_end,
             "on_train_end": self.on_train_end,
         }
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Decide whether to export; on resume, load the history up to the checkpoint's epoch."""
-        enabled = model_settings(trainer)["metrics_export"]["enabled"] if self.explicit is None else self.explicit
+        enabled = self.explicit
+        if enabled is None:
+            enabled = model_settings(trainer.model)["callbacks"]["metrics_export"]["enabled"]
         self.enabled = bool(enabled) and is_main_process()
         if not self.enabled:
             return
+        self.state = RunState.of(trainer)
         self.save_dir = Path(trainer.save_dir)
         self.run = {
             "save_dir": str(self.save_dir),
@@ -87,11 +87,10 @@ class MetricsExporter:
 
     def on_fit_epoch_end(self, trainer) -> None:
         """Append the epoch's record (or, after training, the final validation of best.pt) and write both files."""
-        in_epoch = self.clock.close(trainer)
         if not self.enabled:
             return
-        if in_epoch:
-            record = epoch_record(trainer, self.clock)
+        if self.state.end_epoch(trainer):
+            record = epoch_record(trainer, self.state)
             self.epochs = [r for r in self.epochs if r["epoch"] < record["epoch"]] + [record]
         else:
             self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
@@ -100,7 +99,7 @@ class MetricsExporter:
     def on_train_end(self, trainer) -> None:
         """Write the summary with the run's outcome, the final figures and the weight paths."""
         if self.enabled:
-            self.status, self.reason = run_outcome(trainer)
+            self.status, self.reason = self.state.finish(trainer)
             self.write(trainer)
 
     def summary(self, trainer) -> dict[str, Any]:
@@ -127,8 +126,8 @@ class MetricsExporter:
         write_atomic(self.save_dir / CSV_NAME, to_csv(self.epochs).encode())
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle settings only (DDP launch scripts pickle callbacks)."""
-        return {**self.__dict__, "epochs": [], "final": None}
+        """Pickle settings only (DDP launch scripts pickle callbacks); the worker finds its run state again."""
+        return {**self.__dict__, "epochs": [], "final": None, "state": None}
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:

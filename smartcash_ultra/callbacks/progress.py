@@ -1,20 +1,7 @@
-"""Progress reporting for UIs: progress, metrics, error and completion callbacks, and ``events.jsonl``.
+"""Progress reporting for UIs: the UI callbacks of :class:`UICallbacks`, and ``events.jsonl``.
 
-``progress_callback(level, current, total, message)`` has three levels, each counting up to an exact ``total`` that
-it always reaches:
-
-- ``overall``: epochs of the whole run (``current`` = epochs done; the completion event brings it to ``total``
-  also when early stopping ended the run sooner);
-- ``epoch``: batches of the current epoch, training then validation;
-- ``batch``: training batches of the current epoch, the message carrying the running mean losses.
-
-``epoch`` and ``batch`` events are throttled to one per ``min_interval`` seconds (the first and the last of an
-epoch always pass). ``metrics_callback(metrics)`` gets the epoch's record (the row of ``metrics.json``) once per
-epoch, ``error_callback(exc, context)`` the exception that ended a failed run, ``completion_callback(summary)`` the
-outcome of a finished one. The same events go to ``events.jsonl`` in the run dir, one JSON object per line, so a UI
-in another process can follow the run (and under DDP, where callbacks run in the worker processes).
-
-A callback that raises is reported once and skipped: a UI bug must not kill a long run.
+The same events go to ``events.jsonl`` in the run dir, one JSON object per line, so a UI in another process can follow
+the run (and under DDP, where callbacks run in the worker processes).
 """
 
 from __future__ import annotations
@@ -24,37 +11,58 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.epoch_record import EpochClock, clean, epoch_record, run_outcome
-from smartcash_ultra.callbacks.settings import DEFAULTS, is_main_process, model_settings
+from smartcash_ultra.callbacks.epoch_record import clean, epoch_record
+from smartcash_ultra.callbacks.run_state import RunState
+from smartcash_ultra.utils.settings import DEFAULTS, is_main_process, model_settings
 
 EVENTS_NAME = "events.jsonl"
-LEVELS = ("overall", "epoch", "batch")
+
+
+@dataclass(frozen=True)
+class UICallbacks:
+    """The UI callbacks of a run, each optional; every API that takes them takes these keyword names.
+
+    - ``progress_callback(level, current, total, message)`` has three levels, each counting up to an exact ``total``
+      that it always reaches: ``overall``, epochs of the whole run (``current`` = epochs done; the completion event
+      brings it to ``total`` also when early stopping ended the run sooner); ``epoch``, batches of the current epoch,
+      training then validation; ``batch``, training batches of the current epoch, the message carrying the running
+      mean losses. ``epoch`` and ``batch`` events are throttled to one per ``min_interval`` seconds (the first and
+      the last of an epoch always pass).
+    - ``metrics_callback(record)`` gets the epoch's record (its row of ``metrics.json``) once per epoch.
+    - ``error_callback(exc, context)`` gets the exception that ended a failed run; ``context`` holds ``stage``,
+      ``epoch``, ``batch`` and ``save_dir``.
+    - ``completion_callback(summary)`` gets the outcome of a finished run: ``status`` (``completed``,
+      ``stopped_early`` or ``stopped``), ``reason``, ``epochs_completed``, ``epochs``, ``final_metrics``, ``best``,
+      ``last`` and ``save_dir``.
+
+    A callback that raises is reported once and skipped: a UI bug must not kill a long run. They are called on rank 0
+    only, so under DDP in the worker process: they must pickle (closures and lambdas do).
+    """
+
+    progress_callback: Callable[[str, int, int, str], Any] | None = None
+    metrics_callback: Callable[[dict], Any] | None = None
+    error_callback: Callable[[BaseException, dict], Any] | None = None
+    completion_callback: Callable[[dict], Any] | None = None
 
 
 class ProgressReporter:
     """Turns Ultralytics' training events into progress, metrics, error and completion events (rank 0 only)."""
 
-    def __init__(
-        self,
-        progress_callback: Callable[[str, int, int, str], Any] | None = None,
-        metrics_callback: Callable[[dict], Any] | None = None,
-        error_callback: Callable[[BaseException, dict], Any] | None = None,
-        completion_callback: Callable[[dict], Any] | None = None,
-        events_file: bool | None = None,
-        min_interval: float | None = None,
-    ):
-        """Callbacks are optional; ``events_file``/``min_interval`` None take the model YAML's ``progress`` section."""
-        self.progress_callback, self.metrics_callback = progress_callback, metrics_callback
-        self.error_callback, self.completion_callback = error_callback, completion_callback
+    def __init__(self, events_file: bool | None = None, min_interval: float | None = None, **ui):
+        """Take the :class:`UICallbacks` by name; ``events_file``, ``min_interval`` None: from the model YAML."""
+        self.ui = UICallbacks(**ui)
         self.explicit = {"enabled": events_file, "min_interval": min_interval}
         self.events_file = events_file is not False
-        self.min_interval = DEFAULTS["progress"]["min_interval"] if min_interval is None else float(min_interval)
-        self.clock = EpochClock()
+        self.min_interval = (
+            DEFAULTS["callbacks"]["progress"]["min_interval"] if min_interval is None else float(min_interval)
+        )
+        self.state: RunState | None = None
         self.events_path: Path | None = None
         self.stage = "setup"
         self.batch = self.val_batch = self.epoch_total = self.train_batches = 0
@@ -72,9 +80,7 @@ class ProgressReporter:
             "on_train_epoch_start": self.on_train_epoch_start,
             "on_train_batch_end": self.on_train_batch_end,
             "on_train_epoch_end": self.on_train_epoch_end,
-            "on_val_start": self.clock.on_val_start,
             "on_val_batch_end": self.on_val_batch_end,
-            "on_val_end": self.on_val_end,
             "on_fit_epoch_end": self.on_fit_epoch_end,
             "on_train_end": self.on_train_end,
             "teardown": self.teardown,
@@ -83,8 +89,10 @@ class ProgressReporter:
     # ------------------------------------------------------------------------------------------------ events
     def on_pretrain_routine_end(self, trainer) -> None:
         """Read the settings and open the run's event log."""
-        settings = {**model_settings(trainer)["progress"], **{k: v for k, v in self.explicit.items() if v is not None}}
+        explicit = {k: v for k, v in self.explicit.items() if v is not None}
+        settings = {**model_settings(trainer.model)["callbacks"]["progress"], **explicit}
         self.events_file, self.min_interval = bool(settings["enabled"]), float(settings["min_interval"])
+        self.state = RunState.of(trainer)
         self._open(trainer)
         resumed = trainer.start_epoch > 0
         self.event("started", save_dir=str(trainer.save_dir), epochs=trainer.epochs, resumed=resumed)
@@ -97,7 +105,6 @@ class ProgressReporter:
 
     def on_train_epoch_start(self, trainer) -> None:
         """Open the epoch: its total is the training batches plus, when it will validate, the validation batches."""
-        self.clock.on_train_epoch_start(trainer)
         self.stage, self.batch, self.val_batch = "train", 0, 0
         self.train_batches = len(trainer.train_loader)
         self.epoch_total = self.train_batches + (len(trainer.test_loader) if expects_validation(trainer) else 0)
@@ -116,30 +123,25 @@ class ProgressReporter:
         self.emit("epoch", min(self.batch, self.epoch_total), self.epoch_total, f"{epoch} training", edge)
 
     def on_train_epoch_end(self, trainer) -> None:
-        """Stop the training clock; validation comes next."""
-        self.clock.on_train_epoch_end(trainer)
+        """Move on to validation."""
         self.stage = "validation"
 
     def on_val_batch_end(self, validator) -> None:
         """Per validation batch of an epoch: ``epoch`` progress, throttled (the final evaluation is not an epoch)."""
-        if not self.clock.in_epoch:
+        if self.state is None or not self.state.in_epoch:
             return
         self.val_batch += 1
         current = min(self.train_batches + self.val_batch, self.epoch_total)
         self.emit("epoch", current, self.epoch_total, f"validation batch {self.val_batch}", current == self.epoch_total)
 
-    def on_val_end(self, validator) -> None:
-        """Close validation timing."""
-        self.clock.on_val_end(validator)
-
     def on_fit_epoch_end(self, trainer) -> None:
         """Finish the epoch at 100 %, send its metrics, advance the overall progress."""
-        if not self.clock.close(trainer):
+        if not self.state.end_epoch(trainer):
             self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}  # final evaluation of best.pt
             return
         epoch, total = trainer.epoch + 1, trainer.epochs
         self.emit("epoch", self.epoch_total, self.epoch_total, f"epoch {epoch}/{total} done", force=True)
-        record = epoch_record(trainer, self.clock)
+        record = epoch_record(trainer, self.state)
         self.call("metrics_callback", record)
         self.event("metrics", metrics=record)
         figures = ", ".join(
@@ -153,7 +155,7 @@ class ProgressReporter:
     def on_train_end(self, trainer) -> None:
         """Completion: overall progress to 100 % and the outcome."""
         epochs_run, total = trainer.epoch + 1, trainer.epochs
-        status, reason = run_outcome(trainer)
+        status, reason = self.state.finish(trainer)
         message = f"{status.replace('_', ' ')} after epoch {epochs_run}/{total}" + (f": {reason}" if reason else "")
         self.emit("overall", total, total, message, force=True)
         summary = {
@@ -202,7 +204,7 @@ class ProgressReporter:
 
     def call(self, name: str, *args) -> None:
         """Call a user callback on rank 0; one that raises is logged once and skipped from then on."""
-        fn = getattr(self, name)
+        fn = getattr(self.ui, name)
         if fn is None or name in self._failed_callbacks or not is_main_process():
             return
         try:
@@ -232,8 +234,8 @@ class ProgressReporter:
             self._file = None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the open file (DDP launch scripts pickle callbacks)."""
-        return {**self.__dict__, "_file": None}
+        """Pickle without the open file (DDP launch scripts pickle callbacks); the worker finds its run state again."""
+        return {**self.__dict__, "_file": None, "state": None}
 
 
 def expects_validation(trainer) -> bool:

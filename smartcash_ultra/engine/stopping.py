@@ -1,9 +1,7 @@
-"""Graceful stop: a request from any thread, SIGINT or SIGTERM ends the run at the next safe point.
+"""Graceful stop on signals: SIGINT or SIGTERM become a stop request, which ends the run at the next safe point.
 
-The safe point is the end of the current training batch: Ultralytics then validates, writes ``last.pt`` (and best.pt
-when it improved), the metric files, runs the final evaluation and ends normally. Under DDP, where a per-batch stop
-is not shared between ranks (and would hang them), the request takes effect at the end of the epoch, decided on rank
-0 and broadcast by Ultralytics. A second SIGINT stops at once (``KeyboardInterrupt``).
+The request and its safe points (the end of the batch, under DDP of the epoch) are the run state's
+(:class:`smartcash_ultra.callbacks.run_state.RunState`). A second SIGINT stops at once (``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -13,48 +11,10 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.settings import is_main_process
-
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class StopRequest:
-    """A flag any thread may raise; the trainer's batch and epoch events turn it into ``trainer.stop``."""
-
-    def __init__(self):
-        """Start with no request."""
-        self.reason: str | None = None
-
-    @property
-    def requested(self) -> bool:
-        """Return True once a stop was asked for."""
-        return self.reason is not None
-
-    def request(self, reason: str = "stop requested") -> bool:
-        """Ask the run to stop; return False when a stop was already requested (the first reason is kept)."""
-        if self.reason is not None:
-            return False
-        self.reason = reason
-        return True
-
-    @property
-    def callbacks(self) -> dict[str, Any]:
-        """Ultralytics events where a requested stop takes effect, for ``add_callback``."""
-        return {"on_train_batch_end": self.on_train_batch_end, "on_fit_epoch_end": self.on_fit_epoch_end}
-
-    def on_train_batch_end(self, trainer) -> None:
-        """Single process: stop after this batch."""
-        if self.requested and trainer.world_size <= 1:
-            trainer.stop = True
-
-    def on_fit_epoch_end(self, trainer) -> None:
-        """DDP: stop after this epoch (rank 0 decides; Ultralytics broadcasts ``trainer.stop`` right after)."""
-        if self.requested and is_main_process():
-            trainer.stop = True
 
 
 @contextmanager

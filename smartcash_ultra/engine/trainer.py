@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from copy import copy
 from dataclasses import dataclass
@@ -23,17 +22,16 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
-from smartcash_ultra.callbacks import add_smartcash_callbacks, has_smartcash_callbacks, registered
+from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.data.dataset import build_smartcash_dataset
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
-from smartcash_ultra.engine.status import TrainingStatus
-from smartcash_ultra.engine.stopping import StopRequest, stop_on_signals
+from smartcash_ultra.engine.stopping import stop_on_signals
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
 from smartcash_ultra.utils.files import write_atomic
-from smartcash_ultra.utils.settings import training_settings
+from smartcash_ultra.utils.settings import model_settings
 
 
 @dataclass(frozen=True)
@@ -58,38 +56,23 @@ class SmartCashTrainer(DetectionTrainer):
         cfg: str | Path | dict | SimpleNamespace = DEFAULT_CFG,
         overrides: dict[str, Any] | None = None,
         _callbacks: dict | None = None,
-        *,
-        progress_callback: Callable[[str, int, int, str], Any] | None = None,
-        metrics_callback: Callable[[dict], Any] | None = None,
-        error_callback: Callable[[BaseException, dict], Any] | None = None,
-        completion_callback: Callable[[dict], Any] | None = None,
+        **ui,
     ):
         """Merge the cfg YAML/dict under ``overrides``, initialise the Ultralytics trainer, add the SmartCash callbacks.
 
         The callbacks' settings come from the model YAML's ``smartcash.callbacks`` section (see
-        :mod:`smartcash_ultra.callbacks`); the UI callbacks passed here receive their events.
+        :mod:`smartcash_ultra.callbacks`); the UI callbacks passed here (:class:`UICallbacks`, by name) receive their
+        events.
         """
+        UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before Ultralytics' setup
         super().__init__(DEFAULT_CFG, {**load_train_cfg(cfg), **(overrides or {})}, _callbacks)
         self.wdir = AtomicPath(self.wdir)  # every checkpoint write_bytes() below goes through a temp file + rename
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
-        ui = (progress_callback, metrics_callback, error_callback, completion_callback)
         if not has_smartcash_callbacks(self.callbacks):  # a DDP worker or YOLO.add_callback user brought them
-            add_smartcash_callbacks(
-                self,
-                progress_callback=progress_callback,
-                metrics_callback=metrics_callback,
-                error_callback=error_callback,
-                completion_callback=completion_callback,
-            )
-        elif any(ui):
+            add_smartcash_callbacks(self, **ui)
+        elif any(fn is not None for fn in ui.values()):
             raise ValueError("these callbacks already carry SmartCash callbacks: pass the UI callbacks to that call")
-        # a DDP worker gets them with the parent's callbacks; a new pair would only shadow them
-        self.status = registered(self.callbacks, TrainingStatus) or TrainingStatus()
-        self.stop_request = registered(self.callbacks, StopRequest) or StopRequest()
-        for handler in (self.status, self.stop_request):
-            if not registered(self.callbacks, type(handler)):
-                for event, fn in handler.callbacks.items():
-                    self.add_callback(event, fn)
+        self.run_state = RunState.of(self)  # a DDP worker's came with the parent's callbacks
         self._schedule_epochs: int | None = None  # set by extend(): the LR schedule keeps its original length
         self.extended_from: int | None = None  # set by extend(): the epochs planned before
         self._named_best: Path | None = None
@@ -104,7 +87,7 @@ class SmartCashTrainer(DetectionTrainer):
         resume change (data, device, batch, workers, ...). ``additional_epochs`` extends the run beyond its plan,
         also a finished one: optimizer, EMA and early-stopping state carry on and the added epochs run at the
         learning rate the schedule ended at (``smartcash.training.schedule_epochs`` keeps the original length).
-        ``ui`` takes the UI callbacks of :class:`SmartCashTrainer`.
+        ``ui`` takes the UI callbacks of :class:`SmartCashTrainer` (:class:`UICallbacks`, by name).
 
         Raises:
             FileNotFoundError: no such file.
@@ -113,6 +96,7 @@ class SmartCashTrainer(DetectionTrainer):
         """
         from ultralytics.utils.patches import torch_load
 
+        UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before the checkpoint is read
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
@@ -147,22 +131,19 @@ class SmartCashTrainer(DetectionTrainer):
 
         Returns False when a stop was already requested.
         """
-        first = self.stop_request.request(reason)
-        if first and self.status.state == "running":
-            self.status.set_state("stopping", reason)
-        return first
+        return self.run_state.request_stop(reason)
 
     def get_training_status(self) -> dict[str, Any]:
-        """Return where the run stands (thread-safe; see :mod:`smartcash_ultra.engine.status`).
+        """Return where the run stands (thread-safe; see :mod:`smartcash_ultra.callbacks.run_state`).
 
         Keys: state, epoch, epochs, batch, batches, best_fitness, best_epoch, last_metrics, elapsed, eta, reason,
         save_dir.
         """
-        return {**self.status.snapshot(), "save_dir": str(self.save_dir)}
+        return {**self.run_state.snapshot(), "save_dir": str(self.save_dir)}
 
     def training_settings(self) -> dict[str, Any]:
         """Return the model YAML's ``smartcash.training`` settings, validated."""
-        return training_settings(self.model)
+        return model_settings(self.model)["training"]
 
     def validates_epoch(self, epoch: int) -> bool:
         """Return True when ``epoch`` (0-based) validates: every ``val_interval`` epochs, the last, a stopping one."""
@@ -246,7 +227,7 @@ class SmartCashTrainer(DetectionTrainer):
         Ultralytics calls this once the optimizer exists and again, in time mode (``time=``), after every epoch with
         the re-estimated ``self.epochs``; both calls land here. Warm-up stays Ultralytics' own, on top of ``self.lf``.
         """
-        settings = training_settings(self.model)
+        settings = self.training_settings()
         if settings["scheduler"] is None and settings["schedule_epochs"] is None:
             return super()._setup_scheduler()
         schedule = Schedule(
@@ -265,28 +246,23 @@ class SmartCashTrainer(DetectionTrainer):
         """Train, then return the final metrics (of best.pt) and the weight paths.
 
         SIGINT and SIGTERM (main thread) stop the run gracefully, as :meth:`stop_training` does; a second SIGINT
-        stops at once. The status ends ``completed``, ``stopped`` or ``failed``.
+        stops at once. The status ends ``completed``, ``stopped_early``, ``stopped`` or ``failed``.
         """
-        self.status.set_state("running")
-        if self.stop_request.requested:  # asked to stop before it started
-            self.status.set_state("stopping", self.stop_request.reason)
+        from ultralytics.utils.patches import torch_load
+
+        self.run_state.start()
         try:
             # a DDP parent only waits for torchrun: its workers run train() and handle the signals themselves
             with nullcontext() if self.ddp else stop_on_signals(self.stop_training):
                 super().train()
         except BaseException as e:
-            forced = isinstance(e, KeyboardInterrupt) and self.stop_request.requested
-            self.status.set_state("stopped" if forced else "failed", reason=f"{type(e).__name__}: {e}")
+            self.run_state.fail(e)
             raise
-        if self.stop_request.requested:
-            self.status.set_state("stopped", self.stop_request.reason)
-        else:
-            stopper = getattr(self, "stopper", None)  # a DDP parent sets none up: its workers train
-            self.status.set_state("completed", getattr(stopper, "stop_reason", None))
+        if self.ddp:  # the workers trained; how far they got is in last.pt (kept whole, see final_eval)
+            self.epoch = torch_load(self.last, map_location="cpu")["epoch"] if self.last.exists() else self.epochs - 1
+        self.run_state.finish(self)  # on rank 0 on_train_end has decided already
         metrics = dict(self.metrics or {})
         if not metrics and self.best.exists():  # DDP: the workers validated, the checkpoint carries the figures
-            from ultralytics.utils.patches import torch_load
-
             metrics = dict(torch_load(self.best, map_location="cpu").get("train_metrics") or {})
         return TrainResult(
             metrics=metrics,

@@ -1,39 +1,69 @@
-"""Training settings Ultralytics has no argument for, from the model YAML's ``smartcash.training`` section.
+"""The plugin's settings, from the model YAML's ``smartcash:`` section: ``training`` and ``callbacks``.
 
-They sit in the model YAML for the reason the callbacks' do (:mod:`smartcash_ultra.callbacks.settings`): Ultralytics
-rejects unknown keys in a training cfg, and the model YAML is saved in every checkpoint and re-read by DDP workers, so
-resume and DDP keep them. Everything Ultralytics has an argument for (optimizer, lr0, lrf, warmup_epochs, box, cls,
-amp, ...) stays an Ultralytics argument.
+They sit in the model YAML, not the training cfg, because Ultralytics rejects unknown keys in a training cfg, and
+because the model YAML is saved in every checkpoint and re-read by DDP workers, so resume and DDP keep them.
+Everything Ultralytics has an argument for (optimizer, lr0, lrf, warmup_epochs, box, cls, amp, patience, ...) stays an
+Ultralytics argument. The section's other keys (``backbone_weights``, ``scale``) are the model's own.
 """
 
 from __future__ import annotations
 
+import os
 from copy import deepcopy
 from typing import Any
 
 SCHEDULERS = ("linear", "cosine", "step", "exponential")
-DEFAULTS: dict[str, Any] = {
-    "scheduler": None,  # null: Ultralytics' own choice (cos_lr: cosine, else linear)
-    "step_size": 10,  # step: epochs between decays
-    "gamma": None,  # step: 0.1, exponential: 0.95 (factor per step / per epoch)
-    "schedule_epochs": None,  # length of the LR schedule; null: the run's epochs (extensions keep the original)
-    "val_interval": 1,  # validate every N epochs, and always at the last
-    "checkpoint_name": "best_{backbone}_{date}.pt",  # a copy of best.pt under this name; null: none
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "training": {
+        "scheduler": None,  # null: Ultralytics' own choice (cos_lr: cosine, else linear)
+        "step_size": 10,  # step: epochs between decays
+        "gamma": None,  # step: 0.1, exponential: 0.95 (factor per step / per epoch)
+        "schedule_epochs": None,  # length of the LR schedule; null: the run's epochs (extensions keep the original)
+        "val_interval": 1,  # validate every N epochs, and always at the last
+        "checkpoint_name": "best_{backbone}_{date}.pt",  # a copy of best.pt under this name; null: none
+    },
+    "callbacks": {
+        "early_stopping": {
+            "enabled": True,
+            "monitor": "fitness",
+            "mode": "auto",  # min for losses, max otherwise
+            "min_delta": 0.001,
+            "adaptive": True,
+            "max_patience": None,  # 2x patience
+            "min_rate": None,  # min_delta
+        },
+        "metrics_export": {"enabled": True},
+        "progress": {"enabled": True, "min_interval": 0.5},  # enabled: events.jsonl in the run dir
+    },
 }
-"""Every ``smartcash.training`` setting and its default."""
+"""Every setting and its default; in ``callbacks``, ``name: false`` is short for ``{enabled: false}``."""
 
 
-def resolve_training(section: dict[str, Any] | None, source: str = "smartcash.training") -> dict[str, Any]:
-    """Merge ``section`` (as written in a model YAML) over :data:`DEFAULTS`, rejecting unknown names and bad values."""
-    settings = deepcopy(DEFAULTS)
-    if section is None:
-        return settings
+def resolve(section: dict[str, Any] | None, source: str = "smartcash") -> dict[str, dict[str, Any]]:
+    """Merge a model YAML's ``smartcash:`` section over :data:`DEFAULTS`; errors name ``source`` and the setting.
+
+    Raises:
+        ValueError: a part is no mapping, a name is unknown, or a training value is out of range.
+    """
+    section = section or {}
     if not isinstance(section, dict):
-        raise ValueError(f"{source} must be a mapping of {sorted(DEFAULTS)}, not {section!r}")
-    unknown = set(section) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    settings.update(section)
+        raise ValueError(f"{source} must be a mapping, not {section!r}")
+    return {
+        "training": _training(section.get("training"), f"{source}.training"),
+        "callbacks": _callbacks(section.get("callbacks"), f"{source}.callbacks"),
+    }
+
+
+def model_settings(model) -> dict[str, dict[str, Any]]:
+    """Resolve the settings of a (possibly DDP-wrapped) model's YAML; defaults for models without a section."""
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    yaml = getattr(unwrap_model(model), "yaml", None) or {}
+    return resolve(yaml.get("smartcash"), f"{yaml.get('yaml_file', 'model YAML')}: smartcash")
+
+
+def _training(section: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    settings = _merge(DEFAULTS["training"], section, source)
     if settings["scheduler"] is not None and settings["scheduler"] not in SCHEDULERS:
         raise ValueError(f"{source}.scheduler must be one of {SCHEDULERS} or null, got {settings['scheduler']!r}")
     for key in ("step_size", "val_interval"):
@@ -51,10 +81,42 @@ def resolve_training(section: dict[str, Any] | None, source: str = "smartcash.tr
     return settings
 
 
-def training_settings(model) -> dict[str, Any]:
-    """Resolve the ``smartcash.training`` settings of a (possibly DDP-wrapped) model; defaults for other models."""
-    from ultralytics.utils.torch_utils import unwrap_model
+def _callbacks(section: dict[str, Any] | None, source: str) -> dict[str, dict[str, Any]]:
+    known = DEFAULTS["callbacks"]
+    if section is not None and not isinstance(section, dict):
+        raise ValueError(f"{source} must be a mapping of {sorted(known)}, not {section!r}")
+    for name in section or {}:
+        if name not in known:
+            raise ValueError(f"{source}: unknown callback {name!r}; known: {sorted(known)}")
+    settings = {}
+    for name, defaults in known.items():
+        value = (section or {}).get(name, {})
+        if isinstance(value, bool) or value is None:
+            value = {"enabled": bool(value)}
+        settings[name] = _merge(defaults, value, f"{source}.{name}", "true, false or ")
+    return settings
 
-    yaml = getattr(unwrap_model(model), "yaml", None) or {}
-    section = (yaml.get("smartcash") or {}).get("training")
-    return resolve_training(section, f"{yaml.get('yaml_file', 'model YAML')}: smartcash.training")
+
+def _merge(defaults: dict[str, Any], section: Any, source: str, also: str = "") -> dict[str, Any]:
+    """``section`` over a copy of ``defaults``, rejecting anything but a mapping of known names."""
+    settings = deepcopy(defaults)
+    if section is None:
+        return settings
+    if not isinstance(section, dict):
+        raise ValueError(f"{source} must be {also}a mapping of {sorted(defaults)}, not {section!r}")
+    unknown = set(section) - set(defaults)
+    if unknown:
+        raise ValueError(f"{source}: unknown setting(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    settings.update(section)
+    return settings
+
+
+def is_main_process() -> bool:
+    """Return True outside DDP and on DDP rank 0, by Ultralytics' rule: RANK counts only when WORLD_SIZE > 1.
+
+    Read at call time (DDP workers set both before training), so a job scheduler exporting RANK to a single
+    process does not silence the callbacks.
+    """
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return True
+    return int(os.environ.get("RANK", -1)) in {-1, 0}

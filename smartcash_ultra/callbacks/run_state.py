@@ -1,0 +1,246 @@
+"""The run's state in one object: where the run stands, how it ended, the epoch clock with the ETA, the stop request.
+
+``get_training_status()``, the metric files (each row's ``eta``, the summary's ``status``) and ``events.jsonl`` (the
+same rows, the completion event's ``status``) all read it, so they agree. States: ``idle`` (built, not started),
+``running``, ``stopping`` (a stop was requested; the run is finishing its batch, validating and saving), then one of
+:data:`OUTCOMES`: ``completed`` (all planned epochs), ``stopped_early`` (early stopping), ``stopped`` (a stop request:
+``stop_training()``, SIGINT, SIGTERM) or ``failed`` (an exception ended it).
+
+A stop may be requested from any thread. It takes effect at the next safe point: in a single process, the end of the
+current training batch (Ultralytics then validates, writes ``last.pt``, the metric files and runs the final
+evaluation); under DDP, where a per-batch stop is not shared between ranks and would hang them, the end of the epoch,
+decided on rank 0 and broadcast by Ultralytics.
+
+It is a callback object like the others, registered by ``add_smartcash_callbacks``, so a stock model with the
+SmartCash callbacks has one too; the trainer, the exporter and the reporter find it with :func:`registered`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from smartcash_ultra.callbacks.epoch_record import clean
+from smartcash_ultra.utils.settings import is_main_process
+
+OUTCOMES = ("completed", "stopped_early", "stopped", "failed")
+
+
+def registered(callbacks: dict[str, list], kinds: type | tuple[type, ...]):
+    """Return the first object of type ``kinds`` whose bound methods are among ``callbacks`` (None if none is)."""
+    owners = (getattr(fn, "__self__", None) for fns in callbacks.values() for fn in fns)
+    return next((owner for owner in owners if isinstance(owner, kinds)), None)
+
+
+class RunState:
+    """Where a run stands; ``snapshot()`` may be called from any thread while Ultralytics' events update it."""
+
+    def __init__(self):
+        """Start idle, with no epoch and no stop request."""
+        self._lock = threading.Lock()
+        self.state, self.reason = "idle", None
+        self.stop_reason: str | None = None
+        self.started: float | None = None
+        self.elapsed = 0.0
+        self.epoch = self.epochs = self.batch = self.batches = 0  # epoch: the current or last one, 1-based
+        self.best_fitness: float | None = None
+        self.best_epoch: int | None = None
+        self.last_metrics: dict[str, Any] = {}
+        self.in_epoch = self.validated = False  # in_epoch: False outside the loop, e.g. in the final evaluation
+        self.closed: int | None = None  # trainer.epoch of the last epoch closed
+        self.epoch_start = self.val_start = self.train_time = self.val_time = 0.0
+        self.epoch_times: list[float] = []
+
+    @classmethod
+    def of(cls, target) -> RunState:
+        """Return the RunState registered on ``target`` (a trainer or a ``YOLO`` model), registering one if none is."""
+        state = registered(getattr(target, "callbacks", {}), cls)
+        if state is None:
+            state = cls()
+            for event, fn in state.callbacks.items():
+                target.add_callback(event, fn)
+        return state
+
+    @property
+    def callbacks(self) -> dict[str, Any]:
+        """Ultralytics events this object follows, for ``add_callback``."""
+        return {
+            "on_train_start": self.on_train_start,
+            "on_train_epoch_start": self.on_train_epoch_start,
+            "on_train_batch_end": self.on_train_batch_end,
+            "on_train_epoch_end": self.on_train_epoch_end,
+            "on_val_start": self.on_val_start,
+            "on_val_end": self.on_val_end,
+            "on_fit_epoch_end": self.on_fit_epoch_end,
+            "on_train_end": self.on_train_end,
+            "teardown": self.teardown,
+        }
+
+    # ------------------------------------------------------------------------------------------- state machine
+    def start(self) -> None:
+        """Enter ``running``, or ``stopping`` when a stop was asked for before the start; no-op once under way."""
+        with self._lock:
+            if self.state in {"running", "stopping"}:
+                return
+            if self.started is None:
+                self.started = time.perf_counter()
+            self.state = "running" if self.stop_reason is None else "stopping"
+            self.reason = self.stop_reason or self.reason
+
+    def request_stop(self, reason: str = "stop requested") -> bool:
+        """Ask the run to stop at the next safe point; False when a stop was already requested (its reason is kept)."""
+        with self._lock:
+            if self.stop_reason is not None:
+                return False
+            self.stop_reason = reason
+            if self.state == "running":
+                self.state, self.reason = "stopping", reason
+            return True
+
+    def finish(self, trainer) -> tuple[str, str | None]:
+        """Decide how a run that ended without an exception ended, once; return the outcome and why.
+
+        ``stopped`` on a stop request, else ``completed`` when the planned epochs ran, else ``stopped_early``; the
+        reason is the stop request's or the early stopper's.
+        """
+        with self._lock:
+            if self.state not in OUTCOMES:
+                if self.stop_reason is not None:
+                    self._end("stopped", self.stop_reason)
+                else:
+                    done = trainer.epoch + 1 >= trainer.epochs
+                    reason = getattr(getattr(trainer, "stopper", None), "stop_reason", None)
+                    self._end("completed" if done else "stopped_early", reason)
+            return self.state, self.reason
+
+    def fail(self, exc: BaseException) -> None:
+        """End ``failed`` because of ``exc``, or ``stopped`` when it is a second Ctrl-C while stopping."""
+        with self._lock:
+            forced = isinstance(exc, KeyboardInterrupt) and self.stop_reason is not None
+            self._end("stopped" if forced else "failed", f"{type(exc).__name__}: {exc}")
+
+    def _end(self, outcome: str, reason: str | None) -> None:
+        """Enter ``outcome`` (lock held)."""
+        if self.started is not None:
+            self.elapsed = time.perf_counter() - self.started
+        self.state, self.reason = outcome, reason
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return a copy of the status, with elapsed time and ETA computed now."""
+        with self._lock:
+            active = self.state in {"running", "stopping"} and self.started is not None
+            ended = self.state in OUTCOMES and self.started is not None
+            return {
+                "state": self.state,
+                "epoch": self.epoch,
+                "epochs": self.epochs,
+                "batch": self.batch,
+                "batches": self.batches,
+                "best_fitness": self.best_fitness,
+                "best_epoch": self.best_epoch,
+                "last_metrics": dict(self.last_metrics),
+                "elapsed": time.perf_counter() - self.started if active else self.elapsed,
+                "eta": self.eta() if active else (0.0 if ended else None),
+                "reason": self.reason,
+            }
+
+    def eta(self) -> float | None:
+        """Return the seconds left (lock held), from this session's mean epoch time.
+
+        The epochs still to run count whole, the current one by the part of its training batches not done yet.
+        """
+        if not self.epoch_times:
+            return None
+        left = self.epochs - self.epoch
+        if self.in_epoch:
+            left += 1 - (self.batch / self.batches if self.batches else 0.0)
+        return max(sum(self.epoch_times) / len(self.epoch_times) * left, 0.0)
+
+    def timing(self) -> dict[str, float | None]:
+        """Return the last closed epoch's times and the ETA after it, for its record."""
+        with self._lock:
+            return {
+                "epoch_time": self.epoch_times[-1] if self.epoch_times else None,
+                "train_time": self.train_time,
+                "val_time": self.val_time if self.validated else None,
+                "eta": self.eta(),
+            }
+
+    # -------------------------------------------------------------------------------------- Ultralytics events
+    def on_train_start(self, trainer) -> None:
+        """Start the run of a stock trainer (``SmartCashTrainer.train()`` starts it before the setup)."""
+        self.start()
+
+    def on_train_epoch_start(self, trainer) -> None:
+        """Open an epoch: its number, the total and its batch count."""
+        with self._lock:
+            self.in_epoch, self.validated = True, False
+            self.epoch_start, self.val_time = time.perf_counter(), 0.0
+            self.epoch, self.epochs, self.batch = trainer.epoch + 1, trainer.epochs, 0
+            self.batches = len(trainer.train_loader)
+        if trainer.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(trainer.device)  # per-epoch peak in the record
+
+    def on_train_batch_end(self, trainer) -> None:
+        """Count the batch; in a single process, a requested stop takes effect here."""
+        with self._lock:
+            self.batch += 1
+        if self.stop_reason is not None and trainer.world_size <= 1:
+            trainer.stop = True
+
+    def on_train_epoch_end(self, trainer) -> None:
+        """Close the training phase."""
+        self.train_time = time.perf_counter() - self.epoch_start
+
+    def on_val_start(self, validator) -> None:
+        """Start timing validation."""
+        self.val_start = time.perf_counter()
+
+    def on_val_end(self, validator) -> None:
+        """Stop timing validation; within an epoch this marks it as validated."""
+        self.val_time += time.perf_counter() - self.val_start
+        self.validated = self.validated or self.in_epoch
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        """Under DDP a requested stop takes effect here (rank 0 decides; Ultralytics broadcasts ``trainer.stop``)."""
+        if self.stop_reason is not None and is_main_process():
+            trainer.stop = True
+        self.end_epoch(trainer)
+
+    def end_epoch(self, trainer) -> bool:
+        """Close the epoch at ``on_fit_epoch_end``, for whichever handler asks first; False if this is no epoch.
+
+        Ultralytics reports the final evaluation of best.pt after training with a second ``on_fit_epoch_end``.
+        """
+        with self._lock:
+            if self.in_epoch:
+                self.in_epoch, self.closed = False, trainer.epoch
+                self.epoch_times.append(float(trainer.epoch_time or time.perf_counter() - self.epoch_start))
+                self.epochs = trainer.epochs  # time= mode re-estimates it every epoch
+                self.last_metrics = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
+                if trainer.fitness is not None and trainer.best_fitness == trainer.fitness:
+                    self.best_fitness, self.best_epoch = clean(trainer.fitness), trainer.epoch + 1
+            return self.closed == trainer.epoch
+
+    def on_train_end(self, trainer) -> None:
+        """Decide the outcome (rank 0; ``SmartCashTrainer.train()`` decides it on the other ranks)."""
+        self.finish(trainer)
+
+    def teardown(self, trainer) -> None:
+        """Fail a run that is ending with an exception (Ultralytics runs teardown in a ``finally``)."""
+        exc = sys.exc_info()[1]
+        if exc is not None and self.state not in OUTCOMES:
+            self.fail(exc)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the lock (DDP launch scripts pickle the trainer's callbacks)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Recreate the lock."""
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
