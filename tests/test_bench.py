@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_suite_quick_mode_writes_every_result_and_chart(tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run(

@@ -52,6 +52,7 @@ def run(tiny_data, tmp_path_factory):
     return trainer, result, ui
 
 
+@pytest.mark.slow
 def test_metric_files_equal_ultralytics_results_csv(run):
     trainer, result, _ = run
     document = json.loads((result.save_dir / "metrics.json").read_text())
@@ -101,6 +102,7 @@ def test_events_follow_the_run_and_end_at_100_percent(run):
     assert trainer.get_training_status()["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_last_checkpoint_carries_the_early_stopping_state_of_its_epoch(run):
     trainer, result, _ = run
     model = torch.load(result.last, map_location="cpu", weights_only=False)["ema"]  # last.pt is kept whole
@@ -135,6 +137,7 @@ def test_early_stopping_stops_a_real_run_and_says_why(tiny_data, tmp_path):
     assert not (result.save_dir / "metrics.json").exists()  # switched off in the model YAML
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_with_continuous_metric_history(tiny_data, tmp_path):
     class InterruptAtEpoch3(Collector):
         def __call__(self, level, current, total, message):
@@ -176,6 +179,7 @@ def test_interrupted_run_resumes_with_continuous_metric_history(tiny_data, tmp_p
     assert [e for e, _ in getattr(model, STATE_ATTR)[STATE_KEY]["history"]] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_one_call_adds_them_to_a_stock_ultralytics_model(tiny_jpeg_data, tmp_path):
     from ultralytics import YOLO
 

@@ -252,6 +252,7 @@ def test_cli_exit_codes_and_one_line_errors(source, tmp_path, capsys):
     assert not (source.parent / "out").exists()
 
 
+@pytest.mark.slow
 def test_console_script_is_registered_and_runs_as_a_process(source, tmp_path):
     assert (
         '[project.scripts]\nsmartcash-ultra = "smartcash_ultra.tools.cli:main"\n'

@@ -105,6 +105,7 @@ def test_training_leaves_the_bad_files_out_and_loads_the_rest(tmp_path):
     assert tree_digest(tmp_path) == before  # labels.cache aside (Ultralytics' own, beside labels/)
 
 
+@pytest.mark.slow
 def test_strict_dataset_refuses_to_train_and_lists_every_problem(tmp_path):
     data_yaml, expected = mixed_tree(tmp_path)
     write_data_yaml(tmp_path, NAMES, strict=True)

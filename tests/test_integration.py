@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import CSP_N_YAML, EFFB4_YAML, run_python
 from ultralytics import YOLO
 from ultralytics.models.yolo import detect
@@ -51,6 +52,7 @@ def test_install_is_idempotent():
     assert not getattr(patched.__wrapped__, "smartcash", False)  # wraps the stock property exactly once
 
 
+@pytest.mark.slow
 def test_startup_hook_patches_lazily_and_can_be_switched_off():
     probe = (
         "import json, sys; start = {'torch': 'torch' in sys.modules, 'ultralytics': 'ultralytics' in sys.modules}; "
@@ -70,6 +72,7 @@ def test_startup_hook_patches_lazily_and_can_be_switched_off():
     assert stock.stdout.strip().splitlines()[-1] == "False"
 
 
+@pytest.mark.slow
 def test_disable_switch_also_holds_for_the_package_names():
     probe = (
         "import smartcash_ultra; smartcash_ultra.SmartCashTrainer; from ultralytics import YOLO; "

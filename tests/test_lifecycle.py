@@ -131,6 +131,7 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     assert [e for e, _ in history] == [1, 2, 3, 4]  # early-stopping state carried across the interruptions
 
 
+@pytest.mark.slow
 def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):
     overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
     trainer = SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "ui"})
@@ -159,6 +160,7 @@ def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):
     assert not trainer.stop_training("again")  # already requested
 
 
+@pytest.mark.slow
 def test_validation_interval_validates_every_n_epochs_and_the_last(tiny_data, tmp_path):
     model = csp_n_yaml(tmp_path, val_interval=2)
     overrides = {"model": str(model), "data": str(tiny_data), "epochs": 5, **FAST}
@@ -171,6 +173,7 @@ def test_validation_interval_validates_every_n_epochs_and_the_last(tiny_data, tm
     assert ckpt(tmp_path / "interval/weights/best.pt")["train_metrics"]["fitness"] is not None
 
 
+@pytest.mark.slow
 def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path):
     overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 1, **FAST}
     overrides |= {"project": str(tmp_path), "name": "named"}
@@ -185,6 +188,7 @@ def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path)
     assert second.exists() and first.read_bytes() == kept
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run_keeps_optimizer_ema_and_the_final_learning_rate(tiny_data, tmp_path):
     overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 2, "warmup_epochs": 0, **FAST}
     overrides |= {"project": str(tmp_path), "name": "extend", "nbs": FAST["batch"]}  # an optimizer step every batch

@@ -25,6 +25,7 @@ def detect_feature_shapes(model, imgsz: int) -> list[tuple[int, ...]]:
     return shapes
 
 
+@pytest.mark.slow
 def test_effb4_backbone_channels_strides_and_head_shapes():
     model = SmartCashDetectionModel(EFFB4_YAML, nc=17, verbose=False)
     backbone = model.model[0]
@@ -77,6 +78,7 @@ def test_cspdarknet_matches_stock_yolov5_layer_for_layer():
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in stock.parameters())
 
 
+@pytest.mark.slow
 def test_info_reports_parameters_and_gflops():
     for cfg in (EFFB4_YAML, CSP_N_YAML):
         model = SmartCashDetectionModel(cfg, nc=17, verbose=False)
@@ -124,6 +126,7 @@ def test_imagenet_normalisation_inside_backbone():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_from_local_file(tmp_path, caplog):
     classifier = timm.create_model("efficientnet_b4", pretrained=False)
     torch.nn.init.normal_(classifier.conv_stem.weight)
@@ -164,6 +167,7 @@ def test_pretrained_backbone_from_local_file(tmp_path, caplog):
         SmartCashDetectionModel(d, verbose=False)
 
 
+@pytest.mark.slow
 def test_random_init_is_announced_once(caplog):
     from smartcash_ultra import model as model_module
 

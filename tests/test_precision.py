@@ -81,6 +81,7 @@ def test_bf16_is_ultralytics_own_amp_value():
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", [True, "bf16"])
 def test_cpu_trains_fp32_offline_and_says_so_once(amp, tiny_data, tmp_path, log_lines, no_network):
     trainer = SmartCashTrainer(

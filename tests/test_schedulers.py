@@ -224,6 +224,7 @@ def test_recorded_lrs_ramp_during_warmup_then_follow_the_schedule():
     assert recorded_lrs(lf, 1.0, 4) == [1.0, 0.5, 0.25, 0.125]
 
 
+@pytest.mark.slow
 def test_real_run_records_the_chosen_schedule_in_results_csv(tiny_data, tmp_path):
     """3 epochs of SGD, step schedule (gamma 0.5 per epoch, floor lrf 0.3), one warm-up epoch: lr per group."""
     trainer = SmartCashTrainer(

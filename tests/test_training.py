@@ -45,6 +45,7 @@ def read_results_csv(save_dir: Path) -> list[dict[str, str]]:
         return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_train_returns_metrics_with_map75_and_per_class_ap(trained):
     name, trainer, result = trained
     assert result.best == result.save_dir / "weights/best.pt" and result.best.is_file()
@@ -65,6 +66,7 @@ def test_train_returns_metrics_with_map75_and_per_class_ap(trained):
     assert args["optimizer"] == "Adam" and args["lr0"] == 0.001 and args["epochs"] == 1  # cfg, then overrides
 
 
+@pytest.mark.slow
 def test_checkpoint_reloads_in_a_fresh_process_and_predicts_arrays_and_images(trained, tiny_data, tiny_jpeg_data):
     name, _, result = trained
     npy = sorted((tiny_data.parent / "valid/images").glob("*.npy"))[0]
@@ -100,6 +102,7 @@ print(json.dumps(dict(
     assert out["map75"] == pytest.approx(result.metrics["metrics/mAP75(B)"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
     ort = pytest.importorskip("onnxruntime")
     from ultralytics import YOLO
@@ -126,6 +129,7 @@ def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
     np.testing.assert_allclose(a.xyxy.numpy(), b.xyxy.numpy(), atol=0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_data, tmp_path):
     cfg = "cfg/smartcash_effb4.yaml" if backbone == "effb4" else "cfg/smartcash_cspdarknet.yaml"
@@ -153,6 +157,7 @@ def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_dat
     assert "mAP75" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_stock_ultralytics_run_is_unaffected(tiny_jpeg_data, tmp_path):
     """The same stock `yolo train` with the plugin installed and switched off gives identical results."""
     outputs = {}
@@ -212,6 +217,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # and no temp file is left behind
 
 
+@pytest.mark.slow
 def test_predict_folder_of_arrays_and_images_skips_hidden_cache(trained, tiny_data, tmp_path):
     """A folder source keeps its images beside the arrays and never reads the hidden disk cache."""
     import cv2
