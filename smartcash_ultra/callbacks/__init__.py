@@ -87,11 +87,9 @@ class EarlyStoppingInstaller:
 
     @property
     def callbacks(self) -> dict[str, Any]:
-        """Ultralytics events this object handles, for ``add_callback``."""
         return {"on_pretrain_routine_end": self.on_pretrain_routine_end, "on_fit_epoch_end": self.on_fit_epoch_end}
 
     def on_pretrain_routine_end(self, trainer) -> None:
-        """Build the stopper from the settings and hand over to it."""
         settings = (self.explicit or model_settings(trainer.model)["callbacks"])["early_stopping"]
         self.stopper = None
         if settings["enabled"]:
@@ -100,6 +98,5 @@ class EarlyStoppingInstaller:
             self.stopper.on_pretrain_routine_end(trainer)
 
     def on_fit_epoch_end(self, trainer) -> None:
-        """Let the stopper decide."""
         if self.stopper is not None:
             self.stopper.on_fit_epoch_end(trainer)

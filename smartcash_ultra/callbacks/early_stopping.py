@@ -76,7 +76,6 @@ class AdaptiveEarlyStopping:
 
     # ------------------------------------------------------------------------------------------------ pure rule
     def reset(self) -> None:
-        """Forget every observation."""
         self.history: list[tuple[int, float]] = []
         self.best_value: float | None = None
         self.best_epoch = 0
@@ -133,7 +132,6 @@ class AdaptiveEarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        """True once ``wait`` reached the current patience."""
         return self.stop_reason is not None
 
     @property
@@ -184,7 +182,6 @@ class AdaptiveEarlyStopping:
         return f"{self.monitor} improved to {self.best_value:.5g} at epoch {self.best_epoch} ({rate}, {limit})"
 
     def summary(self) -> dict[str, Any]:
-        """Figures for metric files and UIs."""
         return {
             "monitor": self.monitor,
             "mode": self.mode,

@@ -82,7 +82,6 @@ SIDECAR_GEOMETRY = ("original_shape", "scale", "padding")
 
 
 def sidecar_path(array_file: str | Path) -> Path:
-    """Return where the ``.meta.json`` sidecar of an array lives: beside it, same stem."""
     path = Path(array_file)
     return path.with_name(path.stem + SIDECAR_SUFFIX)
 
@@ -117,7 +116,6 @@ def read_sidecar(array_file: str | Path) -> dict | None:
 
 
 def _ints(value: object, n: int, minimum: int) -> bool:
-    """Return True for a list of ``n`` integers, each at least ``minimum``."""
     return (
         isinstance(value, list)
         and len(value) == n

@@ -151,7 +151,6 @@ def bf16_available(device: torch.device) -> bool:
 
 
 def device_name(device: torch.device) -> str:
-    """Name a device for the ``AMP:`` line: the GPU's model, else CPU/MPS."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type.upper()

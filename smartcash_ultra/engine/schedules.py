@@ -70,7 +70,6 @@ class Schedule:
         return f"exponential (gamma {self.gamma})" if self.name == "exponential" else self.name
 
     def __str__(self) -> str:
-        """Describe the schedule in one log line."""
         return f"{self.label} over {self.length} epochs, floor lr0 * {self.lrf}"
 
 

@@ -32,7 +32,6 @@ class SmartCashMetrics(DetMetrics):
         return [*self.MEAN_KEYS, *(f"AP50(B)/{n}" for n in names), *(f"AP50-95(B)/{n}" for n in names)]
 
     def mean_results(self) -> list[float]:
-        """Return mean precision, recall, mAP50, mAP75 and mAP50-95."""
         p, r, map50, map5095 = self.box.mean_results()
         return [p, r, map50, self.box.map75, map5095]
 
@@ -52,7 +51,6 @@ class SmartCashValidator(DetectionValidator):
     """Detection validator over :class:`SmartCashDataset`, with the :class:`SmartCashMetrics` table."""
 
     def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks=None):
-        """Initialise like ``DetectionValidator`` with :class:`SmartCashMetrics`."""
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.metrics = SmartCashMetrics()
 
@@ -61,7 +59,6 @@ class SmartCashValidator(DetectionValidator):
         return build_smartcash_dataset(self.args, img_path, batch, self.data, mode=mode, stride=self.stride)
 
     def get_desc(self) -> str:
-        """Return the header of the results table."""
         return ("%22s" + "%11s" * 7) % ("Class", "Images", "Instances", "Box(P", "R", "mAP50", "mAP75", "mAP50-95)")
 
     def print_results(self) -> None:

@@ -44,7 +44,6 @@ def _checked(check: Callable[[int], int]) -> Callable[[str], int]:
 
 
 def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare ``convert SRC DST [--size N] [--workers N] [--overwrite]``."""
     parser.add_argument("src", help="data YAML, or a dataset folder with data.yaml or train/valid|val/test/images")
     parser.add_argument("dst", help="destination folder for the SmartCash tree (outside the source)")
     parser.add_argument("--size", type=_checked(check_size), default=640, help="letterbox size, multiple of 32")
@@ -67,12 +66,10 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _add_dataset_argument(parser: argparse.ArgumentParser) -> None:
-    """Declare the ``DATA`` argument of ``check`` and ``stats``."""
     parser.add_argument("data", help="data YAML, or a dataset folder with data.yaml or train/valid|val/test/images")
 
 
 def _add_stats_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare ``stats DATA [--json]``."""
     _add_dataset_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
@@ -85,7 +82,6 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    """Print the dataset's figures (as JSON with ``--json``)."""
     report = scan_dataset(args.data)
     print(json.dumps(report.info(), indent=1) if args.json else report.format_stats())
     return EXIT_OK
@@ -112,7 +108,6 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser with one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="smartcash-ultra", description="SmartCash dataset tools.")
     parser.add_argument("--version", action="version", version=f"smartcash-ultra {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -98,7 +98,6 @@ def _callbacks(section: dict[str, Any] | None, source: str) -> dict[str, dict[st
 
 
 def _merge(defaults: dict[str, Any], section: Any, source: str, also: str = "") -> dict[str, Any]:
-    """``section`` over a copy of ``defaults``, rejecting anything but a mapping of known names."""
     settings = deepcopy(defaults)
     if section is None:
         return settings
