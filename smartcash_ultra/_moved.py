@@ -1,7 +1,8 @@
 """Module paths from before the package was laid out in layers, kept importable as aliases of their new modules.
 
 Checkpoints pickle class paths (``smartcash_ultra.model.SmartCashDetectionModel``), and scripts import the old
-modules; each old path below resolves to the very module object of its new path, so classes stay identical.
+modules or run them with ``python -m``; each old path below resolves to the very module object of its new path, so
+classes stay identical.
 (``smartcash_ultra.nn`` needs no alias: it is now the package that exports ``TimmBackbone``.)
 """
 
@@ -47,6 +48,10 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         pass  # the new module ran when it was imported
+
+    def get_code(self, name):  # `python -m smartcash_ultra.sample_data` runs the new module as __main__
+        new = MOVED[name]
+        return importlib.util.find_spec(new).loader.get_code(new)
 
 
 def install() -> None:

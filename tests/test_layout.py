@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,18 @@ def test_every_old_module_path_is_its_new_module():
 
     for old, new in MOVED.items():
         assert importlib.import_module(old) is importlib.import_module(new), old
+
+
+def test_old_module_paths_still_run_with_python_m(tmp_path):
+    args = ["--n-train", "1", "--n-valid", "1", "--n-test", "0", "--imgsz", "64"]
+    run = subprocess.run(
+        [sys.executable, "-m", "smartcash_ultra.sample_data", str(tmp_path / "sample"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "sample/data.yaml").is_file()
 
 
 def _layer(module: str) -> int:
