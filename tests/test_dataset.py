@@ -327,3 +327,27 @@ def test_disk_cache_is_skipped_without_room_for_the_arrays(tmp_path, monkeypatch
     monkeypatch.setattr(dataset_module.shutil, "disk_usage", lambda p: real(p)._replace(free=60 * 1024))
     ds = build(data_yaml, mode="train", cache="disk")
     assert ds.cache == "disk" and all(f.exists() for f in ds.npy_files)
+
+
+def test_predicting_a_folder_skips_bad_arrays_by_name_and_lists_arrays_in_a_folder_named_npy(tmp_path, log_lines):
+    from smartcash_ultra.engine.predictor import array_source
+
+    good = red_box_array(32, (1, 1, 9, 9))
+    for name in ("a.npy", "c.npy", "x.npy/inner.npy"):  # a folder named like an array holds arrays, as in training
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        np.save(tmp_path / name, good)
+    (tmp_path / "b.npy").write_bytes(b"not an array")
+    np.save(tmp_path / "gray.npy", good[..., 0])
+    source = array_source(str(tmp_path), batch=2)
+    batches = list(source)
+    seen = [Path(p).relative_to(tmp_path).as_posix() for paths, _, _ in batches for p in paths]
+    assert seen == ["a.npy", "c.npy", "x.npy/inner.npy"]  # the bad files skipped, the rest predicted
+    assert all(len(paths) == len(ims) == len(info) for paths, ims, info in batches)
+    assert all(im.shape == (32, 32, 3) and im.dtype == np.uint8 for _, ims, _ in batches for im in ims)
+    warnings = "\n".join(log_lines)
+    assert f"{tmp_path / 'b.npy'}: not a NumPy .npy file" in warnings
+    assert f"{tmp_path / 'gray.npy'}: shape (32, 32), expected (H, W, 3)" in warnings
+    with pytest.raises(FileNotFoundError, match=re.escape(f"array source {tmp_path / 'gone.npy'} does not exist")):
+        array_source([str(tmp_path / "a.npy"), str(tmp_path / "gone.npy")])
+    with pytest.raises(FileNotFoundError, match=re.escape(f"array source {tmp_path / 'x.npy'} is a folder")):
+        array_source([str(tmp_path / "a.npy"), str(tmp_path / "x.npy")])

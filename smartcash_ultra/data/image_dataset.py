@@ -200,7 +200,9 @@ def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
     folder sources all use it.
     """
     if path.is_dir():
-        files = [Path(f) for f in glob.glob(os.path.join(glob.escape(str(path)), "**", "*.*"), recursive=True)]
+        pattern = os.path.join(glob.escape(str(path)), "**", "*.*")
+        # glob also yields folders: one named 'x.npy' is searched (by '**'), never read as an image itself
+        files = [Path(f) for f in glob.glob(pattern, recursive=True) if not os.path.isdir(f)]
     else:
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
