@@ -14,7 +14,13 @@ from ultralytics.cfg import get_cfg
 from ultralytics.data.utils import check_det_dataset
 
 from smartcash_ultra import arrays
-from smartcash_ultra.data.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
+from smartcash_ultra.data.dataset import (
+    CACHE_DIRNAME,
+    SmartCashDataset,
+    build_smartcash_dataset,
+    inspect_sample,
+    verify_sample,
+)
 from smartcash_ultra.data.image_dataset import DatasetError
 
 GREY = 114 / 255
@@ -351,3 +357,81 @@ def test_predicting_a_folder_skips_bad_arrays_by_name_and_lists_arrays_in_a_fold
         array_source([str(tmp_path / "a.npy"), str(tmp_path / "gone.npy")])
     with pytest.raises(FileNotFoundError, match=re.escape(f"array source {tmp_path / 'x.npy'} is a folder")):
         array_source([str(tmp_path / "a.npy"), str(tmp_path / "x.npy")])
+
+
+def test_single_cls_collapses_every_class_id_to_0_in_training_and_validation_as_stock_does(tiny_data, tiny_jpeg_data):
+    from ultralytics.data import YOLODataset
+
+    for mode in ("train", "val"):
+        data = check_det_dataset(str(tiny_data))
+        data["names"], data["nc"] = {0: "item"}, 1  # as the trainer rewrites them for single_cls
+        cfg = get_cfg(overrides={"imgsz": 64, "task": "detect", "single_cls": True})
+        ds = build_smartcash_dataset(cfg, data["train" if mode == "train" else "val"], 4, data, mode, mode == "val")
+        stock_data = {**check_det_dataset(str(tiny_jpeg_data)), "names": {0: "item"}, "nc": 1}
+        split = "train" if mode == "train" else "val"
+        stock = YOLODataset(img_path=stock_data[split], data=stock_data, imgsz=64, single_cls=True, augment=False)
+        assert len(ds) == len(stock) == len(list(Path(data[split]).glob("*.npy")))
+        ours = {Path(lb["im_file"]).stem: lb for lb in ds.labels}
+        for lb in stock.labels:
+            mine = ours[Path(lb["im_file"]).stem]
+            assert len(mine["cls"]) > 0 and not mine["cls"].any()  # every box kept, as class 0
+            np.testing.assert_array_equal(mine["cls"], lb["cls"])
+            np.testing.assert_allclose(mine["bboxes"], lb["bboxes"], atol=1e-6)
+        assert ds[0]["cls"].numel() > 0
+
+
+def test_polygon_labels_become_their_boxes_as_in_ultralytics(tmp_path):
+    from ultralytics.data.utils import verify_image_label
+
+    arr = red_box_array(64, (8, 8, 40, 40))
+    np.save(tmp_path / "a.npy", arr)
+    cv2.imwrite(str(tmp_path / "a.png"), arrays.to_uint8(arr)[..., ::-1])  # the stock verifier's twin
+    rows = "1 0.1 0.2 0.5 0.15 0.45 0.6 0.2 0.55\n0 0.7 0.7 0.9 0.7 0.9 0.95 0.7 0.95 0.72 0.8\n"
+    (tmp_path / "a.txt").write_text(rows)
+    x = inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "a.txt"), 2)
+    stock = verify_image_label((str(tmp_path / "a.png"), str(tmp_path / "a.txt"), "", False, 2, 0, 0, False))
+    assert x.problem is None and x.fixed is None and stock[8] == 0
+    np.testing.assert_array_equal(x.labels, stock[1])  # segments2boxes, in float32 as stock computes it
+    (tmp_path / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n" + rows)  # box and polygon rows in one file: each row read
+    assert len(inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "b.txt"), 2).labels) == 3
+    for text, problem in (
+        (
+            "0 0.1 0.2 0.5 0.15 0.45 0.6 0.2\n",
+            "label line 1 has 8 fields: a polygon needs x y pairs after the class id",
+        ),
+        (
+            "0 0.5 0.5 0.2 0.2 0.3\n",
+            "label line 1 has 6 fields, expected 5 (cls xc yc w h) or a polygon (cls x1 y1 x2 y2 x3 y3 ...)",
+        ),
+        ("0 0.1 0.2 1.5 0.15 0.45 0.6\n", "label line 1: polygon coordinates outside 0..1 (labels must be normalised)"),
+    ):
+        (tmp_path / "c.txt").write_text(text)
+        bad = inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "c.txt"), 2)
+        assert bad.problem == f"{tmp_path / 'c.txt'}: {problem}", bad.problem
+
+
+def test_zero_size_boxes_are_removed_and_reported(tmp_path):
+    np.save(tmp_path / "a.npy", red_box_array(64, (8, 8, 40, 40)))
+    (tmp_path / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0 0.2\n1 0.3 0.3 0.2 0\n0 0.5 0.5 0.2 0.2\n")
+    x = inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "a.txt"), 2)
+    np.testing.assert_array_equal(x.labels, np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32))
+    assert x.problem is None
+    assert x.fixed == f"{tmp_path / 'a.txt'}: 1 duplicate labels removed; 2 zero-size boxes removed"
+
+
+def test_big_endian_arrays_load_as_their_native_twins(tmp_path):
+    data_yaml = make_tree(tmp_path, n=2)
+    native = sorted((tmp_path / "valid/images").glob("*.npy"))
+    for f in native:
+        twin = f.with_name(f"{f.stem}_be.npy")
+        np.save(twin, np.load(f).astype(">f4"))
+        (tmp_path / "valid/labels" / f"{twin.stem}.txt").write_bytes(
+            (tmp_path / "valid/labels" / f"{f.stem}.txt").read_bytes()
+        )
+    ds = build(data_yaml)
+    assert len(ds) == 4
+    for f in native:
+        a, b = ds.im_files.index(str(f)), ds.im_files.index(str(f.with_name(f"{f.stem}_be.npy")))
+        np.testing.assert_array_equal(ds.load_image(a)[0], ds.load_image(b)[0])
+    be = np.load(native[0]).astype(">f2")
+    np.testing.assert_array_equal(arrays.to_uint8(be), arrays.to_uint8(np.load(native[0]).astype(np.float16)))

@@ -122,7 +122,7 @@ class SmartCashDataset(YOLODataset):
     # Verification ----------------------------------------------------------------------------------------------------
     def verify_args(self) -> tuple:
         """Verify with :func:`verify_sample` (arrays by header, images by PIL; nothing rewritten)."""
-        num_cls = len(self.data["names"])
+        num_cls = None if self.single_cls else len(self.data["names"])  # single_cls: any class id, all become 0
         args = repeat(self.prefix), repeat(num_cls), repeat(self.value_range)
         return verify_sample, zip(self.im_files, self.label_files, *args, strict=False)  # args repeat forever
 
@@ -260,7 +260,7 @@ def verify_sample(args: tuple) -> list[Any]:
 
 
 def inspect_sample(
-    im_file: str, lb_file: str, num_cls: int, value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+    im_file: str, lb_file: str, num_cls: int | None, value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
 ) -> Sample:
     """Verify one image/array and its label file; never raises for a bad file, the result says what is wrong.
 
@@ -307,14 +307,24 @@ def _image_shape(im_file: str, value_range: tuple[float, float]) -> tuple[int, i
     return h, w
 
 
-def _read_labels(lb_file: str, num_cls: int) -> tuple[np.ndarray, str]:
-    """Parse a YOLO detection label file into an (n, 5) float32 array; duplicate rows are dropped and reported."""
+def _read_labels(lb_file: str, num_cls: int | None) -> tuple[np.ndarray, str]:
+    """Parse a YOLO detection label file into an (n, 5) float32 array; what is dropped is reported.
+
+    Duplicate rows are dropped as Ultralytics drops them; boxes of zero width or height too, which Ultralytics keeps:
+    such a box cannot be learned, and as a validation target it can never be matched.
+    """
     with open(lb_file, encoding="utf-8-sig") as f:
         lb = parse_label_rows(f.read(), num_cls).astype(np.float32)
+    fixes = []
     _, keep = np.unique(lb, axis=0, return_index=True)
     if len(keep) < len(lb):
-        return lb[np.sort(keep)], f"{len(lb) - len(keep)} duplicate labels removed"
-    return lb, ""
+        fixes.append(f"{len(lb) - len(keep)} duplicate labels removed")
+        lb = lb[np.sort(keep)]
+    zero = (lb[:, 3] == 0) | (lb[:, 4] == 0)
+    if zero.any():
+        fixes.append(f"{zero.sum()} zero-size boxes removed")
+        lb = lb[~zero]
+    return lb, "; ".join(fixes)
 
 
 def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resize_short: bool) -> np.ndarray:
