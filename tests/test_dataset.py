@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import tree_digest, write_data_yaml
+from conftest import CSP_N_YAML, run_yolo, tree_digest, write_data_yaml
 from ultralytics.cfg import get_cfg
 from ultralytics.data.utils import check_det_dataset
 
 from smartcash_ultra import arrays
 from smartcash_ultra.data.dataset import (
     CACHE_DIRNAME,
+    DatasetProblems,
     SmartCashDataset,
     build_smartcash_dataset,
     inspect_sample,
-    verify_sample,
 )
 from smartcash_ultra.data.image_dataset import DatasetError
 
@@ -215,6 +217,9 @@ def test_bad_files_are_skipped_named_and_never_touched(tmp_path):
     after = tree_digest(tmp_path)
     assert {k: after.get(k) for k in before} == before  # no byte of the user's tree changed, nothing deleted
     assert all(CACHE_DIRNAME in Path(k).parts for k in after.keys() - before.keys())  # only the cache was added
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.cache")] == [
+        Path("train", CACHE_DIRNAME, "labels.cache")
+    ]
     names = {Path(f).name for f in ds.im_files}
     assert "pre_rp_002000_nolabel.npy" in names  # a missing label file is a background image
     assert not names & {
@@ -245,14 +250,15 @@ def test_verification_reports_each_problem_with_the_file_name(tmp_path):
     }
     for text, problem in cases.items():
         lb.write_text(text)
-        result = verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))
-        assert result[0] is None and result[8] == 1
-        assert str(lb) in result[9] and problem in result[9]  # a label problem names the label file
+        result = inspect_sample(str(arr), str(lb), 2, (0.0, 1.0))
+        assert result.labels is None and result.shape is None and result.problem  # left out
+        assert result.problem.startswith(f"{lb}: ") and problem in result.problem  # naming the label file
     lb.write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
-    result = verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))
-    assert len(result[1]) == 1 and "1 duplicate labels removed" in result[9]
+    result = inspect_sample(str(arr), str(lb), 2, (0.0, 1.0))
+    assert len(result.labels) == 1 and "1 duplicate labels removed" in result.fixed and not result.problem
     lb.write_text("")
-    assert verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))[7] == 1  # empty label file: counted as empty
+    result = inspect_sample(str(arr), str(lb), 2, (0.0, 1.0))
+    assert result.label_found and len(result.labels) == 0 and not result.problem  # empty label file: a background
 
 
 def test_a_zip_archive_named_npy_is_not_an_array(tmp_path):
@@ -268,8 +274,8 @@ def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):
     import smartcash_ultra.data.dataset as dataset_module
 
     monkeypatch.setattr(dataset_module.Image, "open", lambda *a, **k: pytest.fail("PIL opened an array"))
-    result = verify_sample((str(arr), str(tmp_path / "none.txt"), "", 2, (0.0, 1.0)))
-    assert result[2] == (32, 32) and result[5] == 1  # shape from the header; label missing
+    result = inspect_sample(str(arr), str(tmp_path / "none.txt"), 2, (0.0, 1.0))
+    assert result.shape == (32, 32) and not result.label_found  # shape from the header; label missing
 
 
 def test_empty_or_wrong_image_path_names_the_path(tmp_path):
@@ -435,3 +441,119 @@ def test_big_endian_arrays_load_as_their_native_twins(tmp_path):
         np.testing.assert_array_equal(ds.load_image(a)[0], ds.load_image(b)[0])
     be = np.load(native[0]).astype(">f2")
     np.testing.assert_array_equal(arrays.to_uint8(be), arrays.to_uint8(np.load(native[0]).astype(np.float16)))
+
+
+def test_disk_cache_works_on_the_rectangular_loaders_of_validation_and_rect_training(tmp_path):
+    from smartcash_ultra.engine.validator import SmartCashValidator
+
+    data_yaml = make_tree(tmp_path, n=5)
+    np.save(tmp_path / "valid/images/pre_wide.npy", np.full((40, 64, 3), GREY, np.float32))  # batches of two shapes
+    np.save(tmp_path / "train/images/pre_wide.npy", np.full((40, 64, 3), GREY, np.float32))
+    data = check_det_dataset(str(data_yaml))
+    cfg = get_cfg(overrides={"imgsz": 64, "task": "detect", "cache": "disk"})
+    loaders = {  # the trainer's validation loader is rectangular, as is a rect=True training loader
+        "trainer val": build_smartcash_dataset(cfg, data["val"], 4, data, mode="val", rect=True, stride=32),
+        "rect train": build_smartcash_dataset(get_cfg(cfg, {"rect": True}), data["train"], 4, data, stride=32),
+    }
+    validator = SmartCashValidator(args={"imgsz": 64, "task": "detect", "cache": "disk", "rect": True})
+    validator.data, validator.stride = data, 32  # what `yolo val` sets before building its loader
+    loaders["yolo val"] = validator.build_dataset(data["val"], batch=4)
+    for name, ds in loaders.items():
+        assert ds.rect and ds.cache == "disk" and len(ds) == 6, name
+        assert all(f.exists() and CACHE_DIRNAME in f.parts for f in ds.npy_files), name
+        for i in range(len(ds)):
+            assert ds[i]["img"].shape[0] == 3
+        i = next(k for k, f in enumerate(ds.im_files) if f.endswith("pre_wide.npy"))
+        np.testing.assert_array_equal(np.load(ds.npy_files[i]), np.full((40, 64, 3), 114, np.uint8))
+
+
+class Payload:
+    """Unpickling this creates the marker file: stands for any code a pickle can run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_label_cache_brought_by_a_dataset_is_never_unpickled(tmp_path, log_lines):
+    data_yaml = make_tree(tmp_path, n=3)
+    marker = tmp_path.parent / f"{tmp_path.name}-unpickled"
+    stock, ours = {}, {}
+    for split in ("train", "valid"):
+        stock[split] = tmp_path / split / "labels.cache"  # where Ultralytics keeps (and unpickles) its label cache
+        with open(stock[split], "wb") as f:
+            np.save(f, np.array({"version": "1.0.12", "x": Payload(marker)}, dtype=object), allow_pickle=True)
+        ours[split] = tmp_path / split / CACHE_DIRNAME / "labels.cache"  # and where the plugin keeps its own
+        ours[split].parent.mkdir()
+        ours[split].write_bytes(pickle.dumps(Payload(marker)))
+    planted = {p: p.read_bytes() for p in stock.values()}
+    for strict in (False, True):
+        data_yaml = write_data_yaml(tmp_path, NAMES, strict=strict)
+        assert len(build(data_yaml, mode="train")) == len(build(data_yaml, mode="val")) == 3
+    assert not marker.exists()
+    assert {p: p.read_bytes() for p in stock.values()} == planted  # left as it was, never loaded
+    assert sum(f"ignoring {stock['train']}: " in line for line in log_lines) == 2
+    for path in ours.values():  # replaced by a cache that loads without pickle
+        with np.load(path, allow_pickle=False) as archive:
+            assert sorted(archive.files) == ["meta", "rows"]
+            assert archive["meta"].dtype == np.uint8 and archive["rows"].dtype == np.float32
+
+
+def test_strict_refuses_on_a_read_only_tree_whatever_cache_it_holds(tmp_path, monkeypatch):
+    import ultralytics.data.utils
+
+    import smartcash_ultra.data.dataset as dataset_module
+
+    data_yaml = make_tree(tmp_path, n=4)
+    data_yaml = write_data_yaml(tmp_path, NAMES, strict=True)
+    assert len(build(data_yaml, mode="train")) == 4  # clean: its label cache is written
+    (tmp_path / "train/labels/aug_001000_00000000_001.txt").write_text("5 0.5 0.5 0.2 0.2\n")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(ultralytics.data.utils, "is_dir_writeable", lambda path: False)
+    monkeypatch.setattr(dataset_module, "write_atomic", read_only)
+    for _ in range(2):  # also when a second run finds the same stale cache
+        with pytest.raises(DatasetProblems, match=r"aug_001000_00000000_001.txt: label line 1: class id 5 outside"):
+            build(data_yaml, mode="train")
+
+
+def test_training_refuses_names_that_most_label_files_go_beyond(tmp_path):
+    data_yaml = make_tree(tmp_path, n=7)
+    for i, f in enumerate(sorted((tmp_path / "train/labels").glob("*.txt"))):
+        f.write_text(f"{i} 0.5 0.5 0.2 0.2\n")  # class ids 0..6
+    names = {i: f"c{i}" for i in range(3)}
+    data_yaml = write_data_yaml(tmp_path, names)
+    message = (
+        rf"{data_yaml}: 'names' has 3 classes \(ids 0-2\), but 4 of the 7 label files with boxes in "
+        rf"{tmp_path / 'train/images'} use higher class ids \(e.g. 6 in .*\.txt\)"
+    )
+    with pytest.raises(DatasetError, match=message):
+        build(data_yaml, mode="train")
+    write_data_yaml(tmp_path, {**names, 3: "c3"})  # 3 of 7 beyond: bad files, left out and named, as usual
+    assert len(build(data_yaml, mode="train")) == 4
+
+
+@pytest.mark.slow
+def test_yolo_train_and_val_with_disk_cache_and_single_cls_never_unpickling_a_planted_label_cache(tiny_data, tmp_path):
+    root = Path(shutil.copytree(tiny_data.parent, tmp_path / "data"))
+    marker = tmp_path / "unpickled"
+    for split in ("train", "valid"):
+        with open(root / split / "labels.cache", "wb") as f:
+            np.save(f, np.array({"version": "1.0.12", "x": Payload(marker)}, dtype=object), allow_pickle=True)
+    common = ("imgsz=64", "batch=4", "workers=0", "cache=disk", "single_cls=True", "plots=False", f"project={tmp_path}")
+    train = run_yolo("train", f"model={CSP_N_YAML}", f"data={root / 'data.yaml'}", "epochs=1", "name=t", *common)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    val = run_yolo("val", f"model={tmp_path / 't/weights/best.pt'}", f"data={root / 'data.yaml'}", "name=v", *common)
+    assert val.returncode == 0, val.stdout[-3000:] + val.stderr[-3000:]
+    assert not marker.exists()
+    for split in ("train", "valid"):  # every item kept (single_cls) and cached for both loaders
+        images = sorted((root / split / "images").glob("*.npy"))
+        assert len(list((root / split / CACHE_DIRNAME / "images").glob("*.npy"))) == len(images)
+    assert (
+        f"{len(sorted((root / 'valid/images').glob('*.npy')))} images, 0 backgrounds, 0 corrupt"
+        in val.stdout + val.stderr
+    )

@@ -102,7 +102,7 @@ def test_training_leaves_the_bad_files_out_and_loads_the_rest(tmp_path):
     assert not {s for s in skipped if any(f"/{s}.npy" in f for f in ds.im_files)}
     for i in range(len(ds)):
         assert tuple(ds[i]["img"].shape) == (3, 64, 64)
-    assert tree_digest(tmp_path) == before  # labels.cache aside (Ultralytics' own, beside labels/)
+    assert tree_digest(tmp_path) == before  # the label cache aside (in .smartcash_cache)
 
 
 def test_strict_dataset_refuses_to_train_and_lists_every_problem(tmp_path):

@@ -17,7 +17,7 @@ COORD_TOLERANCE = 1e-6
 
 
 class ClassIdError(ValueError):
-    """A label row whose class id is not one of the dataset's classes; ``class_id`` is the id it uses."""
+    """A label row whose class id is beyond the dataset's ``names``; ``class_id`` is the id it uses."""
 
     def __init__(self, message: str, class_id: int):
         super().__init__(message)
@@ -35,7 +35,8 @@ def parse_label_rows(text: str, num_cls: int | None) -> np.ndarray:
 
     Raises:
         ValueError: for the first bad row, naming its line: wrong field count, a non-number, NaN/inf, a coordinate
-            outside 0..1; :class:`ClassIdError` for a class id that is not an integer in ``0..num_cls-1``.
+            outside 0..1, a class id that is not a non-negative integer; :class:`ClassIdError` for one beyond
+            ``num_cls - 1``.
     """
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -74,11 +75,11 @@ def parse_label_rows(text: str, num_cls: int | None) -> np.ndarray:
 
 
 def _check_class(cls: float, text: str, number: int, num_cls: int | None) -> None:
-    """Raise :class:`ClassIdError` unless ``cls`` is an integer in ``0..num_cls-1`` (any ``>= 0`` without num_cls)."""
+    """Raise unless ``cls`` is an integer in ``0..num_cls-1`` (any ``>= 0`` without num_cls)."""
     if cls % 1:
-        raise ClassIdError(f"label line {number}: class id {text} is not an integer", int(cls))
+        raise ValueError(f"label line {number}: class id {text} is not an integer")
     if cls < 0:
-        raise ClassIdError(f"label line {number}: class id {text} is negative", int(cls))
+        raise ValueError(f"label line {number}: class id {text} is negative")
     if num_cls is not None and cls >= num_cls:
         raise ClassIdError(f"label line {number}: class id {text} outside 0-{num_cls - 1} (nc={num_cls})", int(cls))
 
