@@ -20,7 +20,7 @@ that fails when an Ultralytics upgrade moves it:
 5. ``trainer.stopper`` is replaced by the adaptive early stopping, which Ultralytics calls per validated epoch and
    saves in checkpoints (``callbacks/early_stopping.py``).
 6. ``BaseDataset.npy_files``, Ultralytics' ``cache=disk`` paths, point into ``.smartcash_cache`` instead of at the
-   user's arrays (``data/dataset.py``).
+   user's arrays, each named after its source's fingerprint (``data/dataset.py``).
 7. ``SmartCashDataset.get_labels`` replaces ``YOLODataset.get_labels`` whole: it is the one caller of the method
    that unpickles Ultralytics' ``labels.cache``, so that file is never loaded (``data/dataset.py``, whose own label
    cache is ``data/label_cache.py``).

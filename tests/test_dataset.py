@@ -298,7 +298,8 @@ def test_disk_cache_of_ordinary_images_lives_in_the_cache_folder(tmp_path):
     before = tree_digest(tmp_path)
     ds = build(data_yaml, mode="train", cache="disk")
     i = next(k for k, f in enumerate(ds.im_files) if f.endswith("photo.png"))
-    assert ds.npy_files[i] == tmp_path / "train" / CACHE_DIRNAME / "images/photo.npy"
+    assert ds.npy_files[i].parent == tmp_path / "train" / CACHE_DIRNAME / "images"
+    assert re.fullmatch(r"photo\.[0-9a-f]{16}\.npy", ds.npy_files[i].name)  # named after the source's fingerprint
     np.testing.assert_array_equal(np.load(ds.npy_files[i]), cv2.imread(str(tmp_path / "train/images/photo.png")))
     assert not (tmp_path / "train/images/photo.npy").exists()  # never beside the user's image
     after = tree_digest(tmp_path)
@@ -557,3 +558,28 @@ def test_yolo_train_and_val_with_disk_cache_and_single_cls_never_unpickling_a_pl
         f"{len(sorted((root / 'valid/images').glob('*.npy')))} images, 0 backgrounds, 0 corrupt"
         in val.stdout + val.stderr
     )
+
+
+def test_disk_cache_notices_a_changed_source_that_kept_its_size_and_modification_time(tmp_path):
+    """cp -p, rsync -a and tar carry a file's old mtime; a new array of the same shape has the same size."""
+    data_yaml = make_tree(tmp_path, n=2)
+    box = (10, 20, 40, 50)
+    bmp = tmp_path / "train/images/photo.bmp"  # uncompressed: same size for other pixels too
+    cv2.imwrite(str(bmp), red_box_array(64, box, dtype=np.uint8)[..., ::-1])
+    (tmp_path / "train/labels/photo.txt").write_text(label_line(0, box, 64))
+    ds = build(data_yaml, mode="train", cache="disk")
+    arr = Path(ds.im_files[0])
+    stat = {p: p.stat() for p in (arr, bmp)}
+    for new_box in ((5, 5, 30, 30), (9, 9, 20, 40)):
+        np.save(arr, red_box_array(64, new_box))
+        cv2.imwrite(str(bmp), red_box_array(64, new_box, dtype=np.uint8)[..., ::-1])
+        for p, st in stat.items():
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+            assert p.stat().st_size == st.st_size and p.stat().st_mtime_ns == st.st_mtime_ns
+        want = cv2.cvtColor(red_box_array(64, new_box, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+        ds = build(data_yaml, mode="train", cache="disk")
+        for f in (arr, bmp):
+            np.testing.assert_array_equal(ds.load_image(ds.im_files.index(str(f)))[0], want)
+    for f in ds.npy_files:  # one cache file per source: the superseded ones are removed
+        stem = f.name.split(".")[0]
+        assert [p.name for p in f.parent.iterdir() if p.name.split(".")[0] == stem] == [f.name]

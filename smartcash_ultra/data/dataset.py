@@ -8,9 +8,11 @@ the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array,
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import re
 import shutil
 from itertools import repeat
 from multiprocessing.pool import ThreadPool
@@ -39,11 +41,13 @@ from smartcash_ultra.data.image_dataset import DatasetError, list_images, read_d
 from smartcash_ultra.data.label_cache import Scan, label_cache_path, label_dict, read_label_cache, write_label_cache
 from smartcash_ultra.data.labels import ClassIdError, parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
-from smartcash_ultra.utils.files import write_atomic
+from smartcash_ultra.utils.files import file_fingerprint, write_atomic
 
 CACHE_DIRNAME = ".smartcash_cache"
 """Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it.
 A dataset declaring another ``value_range`` caches into ``.smartcash_cache-<low>-<high>`` (other uint8 pixels)."""
+_CACHE_NAME = re.compile(r"(?P<stem>.+?)(\.[0-9a-f]{16})?\.npy")
+"""A disk-cache file name: ``<stem>.npy`` (not yet keyed, or written by an older version) or ``<stem>.<key>.npy``."""
 CORRUPT = "ignoring corrupt image/label: "
 """How a left-out item's message starts (Ultralytics' wording), after the dataset's prefix."""
 VERIFIER_VERSION = "smartcash-3"
@@ -108,13 +112,18 @@ class SmartCashDataset(YOLODataset):
 
     @property
     def npy_files(self) -> list[Path]:
-        """Ultralytics' per-image disk-cache paths, kept in :data:`CACHE_DIRNAME`, never on a user's file."""
+        """Ultralytics' per-image disk-cache paths, kept in :data:`CACHE_DIRNAME`, never on a user's file.
+
+        ``<stem>.npy`` until :meth:`check_cache_disk` names each after its source's fingerprint, ``<stem>.<key>.npy``:
+        a cache file is then used only for the very source it was made from.
+        """
         return self._npy_files
 
     @npy_files.setter
     def npy_files(self, files: list[Path]) -> None:
         tag = "" if self.value_range == DEFAULT_VALUE_RANGE else "-{:g}-{:g}".format(*self.value_range)
         self._npy_files = [_cache_path(Path(f), CACHE_DIRNAME + tag) for f in files]
+        self._unkeyed = list(self._npy_files)
 
     # Verification ----------------------------------------------------------------------------------------------------
     def get_cache_hash(self) -> str:
@@ -230,12 +239,14 @@ class SmartCashDataset(YOLODataset):
         return im, (h0, w0), im.shape[:2]
 
     def check_cache_disk(self, safety_margin: float = 0.1) -> bool:
-        """Check free space and write access where the cache folder goes, before any cache file is written.
+        """Name each cache file after its source's fingerprint, then check free space and write access for the rest.
 
         Stock sizes the cache by decoding sample images with ``imread``, which reads no ``.npy`` (an array tree
         would need 0 bytes, and writing would then fail part-way on a full disk); here the verified shapes give the
         uint8 size of every image not cached yet.
         """
+        with ThreadPool(NUM_THREADS) as pool:
+            pool.map(self._key_cache_file, range(len(self.im_files)))
         need = sum(
             h * w * self.channels
             for (h, w), f in zip((self.source_shapes[f] for f in self.im_files), self.npy_files, strict=True)
@@ -254,17 +265,30 @@ class SmartCashDataset(YOLODataset):
             return False
         return True
 
+    def _key_cache_file(self, i: int) -> None:
+        """Point ``npy_files[i]`` at ``<stem>.<fingerprint of the source>.npy``; an unreadable source keeps no key."""
+        with contextlib.suppress(OSError):  # load_image names the file when the item is used
+            key = file_fingerprint(self.im_files[i])
+            self._npy_files[i] = self._unkeyed[i].with_name(f"{self._unkeyed[i].stem}.{key}.npy")
+
+    def cache_images(self) -> None:
+        """Cache as Ultralytics does, then remove cache files made from earlier versions of these sources."""
+        super().cache_images()
+        if self.cache == "disk":
+            _remove_superseded(self._unkeyed, self._npy_files)
+
     def cache_images_to_disk(self, i: int) -> None:
-        """Write image ``i`` into the cache folder (atomically) unless the cache is of this very source file.
+        """Write image ``i`` into the cache folder (atomically) unless its file for this very source exists.
 
         An array is cached as uint8 in its own channel order (the declared order is applied when it is loaded, so
-        changing ``channel_order`` needs no new cache), an image as ``imread`` gives it. The cache file takes its
-        source's mtime: any other source mtime, newer or older (a restored backup, ``cp -p``, ``rsync -a``), means
-        the source changed. The source is only read.
+        changing ``channel_order`` needs no new cache), an image as ``imread`` gives it. The file is named after the
+        source's fingerprint (size, mtime and sampled content): a source changed in any of them, also one carrying
+        an older mtime (a restored backup, ``cp -p``, ``rsync -a``), is cached anew. The source is only read.
         """
+        if self._npy_files[i] == self._unkeyed[i]:
+            self._key_cache_file(i)
         f, im_file = self.npy_files[i], self.im_files[i]
-        mtime_ns = os.stat(im_file).st_mtime_ns  # before reading: a source changed meanwhile is re-cached next time
-        if f.exists() and f.stat().st_mtime_ns == mtime_ns:
+        if f == self._unkeyed[i] or f.exists():  # unreadable source, or cached already
             return
         im = (
             to_uint8(open_array(im_file), self.value_range)
@@ -277,7 +301,6 @@ class SmartCashDataset(YOLODataset):
         buffer = io.BytesIO()
         np.save(buffer, im, allow_pickle=False)
         write_atomic(f, buffer.getvalue())
-        os.utime(f, ns=(mtime_ns, mtime_ns))
 
 
 def build_smartcash_dataset(
@@ -415,6 +438,25 @@ def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resiz
     else:
         w, h = min(math.ceil(w0 * r), size), min(math.ceil(h0 * r), size)
     return cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _remove_superseded(unkeyed: list[Path], current: list[Path]) -> None:
+    """Remove the cache files of these sources other than the current ones (earlier versions, or unkeyed ones).
+
+    Only names this plugin gives (``<stem>.npy``, ``<stem>.<16 hex>.npy``) inside its own cache folders are removed;
+    one listing per folder.
+    """
+    keep = set(current)
+    stems: dict[Path, set[str]] = {}
+    for f in unkeyed:
+        stems.setdefault(f.parent, set()).add(f.stem)
+    for folder, names in stems.items():
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                m = _CACHE_NAME.fullmatch(entry.name)
+                if m and m["stem"] in names and Path(entry.path) not in keep:
+                    with contextlib.suppress(OSError):
+                        os.remove(entry.path)
 
 
 def _cache_path(im_file: Path, dirname: str = CACHE_DIRNAME) -> Path:
