@@ -53,7 +53,8 @@ class ImageDataset:
     splits: dict[str, list[Path]]
     """SmartCash split folder (train, valid, test) -> its image files, sorted, absolute."""
     locations: tuple[Path, ...]
-    """Folders the dataset's files are read from (root, split folders, list files' folders)."""
+    """Folders the dataset's files are read from (root, split folders, list files' folders, every image's folder and
+    label folder)."""
     data: dict = field(default_factory=dict)
     """The data YAML as written (empty for a bare tree): declarations such as ``channel_order`` live here."""
     warnings: tuple[str, ...] = ()
@@ -151,8 +152,12 @@ def _from_yaml(yaml_file: Path, suffixes: frozenset[str]) -> ImageDataset:
                 continue
             if not path.exists():
                 raise DatasetError(yaml_file, f"'{key}' path {path} does not exist")
-            images += list_images(path, suffixes)
-            locations.append(path if path.is_dir() else path.parent)
+            listed = list_images(path, suffixes)
+            images += listed
+            # a list file may name images anywhere: their folders and label folders are the dataset's too
+            folders = {path if path.is_dir() else path.parent}
+            folders |= {f.parent for f in listed} | {ImageDataset.label_file(f).parent for f in listed}
+            locations += sorted(folders - set(locations))
             found = True
         if found:
             splits[folder] = sorted(set(images))
