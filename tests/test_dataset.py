@@ -539,7 +539,7 @@ def test_training_refuses_names_that_most_label_files_go_beyond(tmp_path):
 
 
 @pytest.mark.slow
-def test_yolo_train_and_val_with_disk_cache_and_single_cls_never_unpickling_a_planted_label_cache(tiny_data, tmp_path):
+def test_yolo_train_val_predict_on_disk_cache_single_cls_a_planted_label_cache_and_bad_arrays(tiny_data, tmp_path):
     root = Path(shutil.copytree(tiny_data.parent, tmp_path / "data"))
     marker = tmp_path / "unpickled"
     for split in ("train", "valid"):
@@ -558,6 +558,19 @@ def test_yolo_train_and_val_with_disk_cache_and_single_cls_never_unpickling_a_pl
         f"{len(sorted((root / 'valid/images').glob('*.npy')))} images, 0 backgrounds, 0 corrupt"
         in val.stdout + val.stderr
     )
+
+    folder = tmp_path / "predict"  # yolo predict on a folder: a bad array is named and skipped, the rest predicted
+    (folder / "x.npy").mkdir(parents=True)
+    good = sorted((root / "test/images").glob("*.npy"))
+    shutil.copy(good[0], folder / "x.npy" / good[0].name)
+    shutil.copy(good[1], folder / good[1].name)
+    (folder / "bad.npy").write_bytes(b"not an array")
+    best = tmp_path / "t/weights/best.pt"
+    pred = run_yolo("predict", f"model={best}", f"source={folder}", "imgsz=64", f"project={tmp_path}", "name=p")
+    out = pred.stdout + pred.stderr
+    assert pred.returncode == 0, out[-3000:]
+    assert f"skipping {folder / 'bad.npy'}: not a NumPy .npy file" in out
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(f.with_suffix(".jpg").name for f in good[:2])
 
 
 def test_disk_cache_notices_a_changed_source_that_kept_its_size_and_modification_time(tmp_path):
