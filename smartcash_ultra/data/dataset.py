@@ -1,9 +1,10 @@
 """``SmartCashDataset``: SmartCash ``.npy`` arrays (and ordinary images) fed to Ultralytics' YOLO pipeline unchanged.
 
 Arrays are converted to uint8 BGR when loaded, so Mosaic, HSV, flips, perspective and LetterBox run exactly as on
-JPEGs, and validation sees the unaugmented array. Three stock behaviours are replaced because they would touch a
-user's files: image discovery (it ignores ``.npy``), verification (PIL, which rewrites "corrupt" JPEGs in place) and
-the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array, which stock code deletes on error).
+JPEGs, and validation sees the unaugmented array. Four stock behaviours are replaced because they would touch a
+user's files or run a dataset's code: image discovery (it ignores ``.npy``), verification (PIL, which rewrites
+"corrupt" JPEGs in place), the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array, which
+stock code deletes on error) and the label cache (a pickle, which runs code when loaded).
 """
 
 from __future__ import annotations
