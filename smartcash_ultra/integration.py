@@ -20,9 +20,10 @@ that fails when an Ultralytics upgrade moves it:
 5. ``trainer.stopper`` is replaced by the adaptive early stopping, which Ultralytics calls per validated epoch and
    saves in checkpoints (``callbacks/early_stopping.py``).
 6. ``BaseDataset.npy_files``, Ultralytics' ``cache=disk`` paths, point into ``.smartcash_cache`` instead of at the
-   user's arrays (``data/dataset.py``).
-7. Strict datasets re-read the verifier messages Ultralytics keeps under ``msgs`` in ``labels.cache``
-   (``data/dataset.py``).
+   user's arrays, each named after its source's fingerprint (``data/dataset.py``).
+7. ``SmartCashDataset.get_labels`` replaces ``YOLODataset.get_labels`` whole: it is the one caller of the method
+   that unpickles Ultralytics' ``labels.cache``, so that file is never loaded (``data/dataset.py``, whose own label
+   cache is ``data/label_cache.py``).
 8. AP75 is column 5 of ``Metric.all_ap`` (IoU thresholds 0.50:0.05:0.95; ``engine/validator.py``).
 9. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
    also after each epoch in ``time=`` mode (``engine/trainer.py``).

@@ -324,3 +324,59 @@ def test_foreign_files_in_the_destination_are_reported_not_deleted(source, tmp_p
     report = convert(source, dst)
     assert report.foreign_files == [stray] and stray.exists()
     assert "1 file(s) in the destination's split folders were not written" in report.summary()
+
+
+def test_a_destination_where_listed_images_live_is_refused_even_with_overwrite(tmp_path):
+    images = tmp_path / "photos"  # the split is a list file elsewhere naming images here
+    add_image(images, "train", "pre_a.png")  # a SmartCash name: its output name is its own, pre_a
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text(f"{images / 'train/images/pre_a.png'}\n")
+    (lists / "data.yaml").write_text(yaml.safe_dump({"train": "train.txt", "val": "train.txt", "names": NAMES}))
+    before = tree_digest(images)
+    for dst in (images, images / "train/images", images / "train/labels"):
+        with pytest.raises(DatasetError, match="overlaps the source dataset folder"):
+            convert(lists / "data.yaml", dst, overwrite=True)
+    assert tree_digest(images) == before  # the source label pre_a.txt was never rewritten
+
+
+def test_a_non_empty_destination_is_refused_unless_it_is_an_earlier_conversion(source, tmp_path, capsys):
+    busy = tmp_path / "busy"  # e.g. /tmp or a home folder
+    (busy / "photos").mkdir(parents=True)
+    (busy / "notes.txt").write_text("mine")
+    before = tree_digest(busy)
+    with pytest.raises(
+        DatasetError, match=rf"{busy}: is not empty and holds no earlier conversion \(notes.txt, photos\)"
+    ):
+        convert(source, busy, overwrite=True)
+    assert main(["convert", str(source), str(busy), "--size", str(SIZE), "--workers", "0"]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert tree_digest(busy) == before and sorted(p.name for p in busy.iterdir()) == ["notes.txt", "photos"]
+
+    dst = tmp_path / "out"  # an interrupted conversion: split folders, no data.yaml yet; it resumes
+    convert(source, dst)
+    (dst / "data.yaml").unlink()
+    (dst / "valid/images/pre_frame_7.meta.json").unlink()
+    (dst / ".hidden").write_text("")  # hidden files (.DS_Store, ...) do not count
+    report = convert(source, dst)
+    assert (report.converted, report.up_to_date) == (1, 2) and (dst / "data.yaml").is_file()
+
+
+def test_a_missing_optional_test_split_is_a_warning_and_the_rest_converts(source, tmp_path):
+    data = yaml.safe_load(source.read_text())
+    source.write_text(yaml.safe_dump({**data, "test": "test/images"}))
+    report = convert(source, tmp_path / "out")
+    assert report.ok and report.converted == 3
+    assert "'test' path" in report.summary() and "the optional split is skipped" in report.summary()
+    assert "test" not in yaml.safe_load(report.data_yaml.read_text())
+
+
+def test_polygon_labels_convert_to_their_boxes(tmp_path):
+    root = tmp_path / "yolo"
+    add_image(root, "train", "box.png")  # its true box (8, 8, 40, 30) in a 64 x 48 image
+    x0, y0, x1, y1 = 8 / 64, 8 / 48, 40 / 64, 30 / 48
+    add_image(root, "train", "polygon.png", f"0 {x0} {y0} {x1} {y0} {x1} {y1} {x0} {y1}\n")  # the same box's corners
+    report = convert(write_yaml(root), tmp_path / "out")
+    assert report.ok
+    (box,), (polygon,) = (label_boxes(tmp_path / f"out/train/labels/pre_{n}.txt") for n in ("box", "polygon"))
+    assert box[0] == polygon[0] and np.abs(box[1] - polygon[1]).max() < 1e-3

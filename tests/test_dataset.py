@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import tree_digest, write_data_yaml
+from conftest import CSP_N_YAML, run_yolo, tree_digest, write_data_yaml
 from ultralytics.cfg import get_cfg
 from ultralytics.data.utils import check_det_dataset
 
 from smartcash_ultra import arrays
-from smartcash_ultra.data.dataset import CACHE_DIRNAME, SmartCashDataset, build_smartcash_dataset, verify_sample
+from smartcash_ultra.data.dataset import (
+    CACHE_DIRNAME,
+    DatasetProblems,
+    SmartCashDataset,
+    build_smartcash_dataset,
+    inspect_sample,
+)
 from smartcash_ultra.data.image_dataset import DatasetError
 
 GREY = 114 / 255
@@ -209,6 +217,9 @@ def test_bad_files_are_skipped_named_and_never_touched(tmp_path):
     after = tree_digest(tmp_path)
     assert {k: after.get(k) for k in before} == before  # no byte of the user's tree changed, nothing deleted
     assert all(CACHE_DIRNAME in Path(k).parts for k in after.keys() - before.keys())  # only the cache was added
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.cache")] == [
+        Path("train", CACHE_DIRNAME, "labels.cache")
+    ]
     names = {Path(f).name for f in ds.im_files}
     assert "pre_rp_002000_nolabel.npy" in names  # a missing label file is a background image
     assert not names & {
@@ -239,14 +250,15 @@ def test_verification_reports_each_problem_with_the_file_name(tmp_path):
     }
     for text, problem in cases.items():
         lb.write_text(text)
-        result = verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))
-        assert result[0] is None and result[8] == 1
-        assert str(lb) in result[9] and problem in result[9]  # a label problem names the label file
+        result = inspect_sample(str(arr), str(lb), 2, (0.0, 1.0))
+        assert result.labels is None and result.shape is None and result.problem  # left out
+        assert result.problem.startswith(f"{lb}: ") and problem in result.problem  # naming the label file
     lb.write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
-    result = verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))
-    assert len(result[1]) == 1 and "1 duplicate labels removed" in result[9]
+    result = inspect_sample(str(arr), str(lb), 2, (0.0, 1.0))
+    assert len(result.labels) == 1 and "1 duplicate labels removed" in result.fixed and not result.problem
     lb.write_text("")
-    assert verify_sample((str(arr), str(lb), "", 2, (0.0, 1.0)))[7] == 1  # empty label file: counted as empty
+    result = inspect_sample(str(arr), str(lb), 2, (0.0, 1.0))
+    assert result.label_found and len(result.labels) == 0 and not result.problem  # empty label file: a background
 
 
 def test_a_zip_archive_named_npy_is_not_an_array(tmp_path):
@@ -262,8 +274,8 @@ def test_arrays_are_verified_without_pil(tmp_path, monkeypatch):
     import smartcash_ultra.data.dataset as dataset_module
 
     monkeypatch.setattr(dataset_module.Image, "open", lambda *a, **k: pytest.fail("PIL opened an array"))
-    result = verify_sample((str(arr), str(tmp_path / "none.txt"), "", 2, (0.0, 1.0)))
-    assert result[2] == (32, 32) and result[5] == 1  # shape from the header; label missing
+    result = inspect_sample(str(arr), str(tmp_path / "none.txt"), 2, (0.0, 1.0))
+    assert result.shape == (32, 32) and not result.label_found  # shape from the header; label missing
 
 
 def test_empty_or_wrong_image_path_names_the_path(tmp_path):
@@ -286,7 +298,8 @@ def test_disk_cache_of_ordinary_images_lives_in_the_cache_folder(tmp_path):
     before = tree_digest(tmp_path)
     ds = build(data_yaml, mode="train", cache="disk")
     i = next(k for k, f in enumerate(ds.im_files) if f.endswith("photo.png"))
-    assert ds.npy_files[i] == tmp_path / "train" / CACHE_DIRNAME / "images/photo.npy"
+    assert ds.npy_files[i].parent == tmp_path / "train" / CACHE_DIRNAME / "images"
+    assert re.fullmatch(r"photo\.[0-9a-f]{16}\.npy", ds.npy_files[i].name)  # named after the source's fingerprint
     np.testing.assert_array_equal(np.load(ds.npy_files[i]), cv2.imread(str(tmp_path / "train/images/photo.png")))
     assert not (tmp_path / "train/images/photo.npy").exists()  # never beside the user's image
     after = tree_digest(tmp_path)
@@ -327,3 +340,259 @@ def test_disk_cache_is_skipped_without_room_for_the_arrays(tmp_path, monkeypatch
     monkeypatch.setattr(dataset_module.shutil, "disk_usage", lambda p: real(p)._replace(free=60 * 1024))
     ds = build(data_yaml, mode="train", cache="disk")
     assert ds.cache == "disk" and all(f.exists() for f in ds.npy_files)
+
+
+def test_predicting_a_folder_skips_bad_arrays_by_name_and_lists_arrays_in_a_folder_named_npy(tmp_path, log_lines):
+    from smartcash_ultra.engine.predictor import array_source
+
+    good = red_box_array(32, (1, 1, 9, 9))
+    for name in ("a.npy", "c.npy", "x.npy/inner.npy"):  # a folder named like an array holds arrays, as in training
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        np.save(tmp_path / name, good)
+    (tmp_path / "b.npy").write_bytes(b"not an array")
+    np.save(tmp_path / "gray.npy", good[..., 0])
+    source = array_source(str(tmp_path), batch=2)
+    batches = list(source)
+    seen = [Path(p).relative_to(tmp_path).as_posix() for paths, _, _ in batches for p in paths]
+    assert seen == ["a.npy", "c.npy", "x.npy/inner.npy"]  # the bad files skipped, the rest predicted
+    assert all(len(paths) == len(ims) == len(info) for paths, ims, info in batches)
+    assert all(im.shape == (32, 32, 3) and im.dtype == np.uint8 for _, ims, _ in batches for im in ims)
+    warnings = "\n".join(log_lines)
+    assert f"{tmp_path / 'b.npy'}: not a NumPy .npy file" in warnings
+    assert f"{tmp_path / 'gray.npy'}: shape (32, 32), expected (H, W, 3)" in warnings
+    with pytest.raises(FileNotFoundError, match=re.escape(f"array source {tmp_path / 'gone.npy'} does not exist")):
+        array_source([str(tmp_path / "a.npy"), str(tmp_path / "gone.npy")])
+    with pytest.raises(FileNotFoundError, match=re.escape(f"array source {tmp_path / 'x.npy'} is a folder")):
+        array_source([str(tmp_path / "a.npy"), str(tmp_path / "x.npy")])
+
+
+def test_single_cls_collapses_every_class_id_to_0_in_training_and_validation_as_stock_does(tiny_data, tiny_jpeg_data):
+    from ultralytics.data import YOLODataset
+
+    for mode in ("train", "val"):
+        data = check_det_dataset(str(tiny_data))
+        data["names"], data["nc"] = {0: "item"}, 1  # as the trainer rewrites them for single_cls
+        cfg = get_cfg(overrides={"imgsz": 64, "task": "detect", "single_cls": True})
+        ds = build_smartcash_dataset(cfg, data["train" if mode == "train" else "val"], 4, data, mode, mode == "val")
+        stock_data = {**check_det_dataset(str(tiny_jpeg_data)), "names": {0: "item"}, "nc": 1}
+        split = "train" if mode == "train" else "val"
+        stock = YOLODataset(img_path=stock_data[split], data=stock_data, imgsz=64, single_cls=True, augment=False)
+        assert len(ds) == len(stock) == len(list(Path(data[split]).glob("*.npy")))
+        ours = {Path(lb["im_file"]).stem: lb for lb in ds.labels}
+        for lb in stock.labels:
+            mine = ours[Path(lb["im_file"]).stem]
+            assert len(mine["cls"]) > 0 and not mine["cls"].any()  # every box kept, as class 0
+            np.testing.assert_array_equal(mine["cls"], lb["cls"])
+            np.testing.assert_allclose(mine["bboxes"], lb["bboxes"], atol=1e-6)
+        assert ds[0]["cls"].numel() > 0
+
+
+def test_polygon_labels_become_their_boxes_as_in_ultralytics(tmp_path):
+    from ultralytics.data.utils import verify_image_label
+
+    arr = red_box_array(64, (8, 8, 40, 40))
+    np.save(tmp_path / "a.npy", arr)
+    cv2.imwrite(str(tmp_path / "a.png"), arrays.to_uint8(arr)[..., ::-1])  # the stock verifier's twin
+    rows = "1 0.1 0.2 0.5 0.15 0.45 0.6 0.2 0.55\n0 0.7 0.7 0.9 0.7 0.9 0.95 0.7 0.95 0.72 0.8\n"
+    (tmp_path / "a.txt").write_text(rows)
+    x = inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "a.txt"), 2)
+    stock = verify_image_label((str(tmp_path / "a.png"), str(tmp_path / "a.txt"), "", False, 2, 0, 0, False))
+    assert x.problem is None and x.fixed is None and stock[8] == 0
+    np.testing.assert_array_equal(x.labels, stock[1])  # segments2boxes, in float32 as stock computes it
+    (tmp_path / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n" + rows)  # box and polygon rows in one file: each row read
+    assert len(inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "b.txt"), 2).labels) == 3
+    for text, problem in (
+        (
+            "0 0.1 0.2 0.5 0.15 0.45 0.6 0.2\n",
+            "label line 1 has 8 fields: a polygon needs x y pairs after the class id",
+        ),
+        (
+            "0 0.5 0.5 0.2 0.2 0.3\n",
+            "label line 1 has 6 fields, expected 5 (cls xc yc w h) or a polygon (cls x1 y1 x2 y2 x3 y3 ...)",
+        ),
+        ("0 0.1 0.2 1.5 0.15 0.45 0.6\n", "label line 1: polygon coordinates outside 0..1 (labels must be normalised)"),
+    ):
+        (tmp_path / "c.txt").write_text(text)
+        bad = inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "c.txt"), 2)
+        assert bad.problem == f"{tmp_path / 'c.txt'}: {problem}", bad.problem
+
+
+def test_zero_size_boxes_are_removed_and_reported(tmp_path):
+    np.save(tmp_path / "a.npy", red_box_array(64, (8, 8, 40, 40)))
+    (tmp_path / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0 0.2\n1 0.3 0.3 0.2 0\n0 0.5 0.5 0.2 0.2\n")
+    x = inspect_sample(str(tmp_path / "a.npy"), str(tmp_path / "a.txt"), 2)
+    np.testing.assert_array_equal(x.labels, np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32))
+    assert x.problem is None
+    assert x.fixed == f"{tmp_path / 'a.txt'}: 1 duplicate labels removed; 2 zero-size boxes removed"
+
+
+def test_big_endian_arrays_load_as_their_native_twins(tmp_path):
+    data_yaml = make_tree(tmp_path, n=2)
+    native = sorted((tmp_path / "valid/images").glob("*.npy"))
+    for f in native:
+        twin = f.with_name(f"{f.stem}_be.npy")
+        np.save(twin, np.load(f).astype(">f4"))
+        (tmp_path / "valid/labels" / f"{twin.stem}.txt").write_bytes(
+            (tmp_path / "valid/labels" / f"{f.stem}.txt").read_bytes()
+        )
+    ds = build(data_yaml)
+    assert len(ds) == 4
+    for f in native:
+        a, b = ds.im_files.index(str(f)), ds.im_files.index(str(f.with_name(f"{f.stem}_be.npy")))
+        np.testing.assert_array_equal(ds.load_image(a)[0], ds.load_image(b)[0])
+    be = np.load(native[0]).astype(">f2")
+    np.testing.assert_array_equal(arrays.to_uint8(be), arrays.to_uint8(np.load(native[0]).astype(np.float16)))
+
+
+def test_disk_cache_works_on_the_rectangular_loaders_of_validation_and_rect_training(tmp_path):
+    from smartcash_ultra.engine.validator import SmartCashValidator
+
+    data_yaml = make_tree(tmp_path, n=5)
+    np.save(tmp_path / "valid/images/pre_wide.npy", np.full((40, 64, 3), GREY, np.float32))  # batches of two shapes
+    np.save(tmp_path / "train/images/pre_wide.npy", np.full((40, 64, 3), GREY, np.float32))
+    data = check_det_dataset(str(data_yaml))
+    cfg = get_cfg(overrides={"imgsz": 64, "task": "detect", "cache": "disk"})
+    loaders = {  # the trainer's validation loader is rectangular, as is a rect=True training loader
+        "trainer val": build_smartcash_dataset(cfg, data["val"], 4, data, mode="val", rect=True, stride=32),
+        "rect train": build_smartcash_dataset(get_cfg(cfg, {"rect": True}), data["train"], 4, data, stride=32),
+    }
+    validator = SmartCashValidator(args={"imgsz": 64, "task": "detect", "cache": "disk", "rect": True})
+    validator.data, validator.stride = data, 32  # what `yolo val` sets before building its loader
+    loaders["yolo val"] = validator.build_dataset(data["val"], batch=4)
+    for name, ds in loaders.items():
+        assert ds.rect and ds.cache == "disk" and len(ds) == 6, name
+        assert all(f.exists() and CACHE_DIRNAME in f.parts for f in ds.npy_files), name
+        for i in range(len(ds)):
+            assert ds[i]["img"].shape[0] == 3
+        i = next(k for k, f in enumerate(ds.im_files) if f.endswith("pre_wide.npy"))
+        np.testing.assert_array_equal(np.load(ds.npy_files[i]), np.full((40, 64, 3), 114, np.uint8))
+
+
+class Payload:
+    """Unpickling this creates the marker file: stands for any code a pickle can run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_label_cache_brought_by_a_dataset_is_never_unpickled(tmp_path, log_lines):
+    data_yaml = make_tree(tmp_path, n=3)
+    marker = tmp_path.parent / f"{tmp_path.name}-unpickled"
+    stock, ours = {}, {}
+    for split in ("train", "valid"):
+        stock[split] = tmp_path / split / "labels.cache"  # where Ultralytics keeps (and unpickles) its label cache
+        with open(stock[split], "wb") as f:
+            np.save(f, np.array({"version": "1.0.12", "x": Payload(marker)}, dtype=object), allow_pickle=True)
+        ours[split] = tmp_path / split / CACHE_DIRNAME / "labels.cache"  # and where the plugin keeps its own
+        ours[split].parent.mkdir()
+        ours[split].write_bytes(pickle.dumps(Payload(marker)))
+    planted = {p: p.read_bytes() for p in stock.values()}
+    for strict in (False, True):
+        data_yaml = write_data_yaml(tmp_path, NAMES, strict=strict)
+        assert len(build(data_yaml, mode="train")) == len(build(data_yaml, mode="val")) == 3
+    assert not marker.exists()
+    assert {p: p.read_bytes() for p in stock.values()} == planted  # left as it was, never loaded
+    assert sum(f"ignoring {stock['train']}: " in line for line in log_lines) == 2
+    for path in ours.values():  # replaced by a cache that loads without pickle
+        with np.load(path, allow_pickle=False) as archive:
+            assert sorted(archive.files) == ["meta", "rows"]
+            assert archive["meta"].dtype == np.uint8 and archive["rows"].dtype == np.float32
+
+
+def test_strict_refuses_on_a_read_only_tree_whatever_cache_it_holds(tmp_path, monkeypatch):
+    import ultralytics.data.utils
+
+    import smartcash_ultra.data.dataset as dataset_module
+
+    data_yaml = make_tree(tmp_path, n=4)
+    data_yaml = write_data_yaml(tmp_path, NAMES, strict=True)
+    assert len(build(data_yaml, mode="train")) == 4  # clean: its label cache is written
+    (tmp_path / "train/labels/aug_001000_00000000_001.txt").write_text("5 0.5 0.5 0.2 0.2\n")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(ultralytics.data.utils, "is_dir_writeable", lambda path: False)
+    monkeypatch.setattr(dataset_module, "write_atomic", read_only)
+    for _ in range(2):  # also when a second run finds the same stale cache
+        with pytest.raises(DatasetProblems, match=r"aug_001000_00000000_001.txt: label line 1: class id 5 outside"):
+            build(data_yaml, mode="train")
+
+
+def test_training_refuses_names_that_most_label_files_go_beyond(tmp_path):
+    data_yaml = make_tree(tmp_path, n=7)
+    for i, f in enumerate(sorted((tmp_path / "train/labels").glob("*.txt"))):
+        f.write_text(f"{i} 0.5 0.5 0.2 0.2\n")  # class ids 0..6
+    names = {i: f"c{i}" for i in range(3)}
+    data_yaml = write_data_yaml(tmp_path, names)
+    message = (
+        rf"{data_yaml}: 'names' has 3 classes \(ids 0-2\), but 4 of the 7 label files with boxes in "
+        rf"{tmp_path / 'train/images'} use higher class ids \(e.g. 6 in .*\.txt\)"
+    )
+    with pytest.raises(DatasetError, match=message):
+        build(data_yaml, mode="train")
+    write_data_yaml(tmp_path, {**names, 3: "c3"})  # 3 of 7 beyond: bad files, left out and named, as usual
+    assert len(build(data_yaml, mode="train")) == 4
+
+
+@pytest.mark.slow
+def test_yolo_train_val_predict_on_disk_cache_single_cls_a_planted_label_cache_and_bad_arrays(tiny_data, tmp_path):
+    root = Path(shutil.copytree(tiny_data.parent, tmp_path / "data"))
+    marker = tmp_path / "unpickled"
+    for split in ("train", "valid"):
+        with open(root / split / "labels.cache", "wb") as f:
+            np.save(f, np.array({"version": "1.0.12", "x": Payload(marker)}, dtype=object), allow_pickle=True)
+    common = ("imgsz=64", "batch=4", "workers=0", "cache=disk", "single_cls=True", "plots=False", f"project={tmp_path}")
+    train = run_yolo("train", f"model={CSP_N_YAML}", f"data={root / 'data.yaml'}", "epochs=1", "name=t", *common)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    val = run_yolo("val", f"model={tmp_path / 't/weights/best.pt'}", f"data={root / 'data.yaml'}", "name=v", *common)
+    assert val.returncode == 0, val.stdout[-3000:] + val.stderr[-3000:]
+    assert not marker.exists()
+    for split in ("train", "valid"):  # every item kept (single_cls) and cached for both loaders
+        images = sorted((root / split / "images").glob("*.npy"))
+        assert len(list((root / split / CACHE_DIRNAME / "images").glob("*.npy"))) == len(images)
+    assert (
+        f"{len(sorted((root / 'valid/images').glob('*.npy')))} images, 0 backgrounds, 0 corrupt"
+        in val.stdout + val.stderr
+    )
+
+    folder = tmp_path / "predict"  # yolo predict on a folder: a bad array is named and skipped, the rest predicted
+    (folder / "x.npy").mkdir(parents=True)
+    good = sorted((root / "test/images").glob("*.npy"))
+    shutil.copy(good[0], folder / "x.npy" / good[0].name)
+    shutil.copy(good[1], folder / good[1].name)
+    (folder / "bad.npy").write_bytes(b"not an array")
+    best = tmp_path / "t/weights/best.pt"
+    pred = run_yolo("predict", f"model={best}", f"source={folder}", "imgsz=64", f"project={tmp_path}", "name=p")
+    out = pred.stdout + pred.stderr
+    assert pred.returncode == 0, out[-3000:]
+    assert f"skipping {folder / 'bad.npy'}: not a NumPy .npy file" in out
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(f.with_suffix(".jpg").name for f in good[:2])
+
+
+def test_disk_cache_notices_a_changed_source_that_kept_its_size_and_modification_time(tmp_path):
+    """cp -p, rsync -a and tar carry a file's old mtime; a new array of the same shape has the same size."""
+    data_yaml = make_tree(tmp_path, n=2)
+    box = (10, 20, 40, 50)
+    bmp = tmp_path / "train/images/photo.bmp"  # uncompressed: same size for other pixels too
+    cv2.imwrite(str(bmp), red_box_array(64, box, dtype=np.uint8)[..., ::-1])
+    (tmp_path / "train/labels/photo.txt").write_text(label_line(0, box, 64))
+    ds = build(data_yaml, mode="train", cache="disk")
+    arr = Path(ds.im_files[0])
+    stat = {p: p.stat() for p in (arr, bmp)}
+    for new_box in ((5, 5, 30, 30), (9, 9, 20, 40)):
+        np.save(arr, red_box_array(64, new_box))
+        cv2.imwrite(str(bmp), red_box_array(64, new_box, dtype=np.uint8)[..., ::-1])
+        for p, st in stat.items():
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+            assert p.stat().st_size == st.st_size and p.stat().st_mtime_ns == st.st_mtime_ns
+        want = cv2.cvtColor(red_box_array(64, new_box, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+        ds = build(data_yaml, mode="train", cache="disk")
+        for f in (arr, bmp):
+            np.testing.assert_array_equal(ds.load_image(ds.im_files.index(str(f)))[0], want)
+    for f in ds.npy_files:  # one cache file per source: the superseded ones are removed
+        stem = f.name.split(".")[0]
+        assert [p.name for p in f.parent.iterdir() if p.name.split(".")[0] == stem] == [f.name]

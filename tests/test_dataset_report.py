@@ -46,6 +46,7 @@ def mixed_tree(root):
         "pre_0_255": (npy_bytes(good * 255), "declare 'value_range: [0, 255]'"),
         "pre_uint8": (npy_bytes(red_box_array(64, BOX, dtype=np.uint8)), None),
         "pre_float16": (npy_bytes(good.astype(np.float16)), None),
+        "pre_big_endian": (npy_bytes(good.astype(">f4")), None),
     }
     labels = {  # stem -> (label text or None for no file, expected problem or None)
         "pre_no_label": (None, None),
@@ -54,6 +55,8 @@ def mixed_tree(root):
         "pre_bad_class": ("5 0.5 0.5 0.2 0.2\n", "class id 5 outside 0-1 (nc=2)"),
         "pre_outside": ("0 0.5 1.5 0.2 0.2\n", "box coordinates outside 0..1"),
         "pre_duplicate": (GOOD_LABEL * 2, "1 duplicate labels removed"),
+        "pre_polygon": ("0 0.1 0.1 0.3 0.1 0.3 0.3 0.1 0.3\n", None),
+        "pre_zero_size": (GOOD_LABEL + "1 0.5 0.5 0 0.1\n", "1 zero-size boxes removed"),
     }
     expected = {}
     images, label_dir = root / "train/images", root / "train/labels"
@@ -84,12 +87,12 @@ def test_check_names_every_bad_file_and_its_problem_and_touches_nothing(tmp_path
             assert len(mine) == 1 and problem in mine[0], (stem, mine)
     assert any("pre_float16.meta.json: not a readable JSON sidecar" in p for p in problems)
     counts = report.splits["train"].counts()
-    assert counts["skipped"] == 13 and counts["corrected"] == 1 and counts["backgrounds"] == 1
-    assert counts["empty_label_files"] == 1 and counts["sidecars"] == 1 and counts["images"] == 4 + 18
+    assert counts["skipped"] == 13 and counts["corrected"] == 2 and counts["backgrounds"] == 1
+    assert counts["empty_label_files"] == 1 and counts["sidecars"] == 1 and counts["images"] == 4 + 21
     assert not report.ok and report.splits["valid"].counts()["skipped"] == 0
     assert main(["check", str(data_yaml)]) == 1
     out = capsys.readouterr().out
-    assert "15 problem(s)" in out and "pre_object.npy: holds Python objects (dtype object)" in out
+    assert "16 problem(s)" in out and "pre_object.npy: holds Python objects (dtype object)" in out
     assert tree_digest(tmp_path) == before
 
 
@@ -97,12 +100,12 @@ def test_training_leaves_the_bad_files_out_and_loads_the_rest(tmp_path):
     data_yaml, expected = mixed_tree(tmp_path)
     before = tree_digest(tmp_path)
     ds = build(data_yaml, mode="train")
-    skipped = {stem for stem, problem in expected.items() if problem and "duplicate" not in problem}
-    assert len(ds) == 4 + 18 - len(skipped)
+    skipped = {stem for stem, problem in expected.items() if problem and "removed" not in problem}
+    assert len(ds) == 4 + 21 - len(skipped)
     assert not {s for s in skipped if any(f"/{s}.npy" in f for f in ds.im_files)}
     for i in range(len(ds)):
         assert tuple(ds[i]["img"].shape) == (3, 64, 64)
-    assert tree_digest(tmp_path) == before  # labels.cache aside (Ultralytics' own, beside labels/)
+    assert tree_digest(tmp_path) == before  # the label cache aside (in .smartcash_cache)
 
 
 @pytest.mark.slow
@@ -194,3 +197,55 @@ def test_dataset_exposes_the_sidecar_geometry(tiny_data):
     i = with_meta[0]
     h, w = ds.meta(i)["original_shape"]
     assert max(h, w) * ds.meta(i)["scale"] == pytest.approx(96, abs=1)  # letterboxed to the tree's 96 px
+
+
+def test_check_names_what_training_refuses_and_only_warns_about_a_missing_optional_split(tmp_path, capsys):
+    data_yaml = make_tree(tmp_path, n=3)
+    data_yaml.write_text(yaml.safe_dump({"train": "train/images", "names": NAMES}))  # no val: training refuses
+    assert scan_dataset(data_yaml).problems == [
+        f"{data_yaml}: no 'val' split; training refuses a data YAML without one"
+    ]
+    assert main(["check", str(data_yaml)]) == 1
+    assert "no 'val' split" in capsys.readouterr().out
+
+    data_yaml.write_text(
+        yaml.safe_dump({"train": "train/images", "val": "valid/images", "test": "test/images", "names": NAMES})
+    )
+    report = scan_dataset(data_yaml)  # an optional split that is missing: a warning, the rest is checked
+    assert report.ok and sorted(report.splits) == ["train", "valid"]
+    assert report.warnings == [
+        f"{data_yaml}: 'test' path {tmp_path / 'test/images'} does not exist; the optional split is skipped "
+        "(training does not need it)"
+    ]
+    assert main(["check", str(data_yaml)]) == 0
+    out = capsys.readouterr().out
+    assert "no problems" in out and f"warning: {report.warnings[0]}" in out
+
+
+def test_check_refuses_names_that_most_label_files_go_beyond_as_training_does(tmp_path):
+    data_yaml = make_tree(tmp_path, n=7)
+    for i, f in enumerate(sorted((tmp_path / "train/labels").glob("*.txt"))):
+        f.write_text(f"{i} 0.5 0.5 0.2 0.2\n")  # class ids 0..6
+    data_yaml = write_data_yaml(tmp_path, {i: f"c{i}" for i in range(3)})
+    problems = scan_dataset(data_yaml).problems
+    assert problems[0].startswith(
+        f"{data_yaml}: 'names' has 3 classes (ids 0-2), but 4 of the 7 label files with boxes in split 'train' use "
+        "higher class ids (e.g. 6 in "
+    )
+    assert len(problems) == 1 + 4  # and each file it would leave out
+    with pytest.raises(DatasetError, match="'names' has 3 classes"):
+        build(data_yaml, mode="train")
+
+
+def test_check_reports_label_files_without_an_image_and_a_pickled_label_cache(tmp_path):
+    data_yaml = make_tree(tmp_path, n=2)
+    lost = tmp_path / "train/labels/pre_lost.txt"
+    lost.write_text(GOOD_LABEL)
+    (tmp_path / "train/labels/classes.txt").write_text("001\n002\n")  # LabelImg's class list: no label file
+    (tmp_path / "valid/labels.cache").write_bytes(b"\x80\x04N.")  # Ultralytics' pickle: never loaded
+    report = scan_dataset(data_yaml)
+    assert report.problems == [f"{lost}: label file without an image; training does not read it"]
+    assert report.warnings == [
+        f"{tmp_path / 'valid/labels.cache'}: Ultralytics' label cache, a pickle; SmartCash never loads it (it could "
+        "run code), delete it unless you made it"
+    ]

@@ -19,6 +19,7 @@ from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.nn import tasks
 from ultralytics.utils.metrics import Metric
 
+from smartcash_ultra.data.dataset import SmartCashDataset
 from smartcash_ultra.nn.backbone import register_modules
 
 
@@ -61,10 +62,20 @@ def test_disk_cache_paths_are_the_npy_files_attribute():
         assert "self.npy_files[i]" in inspect.getsource(method)
 
 
-def test_label_cache_keeps_the_verifier_messages():
-    assert 'x["msgs"] = msgs' in inspect.getsource(YOLODataset.cache_labels)
-    assert "load_dataset_cache_file(cache_path)" in inspect.getsource(YOLODataset)
-    assert 'Path(label_files[0]).parent.with_suffix(".cache")' in inspect.getsource(YOLODataset.get_labels)
+def test_the_pickled_label_cache_is_loaded_only_through_get_labels():
+    def users(name: str) -> list[str]:
+        return [
+            f"{cls.__name__}.{attr}"
+            for cls in YOLODataset.__mro__
+            if cls.__module__.startswith("ultralytics.")
+            for attr, f in vars(cls).items()
+            if inspect.isfunction(f) and f"{name}(" in inspect.getsource(f) and attr != name
+        ]
+
+    assert users("load_dataset_cache_file") == ["YOLODataset._load_or_scan_cache"]
+    assert users("self._load_or_scan_cache") == ["YOLODataset.get_labels"]
+    assert "self.labels = self.get_labels()" in inspect.getsource(BaseDataset.__init__)
+    assert "super().get_labels" not in inspect.getsource(SmartCashDataset)  # replaced whole, never called
 
 
 def test_all_ap_column_5_is_ap_at_iou_0_75():

@@ -19,7 +19,7 @@ ARRAY_SUFFIX = ".npy"
 IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
 """File suffixes (no dot, lower case) a SmartCash tree may hold as images: arrays and Ultralytics' image formats."""
 ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
-"""Accepted array dtypes: floats are 0..1, uint8 is 0..255."""
+"""Accepted array dtypes, in either byte order: floats are 0..1, uint8 is 0..255."""
 CHANNEL_ORDERS = ("RGB", "BGR")
 DEFAULT_VALUE_RANGE = (0.0, 1.0)
 """Float arrays hold 0..1 unless the data YAML declares ``value_range`` (uint8 arrays are always 0..255)."""
@@ -89,7 +89,7 @@ def check_array(arr: object, source: str | Path) -> np.ndarray:
         raise ArrayFormatError(source, f"holds {type(arr).__name__}, expected one HWC image array")
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ArrayFormatError(source, f"shape {arr.shape}, expected (H, W, 3) HWC colour image")
-    if arr.dtype not in ARRAY_DTYPES:
+    if arr.dtype.newbyteorder("=") not in ARRAY_DTYPES:  # big-endian float32 is float32 too
         raise ArrayFormatError(source, f"dtype {arr.dtype}, expected one of {', '.join(map(str, ARRAY_DTYPES))}")
     if min(arr.shape[:2]) < 10:
         raise ArrayFormatError(source, f"image size {arr.shape[:2]} is smaller than 10 pixels")
@@ -157,6 +157,8 @@ def to_uint8(arr: np.ndarray, value_range: tuple[float, float] = DEFAULT_VALUE_R
     """
     if arr.dtype == np.uint8:
         return np.array(arr, copy=True, order="C")
+    if not arr.dtype.isnative:  # OpenCV reads the buffer in the machine's byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     src = arr if arr.dtype == np.float32 or _FLOAT16_DIRECT else arr.astype(np.float32)
     low, high = value_range
     alpha = 255.0 / (high - low)

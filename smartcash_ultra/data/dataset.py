@@ -1,34 +1,31 @@
 """``SmartCashDataset``: SmartCash ``.npy`` arrays (and ordinary images) fed to Ultralytics' YOLO pipeline unchanged.
 
 Arrays are converted to uint8 BGR when loaded, so Mosaic, HSV, flips, perspective and LetterBox run exactly as on
-JPEGs, and validation sees the unaugmented array. Three stock behaviours are replaced because they would touch a
-user's files: image discovery (it ignores ``.npy``), verification (PIL, which rewrites "corrupt" JPEGs in place) and
-the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array, which stock code deletes on error).
+JPEGs, and validation sees the unaugmented array. Four stock behaviours are replaced because they would touch a
+user's files or run a dataset's code: image discovery (it ignores ``.npy``), verification (PIL, which rewrites
+"corrupt" JPEGs in place), the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array, which
+stock code deletes on error) and the label cache (a pickle, which runs code when loaded).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import re
 import shutil
 from itertools import repeat
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 from PIL import Image
 from ultralytics.data import YOLODataset
-from ultralytics.data.utils import (
-    FORMATS_HELP_MSG,
-    check_file_speeds,
-    exif_size,
-    get_split_fraction,
-    load_dataset_cache_file,
-)
-from ultralytics.utils import LOGGER, NUM_THREADS, colorstr
+from ultralytics.data.utils import FORMATS_HELP_MSG, HELP_URL, check_file_speeds, exif_size, get_split_fraction
+from ultralytics.utils import LOCAL_RANK, LOGGER, NUM_THREADS, TQDM, colorstr
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.data.arrays import (
@@ -41,18 +38,21 @@ from smartcash_ultra.data.arrays import (
     open_array,
     to_uint8,
 )
-from smartcash_ultra.data.image_dataset import list_images, read_declarations
-from smartcash_ultra.data.labels import parse_label_rows
+from smartcash_ultra.data.image_dataset import DatasetError, list_images, read_declarations
+from smartcash_ultra.data.label_cache import Scan, label_cache_path, label_dict, read_label_cache, write_label_cache
+from smartcash_ultra.data.labels import ClassIdError, parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
-from smartcash_ultra.utils.files import write_atomic
+from smartcash_ultra.utils.files import file_fingerprint, write_atomic
 
 CACHE_DIRNAME = ".smartcash_cache"
 """Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it.
 A dataset declaring another ``value_range`` caches into ``.smartcash_cache-<low>-<high>`` (other uint8 pixels)."""
+_CACHE_NAME = re.compile(r"(?P<stem>.+?)(\.[0-9a-f]{16})?\.npy")
+"""A disk-cache file name: ``<stem>.npy`` (not yet keyed, or written by an older version) or ``<stem>.<key>.npy``."""
 CORRUPT = "ignoring corrupt image/label: "
 """How a left-out item's message starts (Ultralytics' wording), after the dataset's prefix."""
-VERIFIER_VERSION = "smartcash-2"
-"""Part of the label-cache hash: caches written by stock verification (or an older one of ours) are rebuilt."""
+VERIFIER_VERSION = "smartcash-3"
+"""Part of the label-cache hash and version: a cache written by an older verifier is rebuilt."""
 
 
 class DatasetProblems(ValueError):
@@ -77,7 +77,9 @@ class Sample(NamedTuple):
     problem: str | None = None
     """``file: problem`` when the item is skipped (training leaves it out)."""
     fixed: str | None = None
-    """``file: what was fixed`` when the item is used with a correction (duplicate label rows dropped)."""
+    """``file: what was fixed`` when the item is used with a correction (duplicate or zero-size boxes dropped)."""
+    unknown_class: int | None = None
+    """The class id beyond ``names`` that got the label file left out, if that was its problem."""
 
 
 class SmartCashDataset(YOLODataset):
@@ -111,43 +113,110 @@ class SmartCashDataset(YOLODataset):
 
     @property
     def npy_files(self) -> list[Path]:
-        """Ultralytics' per-image disk-cache paths, kept in :data:`CACHE_DIRNAME`, never on a user's file."""
+        """Ultralytics' per-image disk-cache paths, kept in :data:`CACHE_DIRNAME`, never on a user's file.
+
+        ``<stem>.npy`` until :meth:`check_cache_disk` names each after its source's fingerprint, ``<stem>.<key>.npy``:
+        a cache file is then used only for the very source it was made from.
+        """
         return self._npy_files
 
     @npy_files.setter
     def npy_files(self, files: list[Path]) -> None:
         tag = "" if self.value_range == DEFAULT_VALUE_RANGE else "-{:g}-{:g}".format(*self.value_range)
         self._npy_files = [_cache_path(Path(f), CACHE_DIRNAME + tag) for f in files]
+        self._unkeyed = list(self._npy_files)
 
     # Verification ----------------------------------------------------------------------------------------------------
-    def verify_args(self) -> tuple:
-        """Verify with :func:`verify_sample` (arrays by header, images by PIL; nothing rewritten)."""
-        num_cls = len(self.data["names"])
-        args = repeat(self.prefix), repeat(num_cls), repeat(self.value_range)
-        return verify_sample, zip(self.im_files, self.label_files, *args, strict=False)  # args repeat forever
-
     def get_cache_hash(self) -> str:
         """Tie the label cache to this verifier and the declared value range (it decides which arrays pass)."""
         return f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}"
 
     def get_labels(self) -> list[dict]:
-        """Verify and load the labels as Ultralytics does; a strict dataset with any problem then raises.
+        """Verify every item (or read the label cache of an identical earlier scan) and return the usable labels.
 
-        The problems are the verifier's messages that Ultralytics keeps in its label cache, so a strict run verifies
-        nothing twice; only where the cache could not be written are the files verified again.
+        Replaces Ultralytics' reading of its label cache, a pickle it loads with ``np.load(allow_pickle=True)``: that
+        file is never loaded (:mod:`smartcash_ultra.data.label_cache`). A split whose label files mostly use class
+        ids beyond ``names`` is refused, and so is a strict dataset with any problem; both from this scan's own
+        results, also where no cache can be written.
         """
-        im_files, label_files = list(self.im_files), self.get_label_files()  # get_labels drops the bad ones
-        labels = super().get_labels()
-        if self.strict:
+        label_files = self.get_label_files()
+        stock_cache = Path(label_files[0]).parent.with_suffix(".cache")
+        cache_path = label_cache_path(label_files[0], CACHE_DIRNAME)
+        if stock_cache.is_file():
+            LOGGER.warning(
+                f"{self.prefix}ignoring {stock_cache}: Ultralytics' label cache is a pickle, which can run code when "
+                f"loaded; SmartCash never loads it and keeps its own, code-free cache in {cache_path}"
+            )
+        scan = read_label_cache(cache_path, VERIFIER_VERSION, self.get_cache_hash())
+        if scan is None:
+            scan = self.cache_labels(cache_path)
+        elif LOCAL_RANK in {-1, 0}:
+            nf, nm, ne, nc, n = scan.results
+            TQDM(
+                None,
+                desc=f"{self.prefix}Scanning {cache_path}... {self.scan_summary(nf, nm, ne, nc)}",
+                total=n,
+                initial=n,
+            )
+            self._log_messages(scan)
+        if scan.refusal:
+            raise DatasetError(self.data.get("yaml_file") or self.img_path, scan.refusal)
+        if self.strict and scan.problems + scan.fixes:
+            raise DatasetProblems(f"{self.prefix}{self.img_path}", scan.problems + scan.fixes)
+        if not scan.labels:
+            issues = "\n  ".join(sorted(scan.problems)) or "no error details"
+            raise RuntimeError(f"{self.prefix}No valid images found in {self.img_path}.\n  {issues}\n{HELP_URL}")
+        self.im_files = [lb["im_file"] for lb in scan.labels]
+        self.source_shapes = {lb["im_file"]: lb["shape"] for lb in scan.labels}  # set_rectangle pops each label's shape
+        self.verify_labels(scan.labels, cache_path)
+        return scan.labels
+
+    def cache_labels(self, path: Path) -> Scan:
+        """Verify every item with :func:`inspect_sample` in Ultralytics' threads, then save the label cache at ``path``.
+
+        Where the cache cannot be written (a read-only tree) the scan is used all the same and runs again next time.
+        """
+        num_cls = None if self.single_cls else len(self.data["names"])  # single_cls: any class id, all become 0
+        desc = f"{self.prefix}Scanning {Path(self.label_files[0]).parent}..."
+        samples, nm, nf, ne, nc = [], 0, 0, 0, 0
+        with ThreadPool(NUM_THREADS) as pool:
+            args = zip(self.im_files, self.label_files, repeat(num_cls), repeat(self.value_range))
+            pbar = TQDM(pool.imap(_inspect, args), desc=desc, total=len(self.im_files))
+            for x in pbar:
+                samples.append(x)
+                nm, nf = nm + (not x.label_found), nf + x.label_found
+                ne += not x.problem and x.label_found and not len(x.labels)
+                nc += bool(x.problem)
+                pbar.desc = f"{desc} {self.scan_summary(nf, nm, ne, nc)}"
+            pbar.close()
+        scan = Scan(
+            [label_dict(x.im_file, x.shape, x.labels) for x in samples if not x.problem],
+            (nf, nm, ne, nc, len(samples)),
+            [x.problem for x in samples if x.problem],
+            [x.fixed for x in samples if x.fixed],
+            unknown_class_refusal(samples, num_cls, self.img_path),
+            self.get_cache_hash(),
+        )
+        self._log_messages(scan)
+        if nf == 0 and scan.labels:  # as Ultralytics: training needs labels, a validation split only warns
+            if self.augment:
+                raise ValueError(f"{self.prefix}No labels found in {self.img_path}. {HELP_URL}")
+            LOGGER.warning(f"{self.prefix}No labels found in {self.img_path}. {HELP_URL}")
+        if scan.labels:
             try:
-                messages = load_dataset_cache_file(Path(label_files[0]).parent.with_suffix(".cache"))["msgs"]
-                problems = [m.removeprefix(self.prefix).removeprefix(CORRUPT) for m in messages]
-            except (OSError, ValueError, KeyError):  # a read-only tree: Ultralytics could not save the cache
-                samples = inspect_samples(im_files, label_files, len(self.data["names"]), self.value_range)
-                problems = [x.problem or x.fixed for x in samples if x.problem or x.fixed]
-            if problems:
-                raise DatasetProblems(f"{self.prefix}{self.img_path}", problems)
-        return labels
+                write_label_cache(path, scan, VERIFIER_VERSION)
+                LOGGER.info(f"{self.prefix}New cache created: {path}")
+            except OSError as e:
+                LOGGER.warning(
+                    f"{self.prefix}label cache not saved to {path} ({e.strerror or e}); verified again next run"
+                )
+        return scan
+
+    def _log_messages(self, scan: Scan) -> None:
+        """Log each item left out and each correction, in Ultralytics' words."""
+        messages = [f"{self.prefix}{CORRUPT}{p}" for p in scan.problems] + [f"{self.prefix}{f}" for f in scan.fixes]
+        if messages:
+            LOGGER.info("\n".join(messages))
 
     def meta(self, i: int) -> dict | None:
         """Return the ``.meta.json`` geometry of item ``i`` (original shape, scale, padding); None when it has none."""
@@ -171,15 +240,17 @@ class SmartCashDataset(YOLODataset):
         return im, (h0, w0), im.shape[:2]
 
     def check_cache_disk(self, safety_margin: float = 0.1) -> bool:
-        """Check free space and write access where the cache folder goes, before any cache file is written.
+        """Name each cache file after its source's fingerprint, then check free space and write access for the rest.
 
         Stock sizes the cache by decoding sample images with ``imread``, which reads no ``.npy`` (an array tree
         would need 0 bytes, and writing would then fail part-way on a full disk); here the verified shapes give the
         uint8 size of every image not cached yet.
         """
+        with ThreadPool(NUM_THREADS) as pool:
+            pool.map(self._key_cache_file, range(len(self.im_files)))
         need = sum(
             h * w * self.channels
-            for (h, w), f in zip((lb["shape"] for lb in self.labels), self.npy_files, strict=True)
+            for (h, w), f in zip((self.source_shapes[f] for f in self.im_files), self.npy_files, strict=True)
             if not f.exists()
         )
         need *= 1 + safety_margin
@@ -195,17 +266,30 @@ class SmartCashDataset(YOLODataset):
             return False
         return True
 
+    def _key_cache_file(self, i: int) -> None:
+        """Point ``npy_files[i]`` at ``<stem>.<fingerprint of the source>.npy``; an unreadable source keeps no key."""
+        with contextlib.suppress(OSError):  # load_image names the file when the item is used
+            key = file_fingerprint(self.im_files[i])
+            self._npy_files[i] = self._unkeyed[i].with_name(f"{self._unkeyed[i].stem}.{key}.npy")
+
+    def cache_images(self) -> None:
+        """Cache as Ultralytics does, then remove cache files made from earlier versions of these sources."""
+        super().cache_images()
+        if self.cache == "disk":
+            _remove_superseded(self._unkeyed, self._npy_files)
+
     def cache_images_to_disk(self, i: int) -> None:
-        """Write image ``i`` into the cache folder (atomically) unless the cache is of this very source file.
+        """Write image ``i`` into the cache folder (atomically) unless its file for this very source exists.
 
         An array is cached as uint8 in its own channel order (the declared order is applied when it is loaded, so
-        changing ``channel_order`` needs no new cache), an image as ``imread`` gives it. The cache file takes its
-        source's mtime: any other source mtime, newer or older (a restored backup, ``cp -p``, ``rsync -a``), means
-        the source changed. The source is only read.
+        changing ``channel_order`` needs no new cache), an image as ``imread`` gives it. The file is named after the
+        source's fingerprint (size, mtime and sampled content): a source changed in any of them, also one carrying
+        an older mtime (a restored backup, ``cp -p``, ``rsync -a``), is cached anew. The source is only read.
         """
+        if self._npy_files[i] == self._unkeyed[i]:
+            self._key_cache_file(i)
         f, im_file = self.npy_files[i], self.im_files[i]
-        mtime_ns = os.stat(im_file).st_mtime_ns  # before reading: a source changed meanwhile is re-cached next time
-        if f.exists() and f.stat().st_mtime_ns == mtime_ns:
+        if f == self._unkeyed[i] or f.exists():  # unreadable source, or cached already
             return
         im = (
             to_uint8(open_array(im_file), self.value_range)
@@ -218,7 +302,6 @@ class SmartCashDataset(YOLODataset):
         buffer = io.BytesIO()
         np.save(buffer, im, allow_pickle=False)
         write_atomic(f, buffer.getvalue())
-        os.utime(f, ns=(mtime_ns, mtime_ns))
 
 
 def build_smartcash_dataset(
@@ -244,23 +327,8 @@ def build_smartcash_dataset(
     )
 
 
-def verify_sample(args: tuple) -> list[Any]:
-    """Verify one image/array and its label file for Ultralytics' label cache, without modifying either.
-
-    Returns the tuple ``ultralytics.data.utils.verify_image_label`` returns (so ``YOLODataset.result_to_label`` reads
-    it unchanged): ``(im_file, labels, shape, segments, keypoints, missing, found, empty, corrupt, message)``.
-    """
-    im_file, lb_file, prefix, num_cls, value_range = args
-    x = inspect_sample(im_file, lb_file, num_cls, value_range)
-    nm, nf = int(not x.label_found), int(x.label_found)
-    if x.problem:
-        return [*[None] * 5, nm, nf, 0, 1, f"{prefix}{CORRUPT}{x.problem}"]
-    ne = int(x.label_found and len(x.labels) == 0)
-    return [im_file, x.labels, x.shape, [], None, nm, nf, ne, 0, f"{prefix}{x.fixed}" if x.fixed else ""]
-
-
 def inspect_sample(
-    im_file: str, lb_file: str, num_cls: int, value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+    im_file: str, lb_file: str, num_cls: int | None, value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
 ) -> Sample:
     """Verify one image/array and its label file; never raises for a bad file, the result says what is wrong.
 
@@ -279,7 +347,8 @@ def inspect_sample(
     try:
         labels, fixed = _read_labels(lb_file, num_cls)
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        return Sample(im_file, lb_file, None, None, True, problem=f"{lb_file}: {e}")
+        unknown = e.class_id if isinstance(e, ClassIdError) else None
+        return Sample(im_file, lb_file, None, None, True, problem=f"{lb_file}: {e}", unknown_class=unknown)
     return Sample(im_file, lb_file, shape, labels, True, fixed=f"{lb_file}: {fixed}" if fixed else None)
 
 
@@ -291,6 +360,29 @@ def inspect_samples(
         return pool.starmap(
             inspect_sample, zip(im_files, label_files, repeat(num_cls), repeat(value_range)), chunksize=16
         )
+
+
+def _inspect(args: tuple) -> Sample:
+    """:func:`inspect_sample` of one argument tuple, for ``ThreadPool.imap``."""
+    return inspect_sample(*args)
+
+
+def unknown_class_refusal(samples: list[Sample], num_cls: int | None, where: str | Path) -> str | None:
+    """Say why a split is refused when more label files use class ids beyond ``names`` than training could use.
+
+    A few such files are ordinary bad input (left out and named); most of them mean ``names`` is incomplete, and
+    training on the few files that fit would give a model of the wrong classes with exit 0.
+    """
+    beyond = [s for s in samples if s.unknown_class is not None and num_cls is not None]
+    used = sum(not s.problem and len(s.labels) > 0 for s in samples)
+    if len(beyond) <= used:
+        return None
+    worst = max(beyond, key=lambda s: s.unknown_class)
+    return (
+        f"'names' has {num_cls} classes (ids 0-{num_cls - 1}), but {len(beyond)} of the {len(beyond) + used} label "
+        f"files with boxes in {where} use higher class ids (e.g. {worst.unknown_class} in {worst.label_file}): "
+        f"'names' is probably incomplete. Not training on the {used} that fit; fix 'names' or those labels"
+    )
 
 
 def _image_shape(im_file: str, value_range: tuple[float, float]) -> tuple[int, int]:
@@ -307,14 +399,24 @@ def _image_shape(im_file: str, value_range: tuple[float, float]) -> tuple[int, i
     return h, w
 
 
-def _read_labels(lb_file: str, num_cls: int) -> tuple[np.ndarray, str]:
-    """Parse a YOLO detection label file into an (n, 5) float32 array; duplicate rows are dropped and reported."""
+def _read_labels(lb_file: str, num_cls: int | None) -> tuple[np.ndarray, str]:
+    """Parse a YOLO detection label file into an (n, 5) float32 array; what is dropped is reported.
+
+    Duplicate rows are dropped as Ultralytics drops them; boxes of zero width or height too, which Ultralytics keeps:
+    such a box cannot be learned, and as a validation target it can never be matched.
+    """
     with open(lb_file, encoding="utf-8-sig") as f:
         lb = parse_label_rows(f.read(), num_cls).astype(np.float32)
+    fixes = []
     _, keep = np.unique(lb, axis=0, return_index=True)
     if len(keep) < len(lb):
-        return lb[np.sort(keep)], f"{len(lb) - len(keep)} duplicate labels removed"
-    return lb, ""
+        fixes.append(f"{len(lb) - len(keep)} duplicate labels removed")
+        lb = lb[np.sort(keep)]
+    zero = (lb[:, 3] == 0) | (lb[:, 4] == 0)
+    if zero.any():
+        fixes.append(f"{zero.sum()} zero-size boxes removed")
+        lb = lb[~zero]
+    return lb, "; ".join(fixes)
 
 
 def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resize_short: bool) -> np.ndarray:
@@ -337,6 +439,25 @@ def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resiz
     else:
         w, h = min(math.ceil(w0 * r), size), min(math.ceil(h0 * r), size)
     return cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _remove_superseded(unkeyed: list[Path], current: list[Path]) -> None:
+    """Remove the cache files of these sources other than the current ones (earlier versions, or unkeyed ones).
+
+    Only names this plugin gives (``<stem>.npy``, ``<stem>.<16 hex>.npy``) inside its own cache folders are removed;
+    one listing per folder.
+    """
+    keep = set(current)
+    stems: dict[Path, set[str]] = {}
+    for f in unkeyed:
+        stems.setdefault(f.parent, set()).add(f.stem)
+    for folder, names in stems.items():
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                m = _CACHE_NAME.fullmatch(entry.name)
+                if m and m["stem"] in names and Path(entry.path) not in keep:
+                    with contextlib.suppress(OSError):
+                        os.remove(entry.path)
 
 
 def _cache_path(im_file: Path, dirname: str = CACHE_DIRNAME) -> Path:

@@ -27,6 +27,8 @@ from smartcash_ultra.utils.classes import NAMES
 
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
 """Data YAML split key -> SmartCash split folder name."""
+OPTIONAL_SPLITS = ("test",)
+"""Data YAML split keys training never reads: a missing path there is a warning, not a refusal."""
 YAML_NAMES = ("data.yaml", "data.yml")
 """Names a dataset folder's data YAML may have."""
 
@@ -51,9 +53,12 @@ class ImageDataset:
     splits: dict[str, list[Path]]
     """SmartCash split folder (train, valid, test) -> its image files, sorted, absolute."""
     locations: tuple[Path, ...]
-    """Folders the dataset's files are read from (root, split folders, list files' folders)."""
+    """Folders the dataset's files are read from (root, split folders, list files' folders, every image's folder and
+    label folder)."""
     data: dict = field(default_factory=dict)
     """The data YAML as written (empty for a bare tree): declarations such as ``channel_order`` live here."""
+    warnings: tuple[str, ...] = ()
+    """``file: problem`` of what was skipped but needs no refusal: a missing optional ``test`` split."""
 
     @staticmethod
     def label_file(image: Path) -> Path:
@@ -129,24 +134,37 @@ def _from_yaml(yaml_file: Path, suffixes: frozenset[str]) -> ImageDataset:
     if "val" not in data and "validation" in data:  # Ultralytics accepts this spelling too
         data["val"] = data["validation"]
     root = _dataset_root(yaml_file, data.get("path"))
-    splits, locations = {}, [root]
+    splits, locations, warnings = {}, [root], []
     for key, folder in SPLITS.items():
         entries = data.get(key)
         if not entries:
             continue
         if not isinstance(entries, (str, list)) or not all(isinstance(e, str) for e in _as_list(entries)):
             raise DatasetError(yaml_file, f"'{key}' must be a path or a list of paths, got {entries!r}")
-        images = []
+        images, found = [], False
         for entry in _as_list(entries):
             path = _resolve_entry(root, entry)
+            if not path.exists() and key in OPTIONAL_SPLITS:
+                warnings.append(
+                    f"{yaml_file}: '{key}' path {path} does not exist; the optional split is skipped "
+                    "(training does not need it)"
+                )
+                continue
             if not path.exists():
                 raise DatasetError(yaml_file, f"'{key}' path {path} does not exist")
-            images += list_images(path, suffixes)
-            locations.append(path if path.is_dir() else path.parent)
-        splits[folder] = sorted(set(images))
+            listed = list_images(path, suffixes)
+            images += listed
+            # a list file may name images anywhere: their folders and label folders are the dataset's too
+            folders = {path if path.is_dir() else path.parent}
+            folders |= {f.parent for f in listed} | {ImageDataset.label_file(f).parent for f in listed}
+            locations += sorted(folders - set(locations))
+            found = True
+        if found:
+            splits[folder] = sorted(set(images))
     if not splits:
         raise DatasetError(yaml_file, "lists no split (train, val or test)")
-    return ImageDataset(root, yaml_file, _class_names(yaml_file, data), splits, tuple(locations), data)
+    names = _class_names(yaml_file, data)
+    return ImageDataset(root, yaml_file, names, splits, tuple(locations), data, tuple(warnings))
 
 
 def _from_split_folders(src: Path, suffixes: frozenset[str]) -> ImageDataset:
@@ -200,7 +218,9 @@ def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
     folder sources all use it.
     """
     if path.is_dir():
-        files = [Path(f) for f in glob.glob(os.path.join(glob.escape(str(path)), "**", "*.*"), recursive=True)]
+        pattern = os.path.join(glob.escape(str(path)), "**", "*.*")
+        # glob also yields folders: one named 'x.npy' is searched (by '**'), never read as an image itself
+        files = [Path(f) for f in glob.glob(pattern, recursive=True) if not os.path.isdir(f)]
     else:
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()

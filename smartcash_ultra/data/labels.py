@@ -9,26 +9,50 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from ultralytics.utils.ops import segments2boxes
 
 FIELDS = ("cls", "xc", "yc", "w", "h")
 COORD_TOLERANCE = 1e-6
 """Coordinates up to ``1 + COORD_TOLERANCE`` pass as 1 (rounding in files written with 6 decimals)."""
 
 
-def parse_label_rows(text: str, num_cls: int) -> np.ndarray:
+class ClassIdError(ValueError):
+    """A label row whose class id is beyond the dataset's ``names``; ``class_id`` is the id it uses."""
+
+    def __init__(self, message: str, class_id: int):
+        super().__init__(message)
+        self.class_id = class_id
+
+
+def parse_label_rows(text: str, num_cls: int | None) -> np.ndarray:
     """Parse YOLO detection rows into an ``(n, 5)`` float64 array ``cls xc yc w h``; blank lines are ignored.
 
+    A polygon row ``cls x1 y1 x2 y2 x3 y3 ...`` (more than 6 fields, as Ultralytics tells them apart) becomes its
+    bounding box through Ultralytics' ``segments2boxes``, computed in float32 as Ultralytics computes it, so a
+    segmentation dataset trains as a detection dataset does in Ultralytics; unlike Ultralytics, a file may mix box
+    and polygon rows (each row is unambiguous). ``num_cls=None`` accepts any non-negative integer class id
+    (``single_cls``, where every class becomes 0).
+
     Raises:
-        ValueError: for the first bad row, naming its line: wrong field count, a non-number, NaN/inf, a class id that
-            is not an integer in ``0..num_cls-1``, or a coordinate outside 0..1.
+        ValueError: for the first bad row, naming its line: wrong field count, a non-number, NaN/inf, a coordinate
+            outside 0..1, a class id that is not a non-negative integer; :class:`ClassIdError` for one beyond
+            ``num_cls - 1``.
     """
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != len(FIELDS):
-            raise ValueError(f"label line {number} has {len(fields)} fields, expected 5 ({' '.join(FIELDS)})")
+        polygon = len(fields) > len(FIELDS) + 1
+        if polygon and len(fields) % 2 == 0:
+            raise ValueError(
+                f"label line {number} has {len(fields)} fields: a polygon needs x y pairs after the class id"
+            )
+        if not polygon and len(fields) != len(FIELDS):
+            raise ValueError(
+                f"label line {number} has {len(fields)} fields, expected 5 ({' '.join(FIELDS)}) or a polygon "
+                "(cls x1 y1 x2 y2 x3 y3 ...)"
+            )
         try:
             row = [float(v) for v in fields]
         except ValueError:
@@ -36,15 +60,28 @@ def parse_label_rows(text: str, num_cls: int) -> np.ndarray:
             raise ValueError(f"label line {number}: {bad!r} is not a number") from None
         if not all(math.isfinite(v) for v in row):
             raise ValueError(f"label line {number} contains NaN or inf")
-        cls = row[0]
-        if cls % 1:
-            raise ValueError(f"label line {number}: class id {fields[0]} is not an integer")
-        if not 0 <= cls < num_cls:
-            raise ValueError(f"label line {number}: class id {fields[0]} outside 0-{num_cls - 1} (nc={num_cls})")
+        _check_class(row[0], fields[0], number, num_cls)
         if min(row[1:]) < 0 or max(row[1:]) > 1 + COORD_TOLERANCE:
-            raise ValueError(f"label line {number}: box coordinates outside 0..1 (labels must be normalised xywh)")
+            what = (
+                "polygon coordinates outside 0..1 (labels must be normalised)"
+                if polygon
+                else ("box coordinates outside 0..1 (labels must be normalised xywh)")
+            )
+            raise ValueError(f"label line {number}: {what}")
+        if polygon:
+            row = [row[0], *segments2boxes([np.array(row[1:], dtype=np.float32).reshape(-1, 2)])[0]]
         rows.append(row)
     return np.array(rows, dtype=np.float64).reshape(-1, len(FIELDS))
+
+
+def _check_class(cls: float, text: str, number: int, num_cls: int | None) -> None:
+    """Raise unless ``cls`` is an integer in ``0..num_cls-1`` (any ``>= 0`` without num_cls)."""
+    if cls % 1:
+        raise ValueError(f"label line {number}: class id {text} is not an integer")
+    if cls < 0:
+        raise ValueError(f"label line {number}: class id {text} is negative")
+    if num_cls is not None and cls >= num_cls:
+        raise ClassIdError(f"label line {number}: class id {text} outside 0-{num_cls - 1} (nc={num_cls})", int(cls))
 
 
 def format_label_rows(classes: np.ndarray, xyxy: np.ndarray) -> str:

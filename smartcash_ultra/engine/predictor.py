@@ -12,9 +12,17 @@ from pathlib import Path
 import numpy as np
 from ultralytics.data.loaders import LoadPilAndNumpy, SourceTypes
 from ultralytics.models.yolo.detect import DetectionPredictor
+from ultralytics.utils import LOGGER
 from ultralytics.utils.patches import imread
 
-from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, check_array, is_array_file, load_bgr_uint8, to_bgr_uint8
+from smartcash_ultra.data.arrays import (
+    IMAGE_SUFFIXES,
+    ArrayFormatError,
+    check_array,
+    is_array_file,
+    load_bgr_uint8,
+    to_bgr_uint8,
+)
 from smartcash_ultra.data.image_dataset import list_images
 
 
@@ -54,12 +62,26 @@ class ArraySource(LoadPilAndNumpy):
         return self
 
     def __next__(self) -> tuple[list[str], list[np.ndarray], list[str]]:
-        """Return the next (paths, uint8 BGR images, info strings) batch."""
-        if self.count >= len(self.items):
-            raise StopIteration
-        i, self.count = self.count, min(self.count + self.bs, len(self.items))
-        ims = [self._convert(x) for x in self.items[i : self.count]]
-        return self.paths[i : self.count], ims, [""] * len(ims)
+        """Return the next (paths, uint8 BGR images, info strings) batch, without the files that cannot be read.
+
+        A bad file is named in a warning and skipped, as training leaves it out (and as Ultralytics' own image loader
+        skips an unreadable image): one bad array does not end a prediction over a folder.
+        """
+        while self.count < len(self.items):
+            i, self.count = self.count, min(self.count + self.bs, len(self.items))
+            paths, ims = [], []
+            for path, item in zip(self.paths[i : self.count], self.items[i : self.count], strict=True):
+                try:
+                    ims.append(self._convert(item))
+                except (ArrayFormatError, FileNotFoundError) as e:
+                    if isinstance(item, np.ndarray):  # an array handed over in memory is the caller's mistake
+                        raise
+                    LOGGER.warning(f"skipping {e}")
+                    continue
+                paths.append(path)
+            if ims:
+                return paths, ims, [""] * len(ims)
+        raise StopIteration
 
     def _convert(self, item: str | np.ndarray) -> np.ndarray:
         """Return one item as uint8 BGR, with an error naming it when it is unusable."""
@@ -91,6 +113,9 @@ def array_source(source, batch: int = 1, channel_order: str = "RGB") -> ArraySou
         if any(is_array_file(f) for f in files) and all(Path(f).suffix[1:].lower() in IMAGE_SUFFIXES for f in files):
             for f in files:
                 if not Path(f).is_file():
-                    raise FileNotFoundError(f"array source {f} does not exist")
+                    problem = (
+                        "is a folder: pass it alone to predict on its files" if Path(f).is_dir() else "does not exist"
+                    )
+                    raise FileNotFoundError(f"array source {f} {problem}")
             return ArraySource(files, batch, channel_order)
     return None

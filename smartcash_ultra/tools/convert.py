@@ -48,6 +48,8 @@ from smartcash_ultra.utils.files import write_atomic
 STRIDE = 32
 """The output size must be a multiple of the largest YOLO stride."""
 OVERWRITE_HINT = "pass overwrite=True (--overwrite) to replace it"
+CONVERSION_ENTRIES = frozenset({"data.yaml", *SPLITS.values()})
+"""What a destination folder may hold before a conversion: an earlier (maybe interrupted) one."""
 SMARTCASH_PREFIXES = ("pre_", "aug_")
 """Stems that already follow the SmartCash convention keep their name (no ``pre_pre_…``)."""
 
@@ -80,6 +82,8 @@ class ConvertReport:
     """Skipped inputs: name clashes first, then the others in source order."""
     foreign_files: list[Path] = field(default_factory=list)
     """Files in the destination's split folders that this conversion did not produce (training would use them)."""
+    warnings: list[str] = field(default_factory=list)
+    """What was left aside without a refusal: a missing optional ``test`` split."""
 
     @property
     def ok(self) -> bool:
@@ -87,7 +91,7 @@ class ConvertReport:
         return not self.problems
 
     def summary(self) -> str:
-        """Return the counts as one line, plus a warning line when the destination holds foreign files."""
+        """Return the counts as one line, plus warning lines: foreign files in the destination, a skipped split."""
         lines = [
             f"{self.data_yaml}: {self.images} images, {self.converted} converted, {self.up_to_date} already up to "
             f"date, {len(self.problems)} skipped; {self.unlabelled} without a label file (kept as backgrounds)"
@@ -97,6 +101,7 @@ class ConvertReport:
                 f"warning: {len(self.foreign_files)} file(s) in the destination's split folders were not written by "
                 f"this conversion (first: {self.foreign_files[0]}); training would use them too. Nothing was deleted."
             )
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -157,11 +162,13 @@ def convert_dataset(
     dataset = find_image_dataset(src)
     dst = Path(dst).resolve()
     _refuse_overlap(dataset, dst)
+    _refuse_foreign_destination(dst)
     yaml_path, yaml_bytes = dst / "data.yaml", _data_yaml(dataset)
     if not overwrite and yaml_path.is_file() and yaml_path.read_bytes() != yaml_bytes:
         raise DatasetError(yaml_path, f"exists with other content (another dataset?); {OVERWRITE_HINT}")
 
     report = ConvertReport(yaml_path, images=sum(len(images) for images in dataset.splits.values()))
+    report.warnings = list(dataset.warnings)
     if not report.images:
         raise DatasetError(dataset.yaml_file or dataset.root, "lists no image files (jpg, png, bmp, webp, ...)")
     jobs, report.problems = _plan(dataset, dst, size, overwrite)
@@ -208,6 +215,22 @@ def _refuse_overlap(dataset: ImageDataset, dst: Path) -> None:
             raise DatasetError(
                 dst, f"overlaps the source dataset folder {location}; choose a destination outside the source"
             )
+
+
+def _refuse_foreign_destination(dst: Path) -> None:
+    """Refuse a destination holding anything but an earlier conversion: ``data.yaml`` and split folders.
+
+    ``convert src /tmp`` would otherwise mix the dataset into whatever is there; an interrupted conversion (split
+    folders, no ``data.yaml`` yet) still resumes. Hidden entries (``.DS_Store``...) do not count.
+    """
+    if not dst.is_dir():
+        return
+    foreign = sorted(p.name for p in dst.iterdir() if p.name not in CONVERSION_ENTRIES and not p.name.startswith("."))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+        raise DatasetError(
+            dst, f"is not empty and holds no earlier conversion ({shown}); choose an empty or new folder"
+        )
 
 
 def _within(path: Path, folder: Path) -> bool:

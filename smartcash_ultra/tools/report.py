@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, is_array_file
-from smartcash_ultra.data.dataset import Sample, inspect_samples
+from smartcash_ultra.data.dataset import Sample, inspect_samples, unknown_class_refusal
 from smartcash_ultra.data.image_dataset import DatasetError, ImageDataset, find_image_dataset, read_declarations
 from smartcash_ultra.data.preprocess import read_sidecar
 from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
@@ -83,6 +83,10 @@ class DatasetReport:
     strict: bool
     splits: dict[str, SplitReport]
     dataset_problems: list[str] = field(default_factory=list)
+    """Problems of the dataset as a whole (training refuses it): a missing split, ``names`` most labels go beyond,
+    and files training never reads (label files without an image)."""
+    warnings: list[str] = field(default_factory=list)
+    """What does not stop or change training: a missing optional split, a pickled label cache that is ignored."""
 
     @property
     def problems(self) -> list[str]:
@@ -155,6 +159,7 @@ class DatasetReport:
             lines += [f"  {p}" for p in problems]
         else:
             lines.append("no problems: training uses every file as it is")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def format_stats(self) -> str:
@@ -198,14 +203,23 @@ def scan_dataset(src: str | Path) -> DatasetReport:
     dataset = find_image_dataset(src, IMAGE_SUFFIXES)
     source = dataset.yaml_file or dataset.root
     channel_order, value_range, strict = read_declarations(dataset.data, source)
-    report = DatasetReport(source, dataset.names, channel_order, value_range, strict, {})
+    report = DatasetReport(source, dataset.names, channel_order, value_range, strict, {}, warnings=[*dataset.warnings])
+    if dataset.yaml_file:  # Ultralytics' check_det_dataset refuses a data YAML without these
+        report.dataset_problems += [
+            f"{source}: no '{key}' split; training refuses a data YAML without one"
+            for key in ("train", "val")
+            if not dataset.data.get(key)
+        ]
     for split, images in dataset.splits.items():
         if not images:
             report.dataset_problems.append(f"{source}: split '{split}' holds no .npy arrays or images")
             continue
         files = [str(p) for p in images]
         labels = [str(ImageDataset.label_file(p)) for p in images]
-        split_report = SplitReport(split, inspect_samples(files, labels, len(dataset.names), value_range))
+        samples = inspect_samples(files, labels, len(dataset.names), value_range)
+        if refusal := unknown_class_refusal(samples, len(dataset.names), f"split '{split}'"):
+            report.dataset_problems.append(f"{source}: {refusal}")
+        split_report = SplitReport(split, samples)
         for s in split_report.samples:
             if not is_array_file(s.im_file):
                 continue
@@ -217,7 +231,24 @@ def scan_dataset(src: str | Path) -> DatasetReport:
             if meta is not None:
                 split_report.sidecars.append(meta)
         report.splits[split] = split_report
+    _check_label_folders(report, [ImageDataset.label_file(p) for images in dataset.splits.values() for p in images])
     return report
+
+
+def _check_label_folders(report: DatasetReport, label_files: list[Path]) -> None:
+    """Report label files no image pairs with (their boxes never train) and Ultralytics' pickled label caches.
+
+    ``classes.txt``, the class list LabelImg writes beside its labels, is no label file.
+    """
+    expected = set(label_files)
+    for folder in sorted({p.parent for p in expected}):
+        if folder.with_suffix(".cache").is_file():
+            report.warnings.append(
+                f"{folder.with_suffix('.cache')}: Ultralytics' label cache, a pickle; SmartCash never loads it (it "
+                "could run code), delete it unless you made it"
+            )
+        orphans = sorted(p for p in folder.glob("*.txt") if p not in expected and p.name != "classes.txt")
+        report.dataset_problems += [f"{p}: label file without an image; training does not read it" for p in orphans]
 
 
 def get_dataset_info(src: str | Path) -> dict[str, Any]:
