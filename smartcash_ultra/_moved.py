@@ -41,7 +41,10 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds the old paths of :data:`MOVED` and loads each as the already-imported new module."""
 
     def find_spec(self, name, path=None, target=None):
-        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
+        if name not in MOVED:
+            return None
+        origin = importlib.util.find_spec(MOVED[name]).origin  # `python -m` puts it in sys.argv[0]
+        return importlib.util.spec_from_loader(name, self, origin=origin)
 
     def create_module(self, spec):
         return importlib.import_module(MOVED[spec.name])
