@@ -36,7 +36,6 @@ class ArrayFormatError(ValueError):
 
 
 def is_array_file(path: str | Path) -> bool:
-    """Return True for a path that names a NumPy array file."""
     return str(path).lower().endswith(ARRAY_SUFFIX)
 
 

@@ -213,7 +213,6 @@ class SmartCashDataset(YOLODataset):
         return scan
 
     def _log_messages(self, scan: Scan) -> None:
-        """Log each item left out and each correction, in Ultralytics' words."""
         messages = [f"{self.prefix}{CORRUPT}{p}" for p in scan.problems] + [f"{self.prefix}{f}" for f in scan.fixes]
         if messages:
             LOGGER.info("\n".join(messages))
@@ -363,7 +362,6 @@ def inspect_samples(
 
 
 def _inspect(args: tuple) -> Sample:
-    """:func:`inspect_sample` of one argument tuple, for ``ThreadPool.imap``."""
     return inspect_sample(*args)
 
 

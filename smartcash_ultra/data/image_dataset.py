@@ -256,5 +256,4 @@ def _class_names(yaml_file: Path, data: dict) -> dict[int, str]:
 
 
 def _as_list(value: str | list) -> list:
-    """Return ``value`` as a list (a single path becomes a one-item list)."""
     return value if isinstance(value, list) else [value]

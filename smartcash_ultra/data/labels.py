@@ -97,7 +97,6 @@ def format_label_rows(classes: np.ndarray, xyxy: np.ndarray) -> str:
 
 
 def _is_number(value: str) -> bool:
-    """Return True when ``float`` accepts ``value``."""
     try:
         float(value)
     except ValueError:

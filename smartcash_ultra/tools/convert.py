@@ -234,7 +234,6 @@ def _refuse_foreign_destination(dst: Path) -> None:
 
 
 def _within(path: Path, folder: Path) -> bool:
-    """Return True when ``path`` is ``folder`` or lies below it."""
     return path == folder or folder in path.parents
 
 
@@ -344,7 +343,6 @@ def _is_up_to_date(job: _Job, unlabelled: bool) -> bool:
 
 
 def _skipped(path: Path, problem: str) -> _Outcome:
-    """Return the outcome of a skipped image, blaming ``path``."""
     return _Outcome("skipped", False, Problem(path, problem))
 
 

@@ -35,7 +35,6 @@ class SplitReport:
 
     @property
     def used(self) -> list[Sample]:
-        """Samples training uses (not skipped)."""
         return [s for s in self.samples if not s.problem]
 
     def counts(self) -> dict[str, int]:
@@ -52,7 +51,6 @@ class SplitReport:
         }
 
     def instances(self) -> Counter:
-        """Boxes per class id over the samples training uses."""
         return Counter(int(c) for s in self.used for c in s.labels[:, 0])
 
     def box_sizes(self) -> dict[str, Any]:
@@ -265,7 +263,6 @@ def get_class_distribution(src: str | Path, split: str | None = None) -> dict[st
 
 
 def _sidecar_summary(sidecars: list[dict]) -> dict[str, Any]:
-    """Range of original sizes and scales recorded by the sidecars."""
     if not sidecars:
         return {"sidecars": 0}
     shapes = [tuple(m["original_shape"]) for m in sidecars]
