@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,6 +130,33 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     assert result.last == save_dir / "weights/last.pt" and ckpt(result.last)["epoch"] == 3
     history = ckpt(result.last)["ema"].smartcash_state["early_stopping"]["history"]
     assert [e for e, _ in history] == [1, 2, 3, 4]  # early-stopping state carried across the interruptions
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_data, tmp_path_factory) -> Path:
+    """A finished one-epoch run (its save dir), for tests that only read it."""
+    project = tmp_path_factory.mktemp("finished")
+    overrides = {"model": str(csp_n_yaml(project)), "data": str(tiny_data), "epochs": 1, **FAST}
+    SmartCashTrainer(overrides={**overrides, "project": str(project), "name": "run"}).train()
+    return project / "run"
+
+
+def test_an_unreadable_checkpoint_is_a_value_error_naming_it(finished, tmp_path):
+    whole = (finished / "weights/last.pt").read_bytes()
+    bad = {
+        "truncated.pt": whole[: len(whole) // 2],  # a copy cut short
+        "random.pt": bytes(range(256)) * 8,
+        "empty.pt": b"",
+    }
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save({"epoch": 3, "optimizer": {}}, tmp_path / "foreign.pt")
+    for name in [*bad, "tensor.pt", "foreign.pt"]:
+        path = tmp_path / name
+        for call, kwargs in ((SmartCashTrainer.resume, {}), (resume_training, {"additional_epochs": 1})):
+            with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a training checkpoint"):
+                call(path, **kwargs)
 
 
 def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):

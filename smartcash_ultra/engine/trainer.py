@@ -91,29 +91,15 @@ class SmartCashTrainer(DetectionTrainer):
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: naming the checkpoint, when it holds no optimizer state (a stripped best.pt, or a last.pt
-                Ultralytics stripped) or the run is finished and no epochs are added.
+            ValueError: naming the checkpoint, when it is not a readable training checkpoint (truncated, empty, not
+                a checkpoint), holds no optimizer state (a stripped best.pt, or a last.pt Ultralytics stripped) or
+                the run is finished and no epochs are added.
         """
-        from ultralytics.utils.patches import torch_load
-
         UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before the checkpoint is read
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
         if isinstance(additional_epochs, bool) or not isinstance(additional_epochs, int) or additional_epochs < 0:
             raise ValueError(f"additional_epochs must be an integer >= 0, got {additional_epochs!r}")
-        ckpt = torch_load(checkpoint, map_location="cpu")
-        done, planned = ckpt.get("epoch", -1) + 1, int((ckpt.get("train_args") or {}).get("epochs") or 0)
-        if not done or ckpt.get("optimizer") is None:
-            raise ValueError(
-                f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from the "
-                "run's weights/last.pt"
-            )
-        if done >= planned and not additional_epochs:
-            raise ValueError(
-                f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it"
-            )
-        del ckpt
+        checkpoint = Path(checkpoint)
+        done, planned = resumable(checkpoint, additional_epochs)
         trainer = cls(overrides={**(overrides or {}), "resume": str(checkpoint)}, **ui)
         if additional_epochs:
             trainer.extend(max(planned, done) + additional_epochs, schedule_epochs=planned)
@@ -277,6 +263,53 @@ def resume_training(
 ) -> TrainResult:
     """Continue the run of ``checkpoint``, extended by ``additional_epochs``: :meth:`SmartCashTrainer.resume`."""
     return SmartCashTrainer.resume(checkpoint, additional_epochs, overrides, **ui).train()
+
+
+def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
+    """Return the epochs done and planned by the run of ``checkpoint``, or say why it cannot be continued.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the checkpoint: unreadable (torch's own errors name neither the file nor the problem),
+            stripped, or finished while no ``additional_epochs`` are asked for.
+    """
+    from ultralytics.utils.patches import torch_load
+
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+    try:
+        ckpt = torch_load(checkpoint, map_location="cpu")
+    except Exception as e:
+        detail = "an empty file" if not checkpoint.stat().st_size else f"{type(e).__name__}: {first_sentence(e)}"
+        raise ValueError(
+            f"{checkpoint}: not a training checkpoint, it cannot be read ({detail}); a truncated or damaged copy?"
+            + run_last(checkpoint, " Resume from {}.")
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("train_args"), dict):
+        raise ValueError(f"{checkpoint}: not a training checkpoint of an Ultralytics run (no train_args)")
+    done, planned = ckpt.get("epoch", -1) + 1, int(ckpt["train_args"].get("epochs") or 0)
+    if not done or ckpt.get("optimizer") is None:
+        raise ValueError(
+            f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from "
+            + run_last(checkpoint, "{}", otherwise="the run's weights/last.pt")
+        )
+    if done >= planned and not additional_epochs:
+        raise ValueError(
+            f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it "
+            f"(resume_training('{checkpoint}', additional_epochs=N))"
+        )
+    return done, planned
+
+
+def run_last(checkpoint: Path, template: str, otherwise: str = "") -> str:
+    """``template`` filled with the last.pt beside ``checkpoint`` when there is one and it is another file."""
+    last = checkpoint.with_name("last.pt")
+    return template.format(last) if last.is_file() and not last.samefile(checkpoint) else otherwise
+
+
+def first_sentence(exc: BaseException) -> str:
+    """Return the first sentence of an exception's message (torch appends paragraphs of advice to load errors)."""
+    return str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
 
 
 def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str, Any]:
