@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import ROOT, csp_n_yaml
 
-from smartcash_ultra.engine.trainer import SmartCashTrainer, resume_training
+from smartcash_ultra.engine.trainer import SmartCashTrainer, keep_last_whole, resume_training
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
 
@@ -45,14 +45,23 @@ def progress(level, current, total, message):
         held.write_text("stopping")  # hold the run here a while, so a test can send a second signal meanwhile
         time.sleep(5)
 
+def final_validation(validator):
+    if at == "final validation" and not trainer.run_state.in_epoch:  # Ultralytics' validation of best.pt
+        marker.write_text(at)
+        time.sleep(60)  # hold it, so a test can kill the run meanwhile
+
 trainer = SmartCashTrainer(overrides=overrides, progress_callback=progress)
+trainer.add_callback("on_val_start", final_validation)
 trainer.train()
 print("STATUS", json.dumps({k: trainer.get_training_status()[k] for k in ("state", "epoch", "reason")}))
 """
 
 
 def start_training(tmp_path: Path, overrides: dict, at: str) -> tuple[subprocess.Popen, Path]:
-    """Train in a child process that touches a marker file when a batch message starts with ``at``."""
+    """Train in a child process that touches a marker file when a batch message starts with ``at``.
+
+    ``at="final validation"``: when the final validation of best.pt starts, which it then holds for a minute.
+    """
     marker = tmp_path / "marker"
     env = dict(os.environ)
     child = subprocess.Popen(
@@ -157,6 +166,47 @@ def test_an_unreadable_checkpoint_is_a_value_error_naming_it(finished, tmp_path)
         for call, kwargs in ((SmartCashTrainer.resume, {}), (resume_training, {"additional_epochs": 1})):
             with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a training checkpoint"):
                 call(path, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_kill_9_during_the_final_validation_leaves_last_pt_whole_and_the_run_extends(tiny_data, tmp_path):
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 2, **FAST}
+    save_dir = tmp_path / "run"
+    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "run"}, "final validation")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    last = ckpt(save_dir / "weights/last.pt")
+    assert last["epoch"] == 1 and last["optimizer"] is not None and last["ema"] is not None  # whole, resumable
+    assert ckpt(save_dir / "weights/best.pt")["optimizer"] is None  # stripped before the validation, and whole
+
+    result = resume_training(save_dir / "weights/last.pt", additional_epochs=1)
+    assert ckpt(result.last)["epoch"] == 2 and ckpt(result.last)["optimizer"] is not None
+    assert epochs_in(save_dir) == [1, 2, 3]
+
+
+def test_the_final_strip_never_rewrites_last_pt_and_strips_best_pt_atomically(finished, tmp_path, monkeypatch):
+    import ultralytics.engine.trainer as engine
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    for path in (last, best):
+        path.write_bytes((finished / "weights/last.pt").read_bytes())  # two whole checkpoints
+    whole = last.read_bytes()
+    stock = engine.strip_optimizer
+    with keep_last_whole(last):
+        assert engine.strip_optimizer(last)["train_results"] == ckpt(last)["train_results"]  # what final_eval reads
+        assert last.read_bytes() == whole
+
+        def crash(fd):
+            raise OSError("killed mid-strip")
+
+        with monkeypatch.context() as m:
+            m.setattr("os.fsync", crash)
+            with pytest.raises(OSError, match="killed mid-strip"):
+                engine.strip_optimizer(best, updates={"train_results": {}})
+        assert best.read_bytes() == whole and sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+        engine.strip_optimizer(best, updates={"train_results": {}})
+    assert ckpt(best)["optimizer"] is None and ckpt(last)["optimizer"] is not None
+    assert engine.strip_optimizer is stock  # stock trainers strip as before
 
 
 def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):

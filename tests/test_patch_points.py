@@ -46,7 +46,10 @@ def test_checkpoints_are_written_through_the_trainers_path_objects():
     assert "self.last.write_bytes(" in save and "self.best.write_bytes(" in save
     init = inspect.getsource(engine.BaseTrainer.__init__)
     assert 'self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"' in init
-    assert "strip_optimizer(self.last)" in inspect.getsource(engine.BaseTrainer.final_eval)  # why last.pt is kept
+    final_eval = inspect.getsource(engine.BaseTrainer.final_eval)  # strips through the module-level name
+    assert "strip_optimizer(self.last)" in final_eval and "strip_optimizer(self.best, updates=" in final_eval
+    assert final_eval.index("strip_optimizer(self.last)") < final_eval.index("self.validator(model=model)")
+    assert callable(engine.strip_optimizer) and "s or f" in inspect.getsource(engine.strip_optimizer)  # s: target
 
 
 def test_the_stopper_slot_is_called_per_validated_epoch_and_saved():

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import glob
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from copy import copy
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -30,7 +31,7 @@ from smartcash_ultra.engine.stopping import stop_on_signals
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
-from smartcash_ultra.utils.files import write_atomic
+from smartcash_ultra.utils.files import atomic_target, write_atomic
 from smartcash_ultra.utils.settings import model_settings
 
 
@@ -153,15 +154,15 @@ class SmartCashTrainer(DetectionTrainer):
         return saved
 
     def final_eval(self) -> None:
-        """Run Ultralytics' final evaluation, but keep last.pt whole so a finished run can be extended.
+        """Run Ultralytics' final evaluation with last.pt left whole, so that the run can always be extended.
 
-        Ultralytics strips the optimizer and EMA from last.pt here; best.pt (the deployable one) is stripped as
-        usual, and its named copy refreshed from it.
+        Ultralytics strips the optimizer and EMA from last.pt in place here, before validating best.pt (minutes on
+        a large split): a kill meanwhile would leave no resumable checkpoint. Under :func:`keep_last_whole` last.pt
+        is never rewritten, and best.pt (the deployable one) is stripped into a temp file and renamed; its named copy
+        is refreshed from it after.
         """
-        keep = self.last.read_bytes() if RANK in {-1, 0} and self.last.exists() else None
-        super().final_eval()
-        if keep is not None:
-            write_atomic(self.last, keep)
+        with keep_last_whole(self.last):
+            super().final_eval()
         if RANK in {-1, 0} and self._named_best is not None and self.best.exists():
             self._write_named_best()
 
@@ -370,6 +371,32 @@ def named_best_path(trainer: SmartCashTrainer) -> Path | None:
     while path.exists():
         path, n = wdir / f"{Path(name).stem}_{n}.pt", n + 1
     return path
+
+
+@contextmanager
+def keep_last_whole(last: Path) -> Iterator[None]:
+    """Put a ``strip_optimizer`` in place of Ultralytics' for its ``final_eval`` that never rewrites ``last``.
+
+    For ``last`` it returns the checkpoint as it is (``final_eval`` reads its ``train_results`` for best.pt); any
+    other file is stripped by Ultralytics' own function into a temp file that is then renamed over it, so a kill
+    mid-strip leaves the previous best.pt. Scoped, so stock trainers strip as they always do.
+    """
+    import ultralytics.engine.trainer as engine
+    from ultralytics.utils.patches import torch_load
+
+    stock = engine.strip_optimizer
+
+    def strip_optimizer(f, updates=None):
+        if Path(f) == Path(last):
+            return torch_load(f, map_location="cpu")
+        with atomic_target(f) as tmp:
+            return stock(f, s=tmp, updates=updates)
+
+    engine.strip_optimizer = strip_optimizer
+    try:
+        yield
+    finally:
+        engine.strip_optimizer = stock
 
 
 class AtomicPath(type(Path())):
