@@ -29,10 +29,14 @@ that fails when an Ultralytics upgrade moves it:
    also after each epoch in ``time=`` mode (``engine/trainer.py``).
 10. Ultralytics' DDP launcher rebuilds the trainer class as ``cls(cfg=..., overrides=..., _callbacks=...)`` in each
     worker (``tests/test_ddp.py``).
+11. ``YOLO.train`` is wrapped (here): ``Model.train`` turns ``resume=True`` with a checkpoint it cannot resume into a
+    new run on its default dataset; for a SmartCash model that is an error naming the checkpoint instead.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from smartcash_ultra._startup import enabled
@@ -56,6 +60,27 @@ def install(yolo_class: type | None = None) -> None:
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
     yolo_class.task_map = property(task_map)
+    yolo_class.train = refuse_unresumable(yolo_class.train)
+
+
+def refuse_unresumable(stock_train):
+    """Wrap ``Model.train`` so that ``resume=True`` on a SmartCash model it cannot resume is an error naming it.
+
+    Ultralytics turns such a resume (``yolo train resume model=best.pt``: a stripped checkpoint, a finished run, a
+    YAML) into a new run with its default dataset, which it then downloads.
+    """
+
+    @functools.wraps(stock_train)
+    def train(self, trainer=None, **kwargs):
+        if kwargs.get("resume") is True and is_smartcash_model(self):
+            from smartcash_ultra.engine.trainer import resumable
+
+            if not self.ckpt_path:
+                raise ValueError(f"{self.cfg}: resume continues a run from its weights/last.pt, not from a model YAML")
+            resumable(Path(self.ckpt_path))
+        return stock_train(self, trainer, **kwargs)
+
+    return train
 
 
 def smartcash_detect_task() -> dict[str, type]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, csp_n_yaml
+from conftest import ROOT, csp_n_yaml, run_yolo
 
 from smartcash_ultra.engine.trainer import SmartCashTrainer, keep_last_whole, resume_training
 
@@ -207,6 +207,28 @@ def test_the_final_strip_never_rewrites_last_pt_and_strips_best_pt_atomically(fi
         engine.strip_optimizer(best, updates={"train_results": {}})
     assert ckpt(best)["optimizer"] is None and ckpt(last)["optimizer"] is not None
     assert engine.strip_optimizer is stock  # stock trainers strip as before
+
+
+@pytest.mark.slow
+def test_yolo_train_resume_from_best_pt_stops_naming_it_and_pointing_to_last_pt(finished, tmp_path):
+    best, last = finished / "weights/best.pt", finished / "weights/last.pt"
+    project = tmp_path / "project"  # where a new run would go (Ultralytics starts one instead of resuming)
+    out = run_yolo("train", "resume", f"model={best}", f"project={project}", cwd=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    assert f"{best}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from {last}" in text
+    assert "coco8" not in text and not project.exists()
+
+
+def test_resume_true_on_a_smartcash_model_refuses_what_cannot_be_resumed(finished, tmp_path):
+    from ultralytics import YOLO
+
+    best, last = finished / "weights/best.pt", finished / "weights/last.pt"
+    with pytest.raises(ValueError, match=f"^{re.escape(str(best))}: holds no optimizer state"):
+        YOLO(best).train(resume=True, project=str(tmp_path))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(last))}: the run finished its 1 epochs"):
+        YOLO(last).train(resume=True, project=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):

@@ -80,3 +80,9 @@ def test_all_ap_column_5_is_ap_at_iou_0_75():
 def test_the_scheduler_is_built_by_one_private_method_also_in_time_mode():
     assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._build_train_pipeline)
     assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._do_train)  # time= re-estimates
+
+
+def test_model_train_turns_an_unresumable_resume_into_a_new_run():
+    train = inspect.getsource(Model.train)
+    assert 'if args.get("resume") is True:' in train and 'args["resume"] = False' in train
+    assert list(inspect.signature(Model.train).parameters) == ["self", "trainer", "kwargs"]  # the wrapper's
