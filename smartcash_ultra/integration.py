@@ -31,6 +31,10 @@ that fails when an Ultralytics upgrade moves it:
     worker (``tests/test_ddp.py``).
 11. ``YOLO.train`` is wrapped (here): ``Model.train`` turns ``resume=True`` with a checkpoint it cannot resume into a
     new run on its default dataset; for a SmartCash model that is an error naming the checkpoint instead.
+12. ``SmartCashTrainer.resume_training`` extends the method ``_setup_train`` calls with the checkpoint before the
+    first epoch, to drop the rows of ``results.csv`` (``trainer.csv``, which ``save_metrics`` appends to) after the
+    checkpoint's epoch (``engine/trainer.py``); the run state reads it to record an epoch whose row was written
+    when an exception ended the run (``callbacks/run_state.py``).
 """
 
 from __future__ import annotations

@@ -86,3 +86,11 @@ def test_model_train_turns_an_unresumable_resume_into_a_new_run():
     train = inspect.getsource(Model.train)
     assert 'if args.get("resume") is True:' in train and 'args["resume"] = False' in train
     assert list(inspect.signature(Model.train).parameters) == ["self", "trainer", "kwargs"]  # the wrapper's
+
+
+def test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv_is_appended_to():
+    setup, loop = inspect.getsource(engine.BaseTrainer._setup_train), inspect.getsource(engine.BaseTrainer._do_train)
+    assert "self.resume_training(ckpt)" in setup and "self._setup_train()" in loop
+    assert "self.start_epoch = start_epoch" in inspect.getsource(engine.BaseTrainer.resume_training)
+    assert 'self.csv = self.save_dir / "results.csv"' in inspect.getsource(engine.BaseTrainer.__init__)
+    assert 'open(self.csv, "a"' in inspect.getsource(engine.BaseTrainer.save_metrics)

@@ -24,10 +24,11 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
+from smartcash_ultra.callbacks.epoch_record import trim_results
 from smartcash_ultra.data.dataset import build_smartcash_dataset
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
-from smartcash_ultra.engine.stopping import stop_on_signals
+from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
@@ -112,6 +113,18 @@ class SmartCashTrainer(DetectionTrainer):
         self.extended_from = self.args.epochs
         self.args.epochs = self.epochs = epochs
         self._schedule_epochs = schedule_epochs
+
+    def resume_training(self, ckpt) -> None:
+        """Resume as Ultralytics does, then drop the rows of results.csv after the checkpoint's epoch.
+
+        Ultralytics appends to results.csv, so epochs that ran after the checkpoint was saved (before a kill or a
+        second Ctrl-C, or a resume from an older checkpoint) would appear twice once they run again.
+        """
+        super().resume_training(ckpt)
+        if self.resume and RANK in {-1, 0}:
+            dropped = trim_results(self.csv, self.start_epoch)
+            if dropped:
+                LOGGER.info(f"{self.csv}: {dropped} row(s) after the checkpoint's epoch {self.start_epoch} dropped")
 
     def stop_training(self, reason: str = "stop requested") -> bool:
         """Ask the run to stop at the next batch end (thread-safe); it validates, saves and ends ``stopped``.
@@ -232,31 +245,41 @@ class SmartCashTrainer(DetectionTrainer):
     def train(self) -> TrainResult:
         """Train, then return the final metrics (of best.pt) and the weight paths.
 
-        SIGINT and SIGTERM (main thread) stop the run gracefully, as :meth:`stop_training` does; a second SIGINT
-        stops at once. The status ends ``completed``, ``stopped_early``, ``stopped`` or ``failed``.
+        SIGINT and SIGTERM (main thread) stop the run gracefully, as :meth:`stop_training` does, and once all is
+        saved ``train()`` raises :class:`~smartcash_ultra.engine.stopping.StoppedBySignal` (its ``result`` is what it
+        would have returned; ``Interrupted``, also a ``KeyboardInterrupt``, for SIGINT), so that ``yolo train``
+        exits 130 or 143, not 0. A second SIGINT stops at once, without saving, with the same exception. A stop by
+        :meth:`stop_training` returns normally. The status ends ``completed``, ``stopped_early``, ``stopped`` or
+        ``failed``.
         """
         from ultralytics.utils.patches import torch_load
 
         self.run_state.start()
         try:
             # a DDP parent only waits for torchrun: its workers run train() and handle the signals themselves
-            with nullcontext() if self.ddp else stop_on_signals(self.stop_training):
+            with nullcontext(Signals()) if self.ddp else stop_on_signals(self.stop_training) as signals:
                 super().train()
         except BaseException as e:
             self.run_state.fail(e)
             raise
         if self.ddp:  # the workers trained; how far they got is in last.pt (kept whole, see final_eval)
             self.epoch = torch_load(self.last, map_location="cpu")["epoch"] if self.last.exists() else self.epochs - 1
-        self.run_state.finish(self)  # on rank 0 on_train_end has decided already
+        outcome, reason = self.run_state.finish(self)  # on rank 0 on_train_end has decided already
         metrics = dict(self.metrics or {})
         if not metrics and self.best.exists():  # DDP: the workers validated, the checkpoint carries the figures
             metrics = dict(torch_load(self.best, map_location="cpu").get("train_metrics") or {})
-        return TrainResult(
+        result = TrainResult(
             metrics=metrics,
             best=Path(self.best) if self.best.exists() else None,
             last=Path(self.last) if self.last.exists() else None,
             save_dir=Path(self.save_dir),
         )
+        if signals.signum is not None and outcome == "stopped" and RANK == -1:
+            stop = stopped_by(signals.signum, f"{reason}: stopped after epoch {self.run_state.done}/{self.epochs}")
+            stop.result = result
+            LOGGER.warning(f"{stop}, all saved; exit status {stop.code}. Resume: yolo train resume model={self.last}")
+            raise stop
+        return result
 
 
 def resume_training(
