@@ -22,6 +22,7 @@ from smartcash_ultra.callbacks import (
     registered,
 )
 from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, checkpoint_state
+from smartcash_ultra.callbacks.epoch_record import results_epochs, trim_results
 from smartcash_ultra.utils.classes import NAMES
 from smartcash_ultra.utils.settings import is_main_process, resolve
 
@@ -430,7 +431,32 @@ def test_resume_continues_the_files_without_duplicated_or_lost_epochs(tmp_path):
     assert [r["epoch"] for r in json.loads((tmp_path / "metrics.json").read_text())["epochs"]] == [1]
 
 
+def test_a_row_cut_short_by_a_kill_and_rows_after_the_checkpoint_are_dropped_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "results.csv"
+    whole = "epoch,time,metrics/mAP50(B)\n1,2.5,0.1\n2,5.1,0.2\n3,7.6,0.3\n"
+    path.write_text(whole + "4,10.")  # a kill -9 mid-append
+    assert results_epochs(path) == [1, 2, 3]
+
+    def crash(fd):
+        raise OSError("killed mid-write")
+
+    with monkeypatch.context() as m:
+        m.setattr("os.fsync", crash)
+        with pytest.raises(OSError):
+            trim_results(path, 2)
+    assert path.read_text() == whole + "4,10." and sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    assert trim_results(path, 2) == 2 and path.read_text() == "epoch,time,metrics/mAP50(B)\n1,2.5,0.1\n2,5.1,0.2\n"
+    assert trim_results(path, 2) == 0 and trim_results(tmp_path / "missing.csv", 2) == 0
+
+
 # ------------------------------------------------------------------------------------------------------- progress
+def test_a_line_cut_short_by_a_kill_does_not_break_the_event_log_a_resume_continues(tmp_path):
+    (tmp_path / "events.jsonl").write_text('{"event": "started"}\n{"event": "progress", "lev')  # kill -9 mid-write
+    fake_run(tmp_path, [0.1, 0.2])
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[0] == {"event": "started"} and events[1]["event"] == "started" and events[-1]["event"] == "completed"
+
+
 def test_progress_sequences_are_monotone_with_exact_totals_ending_at_100_percent(tmp_path):
     trainer, events = fake_run(tmp_path, [0.1, 0.2, 0.3], batches=5, val_batches=3, min_interval=0)
     by_level = {level: [(c, t) for lvl, c, t, _ in events if lvl == level] for level in ("overall", "epoch", "batch")}

@@ -6,6 +6,7 @@ the run (and under DDP, where callbacks run in the worker processes).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -250,11 +251,20 @@ class ProgressReporter:
         self._file.flush()
 
     def _open(self, trainer) -> None:
-        """Open the run's events.jsonl for appending (a resumed run continues it)."""
+        """Open the run's events.jsonl for appending (a resumed run continues it).
+
+        A last line a kill cut short is dropped first: appended to, it would spoil the next event's line too.
+        """
         self.close()
         if self.events_file and is_main_process():
             self.events_path = Path(trainer.save_dir) / EVENTS_NAME
-            self._file = open(self.events_path, "a", encoding="utf-8")
+            raw = open(self.events_path, "a+b")  # appends wherever it was read
+            if raw.tell():
+                raw.seek(-1, io.SEEK_END)
+                if raw.read(1) != b"\n":
+                    raw.seek(0)
+                    raw.truncate(raw.read().rfind(b"\n") + 1)
+            self._file = io.TextIOWrapper(raw, encoding="utf-8")
 
     def close(self) -> None:
         """Close the event log."""
