@@ -733,6 +733,18 @@ def test_a_failure_anywhere_ends_failed_names_its_stage_and_leaves_the_files_agr
     assert done[0][0]["status"] == "failed"
 
 
+def test_a_resumed_run_that_fails_before_an_epoch_closes_keeps_its_history(tmp_path):
+    faulty_run(tmp_path, fault_at("batch", 3, RuntimeError("CUDA error")))  # epochs 1 and 2 saved
+    resumed = FakeTrainer(tmp_path, epochs=3, batches=3)
+    resumed.start_epoch = resumed.epoch = 2
+    resumed.fault = lambda at: fault_at("setup", 3, RuntimeError("CUDA error"))(resumed, at)
+    add_smartcash_callbacks(resumed)
+    resumed.add_callback("on_pretrain_routine_end", lambda trainer: trainer.fault("setup"))  # after the handlers
+    with pytest.raises(RuntimeError):
+        resumed.train([0.3])
+    assert_run_files_agree(tmp_path, "failed", [1, 2], session=[])
+
+
 @pytest.mark.parametrize("ending", ["completed", "stopped_early", "stopped"])
 def test_every_other_ending_leaves_the_files_agreeing(tmp_path, ending):
     trainer = FakeTrainer(tmp_path, epochs=6, batches=3, patience=2)

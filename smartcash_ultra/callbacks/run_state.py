@@ -70,6 +70,7 @@ class RunState:
     def callbacks(self) -> dict[str, Any]:
         """Ultralytics events this object follows, for ``add_callback``."""
         return {
+            "on_pretrain_routine_end": self.on_pretrain_routine_end,
             "on_train_start": self.on_train_start,
             "on_train_epoch_start": self.on_train_epoch_start,
             "on_train_batch_end": self.on_train_batch_end,
@@ -175,10 +176,13 @@ class RunState:
             }
 
     # -------------------------------------------------------------------------------------- Ultralytics events
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Count the epochs a resumed run had completed (Ultralytics has just read them from the checkpoint)."""
+        self.done = trainer.start_epoch
+
     def on_train_start(self, trainer) -> None:
         """Start the run of a stock trainer (``SmartCashTrainer.train()`` starts it before the setup)."""
         self.start()
-        self.done = trainer.start_epoch
 
     def on_train_epoch_start(self, trainer) -> None:
         """Open an epoch: its number, the total and its batch count."""
