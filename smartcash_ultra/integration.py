@@ -16,7 +16,8 @@ that fails when an Ultralytics upgrade moves it:
 3. ``ultralytics.engine.trainer.check_amp`` is swapped for an offline check during ``SmartCashTrainer._setup_train``
    (``engine/precision.offline_check_amp``; also ``tests/test_precision.py``).
 4. The trainer's ``wdir`` becomes an ``AtomicPath`` so ``BaseTrainer.save_model``'s ``last/best.write_bytes`` are
-   atomic, and ``final_eval``'s in-place strip of ``last.pt`` is undone (``engine/trainer.py``).
+   atomic, and ``ultralytics.engine.trainer.strip_optimizer`` is swapped during ``final_eval`` so that ``last.pt``
+   is never rewritten and ``best.pt`` is stripped into a temp file and renamed (``engine/trainer.keep_last_whole``).
 5. ``trainer.stopper`` is replaced by the adaptive early stopping, which Ultralytics calls per validated epoch and
    saves in checkpoints (``callbacks/early_stopping.py``).
 6. ``BaseDataset.npy_files``, Ultralytics' ``cache=disk`` paths, point into ``.smartcash_cache`` instead of at the
@@ -29,10 +30,18 @@ that fails when an Ultralytics upgrade moves it:
    also after each epoch in ``time=`` mode (``engine/trainer.py``).
 10. Ultralytics' DDP launcher rebuilds the trainer class as ``cls(cfg=..., overrides=..., _callbacks=...)`` in each
     worker (``tests/test_ddp.py``).
+11. ``YOLO.train`` is wrapped (here): ``Model.train`` turns ``resume=True`` with a checkpoint it cannot resume into a
+    new run on its default dataset; for a SmartCash model that is an error naming the checkpoint instead.
+12. ``SmartCashTrainer.resume_training`` extends the method ``_setup_train`` calls with the checkpoint before the
+    first epoch, to drop the rows of ``results.csv`` (``trainer.csv``, which ``save_metrics`` appends to) after the
+    checkpoint's epoch (``engine/trainer.py``); the run state reads it to record an epoch whose row was written
+    when an exception ended the run (``callbacks/run_state.py``).
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from smartcash_ultra._startup import enabled
@@ -56,6 +65,27 @@ def install(yolo_class: type | None = None) -> None:
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
     yolo_class.task_map = property(task_map)
+    yolo_class.train = refuse_unresumable(yolo_class.train)
+
+
+def refuse_unresumable(stock_train):
+    """Wrap ``Model.train`` so that ``resume=True`` on a SmartCash model it cannot resume is an error naming it.
+
+    Ultralytics turns such a resume (``yolo train resume model=best.pt``: a stripped checkpoint, a finished run, a
+    YAML) into a new run with its default dataset, which it then downloads.
+    """
+
+    @functools.wraps(stock_train)
+    def train(self, trainer=None, **kwargs):
+        if kwargs.get("resume") is True and is_smartcash_model(self):
+            from smartcash_ultra.engine.trainer import resumable
+
+            if not self.ckpt_path:
+                raise ValueError(f"{self.cfg}: resume continues a run from its weights/last.pt, not from a model YAML")
+            resumable(Path(self.ckpt_path))
+        return stock_train(self, trainer, **kwargs)
+
+    return train
 
 
 def smartcash_detect_task() -> dict[str, type]:

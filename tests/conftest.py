@@ -125,3 +125,34 @@ def run_yolo(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int
     return subprocess.run(
         [str(yolo), *args], cwd=cwd, env={**os.environ, **(env or {})}, text=True, capture_output=True, timeout=timeout
     )
+
+
+def assert_run_files_agree(save_dir: Path, status: str, epochs: list[int], session: list[int] | None = None) -> dict:
+    """Check that metrics.json, events.jsonl and results.csv tell one story of how a run ended; return the summary.
+
+    ``epochs``: the epoch rows all must hold, once each; ``session``: those the last session reported in
+    events.jsonl (default: all). The completion event closes the log with the status and reason of metrics.json.
+    """
+    import csv
+    import json
+
+    import pytest
+
+    document = json.loads((save_dir / "metrics.json").read_text())
+    summary = document["summary"]
+    events = [json.loads(line) for line in (save_dir / "events.jsonl").read_text().splitlines()]
+    last = events[-1]
+    assert (last["event"], last["status"], summary["status"]) == ("completed", status, status), (last, summary)
+    assert last["reason"] == summary["reason"] and "\x1b" not in json.dumps(events) + json.dumps(document)
+    assert last["epochs_completed"] == summary["epochs_completed"] == (epochs[-1] if epochs else 0)
+    with open(save_dir / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f, skipinitialspace=True))
+    assert [r["epoch"] for r in document["epochs"]] == [int(float(r["epoch"])) for r in rows] == epochs
+    for record, row in zip(document["epochs"], rows, strict=True):  # the same figures
+        if record["validated"]:
+            assert record["metrics/mAP50(B)"] == pytest.approx(float(row["metrics/mAP50(B)"]), rel=1e-5, abs=1e-6)
+    started = max(i for i, e in enumerate(events) if e["event"] == "started")
+    reported = [e["metrics"]["epoch"] for e in events[started:] if e["event"] == "metrics"]
+    assert reported == (epochs if session is None else session)
+    assert [e["event"] for e in events[started:]].count("completed") == 1
+    return summary

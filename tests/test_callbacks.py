@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import Collector
+from conftest import Collector, assert_run_files_agree
 
 from smartcash_ultra.callbacks import (
     AdaptiveEarlyStopping,
@@ -22,8 +22,9 @@ from smartcash_ultra.callbacks import (
     registered,
 )
 from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, checkpoint_state
+from smartcash_ultra.callbacks.epoch_record import results_epochs, trim_results
 from smartcash_ultra.utils.classes import NAMES
-from smartcash_ultra.utils.settings import resolve
+from smartcash_ultra.utils.settings import is_main_process, resolve
 
 MEAN_KEYS = ["metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP75(B)", "metrics/mAP50-95(B)"]
 
@@ -61,6 +62,8 @@ class FakeTrainer:
         self.stopper = StockStopper()
         self.world_size = 1
         self.saved: dict[int, dict] = {}  # epoch -> checkpoint dict, as save_model would write
+        self.csv = save_dir / "results.csv"
+        self.fault = lambda point: None  # called at named points of the loop; a test makes it raise there
 
     def add_callback(self, event, fn):
         self.callbacks[event].append(fn)
@@ -81,13 +84,17 @@ class FakeTrainer:
         self.run_callbacks("on_train_epoch_start")
         for i in range(len(self.train_loader)):
             self.tloss = {"box_loss": torch.tensor(1.0 / (i + 1)), "cls_loss": torch.tensor(2.0)}
+            self.fault("batch")
             self.run_callbacks("on_train_batch_end")
+            if self.stop:
+                break
         self.lr = {"lr/pg0": 0.01 / (self.epoch + 1)}
         self.run_callbacks("on_train_epoch_end")
         validator = SimpleNamespace()
         if validate:
             self.run_callbacks("on_val_start", validator)
             for _ in self.test_loader:
+                self.fault("val_batch")
                 self.run_callbacks("on_val_batch_end", validator)
             self.run_callbacks("on_val_end", validator)
             values = [0.5, 0.4, map50, map50 * 0.8, map50 / 2]
@@ -97,21 +104,49 @@ class FakeTrainer:
                 "val/box_loss": 1 - map50,
             }
             self.fitness = 0.1 * map50 + 0.9 * map50 / 2
+        self.fault("validated")
+        self.save_metrics()
+        self.fault("results")  # the epoch's results.csv row is written, its checkpoint not yet
         self.stop |= bool(self.stopper(self.epoch + 1, self.fitness))
         self.saved[self.epoch] = {"epoch": self.epoch, "ema": pickle.loads(pickle.dumps(self.ema.ema))}
         self.epoch_time = 0.01
         self.run_callbacks("on_fit_epoch_end")
         self.epoch += 1
 
+    def save_metrics(self):
+        """Append the epoch's row to results.csv, as Ultralytics does (rank 0) before saving the checkpoint."""
+        if not is_main_process():
+            return
+        header = "" if self.csv.exists() else "epoch,metrics/mAP50(B)\n"
+        with open(self.csv, "a") as f:
+            f.write(f"{header}{self.epoch + 1},{self.metrics['metrics/mAP50(B)']:.6g}\n")
+
     def finish(self):
         """Ultralytics' final evaluation of best.pt (a second on_fit_epoch_end), then on_train_end and teardown."""
+        self.final_eval()
+        self.run_callbacks("on_train_end")
+        self.run_callbacks("teardown")
+
+    def final_eval(self):
         self.epoch -= 1
+        self.fault("final_eval")
         self.metrics = {**self.metrics, "metrics/mAP50(B)": 0.99}
         self.epoch += 1
         self.run_callbacks("on_fit_epoch_end")
         self.epoch -= 1
-        self.run_callbacks("on_train_end")
-        self.run_callbacks("teardown")
+
+    def train(self, map50s):
+        """The whole run as Ultralytics' ``train()`` runs it: teardown in a ``finally``, whatever ends it."""
+        try:
+            self.setup()
+            for m in map50s:
+                self.run_epoch(m)
+                if self.stop:
+                    break
+            self.final_eval()
+            self.run_callbacks("on_train_end")
+        finally:
+            self.run_callbacks("teardown")
 
 
 def fake_run(tmp_path, map50s, **kwargs) -> tuple[FakeTrainer, list]:
@@ -120,12 +155,7 @@ def fake_run(tmp_path, map50s, **kwargs) -> tuple[FakeTrainer, list]:
     settings = {k: kwargs.pop(k) for k in list(kwargs) if k in {"early_stopping", "min_interval"}}
     trainer = FakeTrainer(tmp_path, epochs=len(map50s), **kwargs)
     add_smartcash_callbacks(trainer, progress_callback=events, **settings)
-    trainer.setup()
-    for m in map50s:
-        trainer.run_epoch(m)
-        if trainer.stop:
-            break
-    trainer.finish()
+    trainer.train(map50s)
     return trainer, events
 
 
@@ -373,7 +403,13 @@ def test_a_crash_mid_write_leaves_the_previous_files_intact(tmp_path, monkeypatc
     with pytest.raises(OSError, match="disk gone"):
         trainer.run_epoch(0.4)
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl", "metrics.csv", "metrics.json", "weights"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "events.jsonl",
+        "metrics.csv",
+        "metrics.json",
+        "results.csv",  # the fake trainer's, as Ultralytics writes it
+        "weights",
+    ]
 
 
 def test_resume_continues_the_files_without_duplicated_or_lost_epochs(tmp_path):
@@ -395,7 +431,32 @@ def test_resume_continues_the_files_without_duplicated_or_lost_epochs(tmp_path):
     assert [r["epoch"] for r in json.loads((tmp_path / "metrics.json").read_text())["epochs"]] == [1]
 
 
+def test_a_row_cut_short_by_a_kill_and_rows_after_the_checkpoint_are_dropped_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "results.csv"
+    whole = "epoch,time,metrics/mAP50(B)\n1,2.5,0.1\n2,5.1,0.2\n3,7.6,0.3\n"
+    path.write_text(whole + "4,10.")  # a kill -9 mid-append
+    assert results_epochs(path) == [1, 2, 3]
+
+    def crash(fd):
+        raise OSError("killed mid-write")
+
+    with monkeypatch.context() as m:
+        m.setattr("os.fsync", crash)
+        with pytest.raises(OSError):
+            trim_results(path, 2)
+    assert path.read_text() == whole + "4,10." and sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    assert trim_results(path, 2) == 2 and path.read_text() == "epoch,time,metrics/mAP50(B)\n1,2.5,0.1\n2,5.1,0.2\n"
+    assert trim_results(path, 2) == 0 and trim_results(tmp_path / "missing.csv", 2) == 0
+
+
 # ------------------------------------------------------------------------------------------------------- progress
+def test_a_line_cut_short_by_a_kill_does_not_break_the_event_log_a_resume_continues(tmp_path):
+    (tmp_path / "events.jsonl").write_text('{"event": "started"}\n{"event": "progress", "lev')  # kill -9 mid-write
+    fake_run(tmp_path, [0.1, 0.2])
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[0] == {"event": "started"} and events[1]["event"] == "started" and events[-1]["event"] == "completed"
+
+
 def test_progress_sequences_are_monotone_with_exact_totals_ending_at_100_percent(tmp_path):
     trainer, events = fake_run(tmp_path, [0.1, 0.2, 0.3], batches=5, val_batches=3, min_interval=0)
     by_level = {level: [(c, t) for lvl, c, t, _ in events if lvl == level] for level in ("overall", "epoch", "batch")}
@@ -449,8 +510,11 @@ def test_error_callback_gets_the_exception_and_its_context(tmp_path):
             trainer.run_callbacks("teardown")  # Ultralytics' train() runs it in a finally
     ((exc, context),) = errors
     assert str(exc).startswith("CUDA error") and context["stage"] == "train" and context["epoch"] == 2
-    last = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
-    assert last["event"] == "error" and last["error"] == "RuntimeError" and last["context"]["epoch"] == 2
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    (error,) = [e for e in events if e["event"] == "error"]
+    assert error["error"] == "RuntimeError" and error["context"]["epoch"] == 2
+    last = events[-1]  # the completion event follows, always the last line
+    assert (last["event"], last["status"], last["reason"]) == ("completed", "failed", f"RuntimeError: {exc}")
 
 
 def test_error_during_setup_is_reported_in_the_events_file(tmp_path):
@@ -462,7 +526,12 @@ def test_error_during_setup_is_reported_in_the_events_file(tmp_path):
     except FileNotFoundError:
         trainer.run_callbacks("teardown")
     assert errors[0]["stage"] == "setup"
-    assert json.loads((tmp_path / "events.jsonl").read_text())["event"] == "error"
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e.get("status")) for e in events] == [
+        ("error", None),
+        ("progress", None),
+        ("completed", "failed"),
+    ]
 
 
 def test_a_raising_ui_callback_is_reported_once_and_training_goes_on(tmp_path, log_lines):
@@ -578,6 +647,113 @@ def test_stop_requests_end_a_single_process_run_after_the_batch(tmp_path):
     assert (state.snapshot()["state"], state.snapshot()["reason"]) == ("stopped", "stop button")
     summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
     assert (summary["status"], summary["reason"]) == ("stopped", "stop button")
+
+
+class SecondCtrlC(KeyboardInterrupt):
+    """What the signal handler raises on a second Ctrl-C (a KeyboardInterrupt)."""
+
+
+def fault_at(point: str, epoch: int, exc: BaseException, request_stop: bool = False):
+    """Return a fault for ``FakeTrainer.fault``: raise ``exc`` at ``point`` of ``epoch`` (1-based).
+
+    ``final_eval`` of an epoch is the final evaluation after it; with ``request_stop``, a stop is requested first, at
+    that epoch's first batch.
+    """
+
+    def fault(trainer, at):
+        if request_stop and at == "batch" and trainer.epoch + 1 == epoch:
+            registered(trainer.callbacks, RunState).request_stop("SIGINT received")
+        if at == point and trainer.epoch + 1 == epoch:
+            raise exc
+
+    return fault
+
+
+def faulty_run(tmp_path, fault, epochs=3, **ui):
+    """Train the fake trainer for ``epochs`` with ``fault`` injected; return it (the exception has propagated)."""
+    trainer = FakeTrainer(tmp_path, epochs=epochs, batches=3)
+    trainer.fault = lambda at: fault(trainer, at)
+    add_smartcash_callbacks(trainer, min_interval=0, **ui)
+    with pytest.raises(BaseException) as raised:
+        trainer.train([0.1 * (i + 1) for i in range(epochs)])
+    assert raised.type is not pytest.fail.Exception
+    return trainer
+
+
+# A second Ctrl-C (the stop was requested at epoch 2's first batch) at each point of the run: the rows all files hold.
+SECOND_CTRL_C = {
+    "batch": [1],
+    "val_batch": [1],
+    "validated": [1],
+    "results": [1, 2],  # results.csv has epoch 2, its checkpoint is not written: the files record it too
+    "final_eval": [1, 2],
+}
+
+
+@pytest.mark.parametrize("point", list(SECOND_CTRL_C))
+def test_a_second_ctrl_c_anywhere_ends_stopped_and_leaves_the_files_agreeing(tmp_path, point):
+    errors, done = Collector(), Collector()
+    fault = fault_at(point, 2, SecondCtrlC("second SIGINT"), request_stop=True)  # final_eval: after epoch 2
+    trainer = faulty_run(tmp_path, fault, error_callback=errors, completion_callback=done)
+    summary = assert_run_files_agree(tmp_path, "stopped", SECOND_CTRL_C[point])
+    assert summary["reason"] == "SecondCtrlC: second SIGINT" and errors == []  # a stop, not a failure
+    assert done[0][0]["status"] == "stopped" and registered(trainer.callbacks, RunState).state == "stopped"
+    assert "error" not in [json.loads(line)["event"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+
+
+def test_a_second_ctrl_c_while_the_epoch_is_reported_still_reports_it(tmp_path):
+    def progress(level, current, total, message):
+        if message.startswith("epoch 2/3 done"):  # in the reporter's epoch end, after metrics.json has epoch 2
+            raise SecondCtrlC("second SIGINT")
+
+    fault = fault_at("none", 2, SecondCtrlC(), request_stop=True)
+    faulty_run(tmp_path, fault, progress_callback=progress)
+    assert_run_files_agree(tmp_path, "stopped", [1, 2])
+
+
+FAILURE_STAGES = {"batch": "train", "val_batch": "validation", "validated": "saving", "results": "saving"}
+
+
+@pytest.mark.parametrize("point", [*FAILURE_STAGES, "final_eval"])
+def test_a_failure_anywhere_ends_failed_names_its_stage_and_leaves_the_files_agreeing(tmp_path, point):
+    errors, done = Collector(), Collector()
+    epoch = 3 if point == "final_eval" else 2  # the final evaluation after the last epoch, 3
+    message = "\x1b[34m\x1b[1mtrain: \x1b[0mdisk full"  # Ultralytics colours some of its messages
+    trainer = faulty_run(
+        tmp_path, fault_at(point, epoch, OSError(message)), error_callback=errors, completion_callback=done
+    )
+    epochs = {**SECOND_CTRL_C, "final_eval": [1, 2, 3]}[point]  # the same rows as for a second Ctrl-C there
+    summary = assert_run_files_agree(tmp_path, "failed", epochs)
+    assert summary["reason"] == "OSError: train: disk full" == registered(trainer.callbacks, RunState).reason
+    ((exc, context),) = errors
+    assert context["stage"] == FAILURE_STAGES.get(point, "final_eval") and str(exc) == message
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    (error,) = [e for e in events if e["event"] == "error"]
+    assert (error["message"], error["context"]) == ("train: disk full", context)
+    assert done[0][0]["status"] == "failed"
+
+
+def test_a_resumed_run_that_fails_before_an_epoch_closes_keeps_its_history(tmp_path):
+    faulty_run(tmp_path, fault_at("batch", 3, RuntimeError("CUDA error")))  # epochs 1 and 2 saved
+    resumed = FakeTrainer(tmp_path, epochs=3, batches=3)
+    resumed.start_epoch = resumed.epoch = 2
+    resumed.fault = lambda at: fault_at("setup", 3, RuntimeError("CUDA error"))(resumed, at)
+    add_smartcash_callbacks(resumed)
+    resumed.add_callback("on_pretrain_routine_end", lambda trainer: trainer.fault("setup"))  # after the handlers
+    with pytest.raises(RuntimeError):
+        resumed.train([0.3])
+    assert_run_files_agree(tmp_path, "failed", [1, 2], session=[])
+
+
+@pytest.mark.parametrize("ending", ["completed", "stopped_early", "stopped"])
+def test_every_other_ending_leaves_the_files_agreeing(tmp_path, ending):
+    trainer = FakeTrainer(tmp_path, epochs=6, batches=3, patience=2)
+    add_smartcash_callbacks(trainer, early_stopping={"adaptive": False})
+    if ending == "stopped":
+        trainer.fault = lambda at: trainer.epoch == 2 and registered(trainer.callbacks, RunState).request_stop("button")
+    trainer.train([0.1, 0.2, 0.3, 0.4, 0.5, 0.6] if ending != "stopped_early" else [0.2, 0.4, 0.4, 0.4, 0.4, 0.4])
+    epochs = {"completed": 6, "stopped_early": 4, "stopped": 3}[ending]
+    assert_run_files_agree(tmp_path, ending, list(range(1, epochs + 1)))
 
 
 def test_stop_requests_under_ddp_take_effect_at_the_epoch_end_on_rank_0(monkeypatch):

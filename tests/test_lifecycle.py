@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, csp_n_yaml
+from conftest import ROOT, assert_run_files_agree, csp_n_yaml, run_yolo
 
-from smartcash_ultra.engine.trainer import SmartCashTrainer, resume_training
+from smartcash_ultra.engine.trainer import SmartCashTrainer, keep_last_whole, resume_training
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
 
@@ -34,7 +35,7 @@ import json, sys, time
 from pathlib import Path
 from smartcash_ultra.engine.trainer import SmartCashTrainer
 
-overrides, marker, at = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+overrides, marker, at, fail = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 held = Path(str(marker) + ".stopping")
 
 def progress(level, current, total, message):
@@ -44,18 +45,36 @@ def progress(level, current, total, message):
         held.write_text("stopping")  # hold the run here a while, so a test can send a second signal meanwhile
         time.sleep(5)
 
+def final_validation(validator):
+    if at == "final validation" and not trainer.run_state.in_epoch:  # Ultralytics' validation of best.pt
+        marker.write_text(at)
+        time.sleep(60)  # hold it, so a test can kill the run meanwhile
+
+def failure(trainer):
+    if trainer.epoch + 1 == fail:
+        raise RuntimeError(f"injected failure in epoch {fail}")
+
 trainer = SmartCashTrainer(overrides=overrides, progress_callback=progress)
-trainer.train()
-print("STATUS", json.dumps({k: trainer.get_training_status()[k] for k in ("state", "epoch", "reason")}))
+trainer.add_callback("on_val_start", final_validation)
+trainer.add_callback("on_train_batch_end", failure)
+try:
+    trainer.train()
+finally:
+    print("STATUS", json.dumps({k: trainer.get_training_status()[k] for k in ("state", "epoch", "reason")}))
 """
 
 
-def start_training(tmp_path: Path, overrides: dict, at: str) -> tuple[subprocess.Popen, Path]:
-    """Train in a child process that touches a marker file when a batch message starts with ``at``."""
+def start_training(tmp_path: Path, overrides: dict, at: str, fail: int = 0) -> tuple[subprocess.Popen, Path]:
+    """Train in a child process that touches a marker file when a batch message starts with ``at``.
+
+    ``at="final validation"``: when the final validation of best.pt starts, which it then holds for a minute.
+    ``fail``: the epoch (1-based) whose first training batch raises a RuntimeError. The child prints its final status
+    after ``STATUS`` also when ``train()`` raises.
+    """
     marker = tmp_path / "marker"
     env = dict(os.environ)
     child = subprocess.Popen(
-        [sys.executable, "-c", TRAIN_SCRIPT, json.dumps(overrides), str(marker), at],
+        [sys.executable, "-c", TRAIN_SCRIPT, json.dumps(overrides), str(marker), at, str(fail)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -81,24 +100,31 @@ def fresh_markers(tmp_path: Path) -> None:
         leftover.unlink()
 
 
+def start_run(tiny_data: Path, tmp_path: Path, epochs: int, at: str) -> tuple[subprocess.Popen, Path]:
+    """Start a new run of ``epochs`` in ``tmp_path/run`` in a child process (:func:`start_training`)."""
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": epochs, **FAST}
+    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "run"}, at)
+    return child, tmp_path / "run"
+
+
+def status_of(out: str) -> dict:
+    return json.loads(out.split("STATUS ", 1)[1])
+
+
 @pytest.mark.slow
 def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_finishes_the_planned_epochs(
     tiny_data, tmp_path
 ):
     """One run of 4 epochs, interrupted three ways and resumed: SIGINT (graceful), two SIGINTs, ``kill -9``."""
-    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 4, **FAST}
-    save_dir = tmp_path / "run"
-    child, _ = start_training(tmp_path, {**overrides, "project": str(tmp_path), "name": "run"}, "epoch 2/4 batch 1/")
+    child, save_dir = start_run(tiny_data, tmp_path, 4, "epoch 2/4 batch 1/")
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=300)
-    assert child.returncode == 0, err[-3000:]
-    status = json.loads(out.split("STATUS ", 1)[1])
-    assert status == {"state": "stopped", "epoch": 2, "reason": "SIGINT received"}
-    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1 and epochs_in(save_dir) == [1, 2]
-    assert json.loads((save_dir / "events.jsonl").read_text().splitlines()[-1])["status"] == "stopped"
-    summary = json.loads((save_dir / "metrics.json").read_text())["summary"]
-    assert (summary["status"], summary["reason"]) == ("stopped", "SIGINT received")  # the files agree on the outcome
-    assert "stopping after this batch" in out + err
+    assert child.returncode == 130, err[-3000:]  # as a shell reports a process SIGINT ended, not 0: not finished
+    assert status_of(out) == {"state": "stopped", "epoch": 2, "reason": "SIGINT received"}
+    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1
+    summary = assert_run_files_agree(save_dir, "stopped", [1, 2])
+    assert summary["reason"] == "SIGINT received" and summary["final"] is not None  # all saved, best.pt validated
+    assert "stopping after this batch" in out + err and "exit status 130" in out + err
     before = json.loads((save_dir / "metrics.json").read_text())["epochs"]
 
     resume = {"resume": str(save_dir / "weights/last.pt")}
@@ -108,8 +134,10 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     wait_for(Path(str(marker) + ".stopping"), child)  # the first one was handled: the run is stopping
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=300)
-    assert child.returncode != 0 and "second SIGINT: stopping now" in out + err and "STATUS" not in out
-    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1 and epochs_in(save_dir) == [1, 2]  # nothing saved
+    assert child.returncode == 130 and "second SIGINT: stopping now" in out + err, err[-3000:]
+    assert status_of(out)["state"] == "stopped"
+    assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1  # nothing saved
+    assert_run_files_agree(save_dir, "stopped", [1, 2], session=[])
 
     fresh_markers(tmp_path)
     child, _ = start_training(tmp_path, resume, "epoch 3/4 batch 1/")
@@ -122,13 +150,160 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     trainer = SmartCashTrainer.resume(save_dir / "weights/last.pt")
     result = trainer.train()
     assert trainer.get_training_status()["state"] == "completed"
-    rows = json.loads((save_dir / "metrics.json").read_text())["epochs"]
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows[:2] == before  # continuous, nothing lost or repeated
-    with open(save_dir / "results.csv") as f:
-        assert [line.split(",")[0].strip() for line in f.read().splitlines()[1:]] == ["1", "2", "3", "4"]
+    assert_run_files_agree(save_dir, "completed", [1, 2, 3, 4], session=[3, 4])  # no epoch lost or repeated
+    assert json.loads((save_dir / "metrics.json").read_text())["epochs"][:2] == before
     assert result.last == save_dir / "weights/last.pt" and ckpt(result.last)["epoch"] == 3
     history = ckpt(result.last)["ema"].smartcash_state["early_stopping"]["history"]
     assert [e for e, _ in history] == [1, 2, 3, 4]  # early-stopping state carried across the interruptions
+
+
+@pytest.mark.slow
+def test_sigterm_exits_143_a_failure_exits_1_and_the_files_agree_after_each(tiny_data, tmp_path):
+    child, save_dir = start_run(tiny_data, tmp_path, 3, "epoch 2/3 batch 1/")
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 143, err[-3000:]
+    assert status_of(out) == {"state": "stopped", "epoch": 2, "reason": "SIGTERM received"}
+    assert_run_files_agree(save_dir, "stopped", [1, 2])
+
+    fresh_markers(tmp_path)
+    resume = {"resume": str(save_dir / "weights/last.pt")}
+    child, _ = start_training(tmp_path, resume, "epoch 3/3 batch 1/", fail=3)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 1 and "RuntimeError: injected failure in epoch 3" in err, err[-3000:]
+    assert status_of(out)["state"] == "failed"
+    summary = assert_run_files_agree(save_dir, "failed", [1, 2], session=[])
+    assert summary["reason"] == "RuntimeError: injected failure in epoch 3"
+    events = [json.loads(line) for line in (save_dir / "events.jsonl").read_text().splitlines()]
+    (error,) = [e for e in events if e["event"] == "error"]
+    assert (error["context"]["stage"], error["context"]["epoch"], error["context"]["batch"]) == ("train", 3, 1)
+
+    SmartCashTrainer.resume(save_dir / "weights/last.pt").train()
+    assert_run_files_agree(save_dir, "completed", [1, 2, 3], session=[3])
+
+
+@pytest.mark.slow
+def test_yolo_train_exit_codes_say_how_the_run_ended(tiny_data, tmp_path):
+    """``yolo train``: 0 for a finished run, 130 after a Ctrl-C that stopped it (everything saved)."""
+    args = [f"model={csp_n_yaml(tmp_path)}", f"data={tiny_data}", "imgsz=64", "batch=4", "workers=0", "plots=False"]
+    done = run_yolo("train", *args, "epochs=1", f"project={tmp_path}", "name=done", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_run_files_agree(tmp_path / "done", "completed", [1])
+
+    yolo = Path(sys.executable).with_name("yolo")
+    cmd = [str(yolo), "train", *args, "epochs=3", f"project={tmp_path}", "name=stopped"]
+    child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    events = tmp_path / "stopped/events.jsonl"
+    deadline = time.monotonic() + 300
+    while not (events.exists() and '"message": "epoch 2/3 batch 1/' in events.read_text()):
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate()[0][-3000:]
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    out = child.communicate(timeout=300)[0]
+    assert child.returncode == 130, out[-3000:]
+    assert "Traceback" not in out  # a stop, not a crash
+    assert_run_files_agree(tmp_path / "stopped", "stopped", [1, 2])
+    last = tmp_path / "stopped/weights/last.pt"
+    assert ckpt(last)["epoch"] == 1 and f"yolo train resume model={last}" in out
+
+
+@pytest.mark.slow
+def test_a_resume_drops_the_results_rows_after_its_checkpoint(tiny_data, tmp_path):
+    """Resuming from an older checkpoint (here the epoch-1 copy save_period keeps) runs epoch 2 again, recorded once."""
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 2, "save_period": 1, **FAST}
+    SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "run"}).train()
+    save_dir = tmp_path / "run"
+    assert_run_files_agree(save_dir, "completed", [1, 2])
+    SmartCashTrainer.resume(save_dir / "weights/epoch0.pt").train()
+    assert_run_files_agree(save_dir, "completed", [1, 2], session=[2])
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_data, tmp_path_factory) -> Path:
+    """A finished one-epoch run (its save dir), for tests that only read it."""
+    project = tmp_path_factory.mktemp("finished")
+    overrides = {"model": str(csp_n_yaml(project)), "data": str(tiny_data), "epochs": 1, **FAST}
+    SmartCashTrainer(overrides={**overrides, "project": str(project), "name": "run"}).train()
+    return project / "run"
+
+
+def test_an_unreadable_checkpoint_is_a_value_error_naming_it(finished, tmp_path):
+    whole = (finished / "weights/last.pt").read_bytes()
+    bad = {
+        "truncated.pt": whole[: len(whole) // 2],  # a copy cut short
+        "random.pt": bytes(range(256)) * 8,
+        "empty.pt": b"",
+    }
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save({"epoch": 3, "optimizer": {}}, tmp_path / "foreign.pt")
+    for name in [*bad, "tensor.pt", "foreign.pt"]:
+        path = tmp_path / name
+        for call, kwargs in ((SmartCashTrainer.resume, {}), (resume_training, {"additional_epochs": 1})):
+            with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a training checkpoint"):
+                call(path, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_kill_9_during_the_final_validation_leaves_last_pt_whole_and_the_run_extends(tiny_data, tmp_path):
+    child, save_dir = start_run(tiny_data, tmp_path, 2, "final validation")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    last = ckpt(save_dir / "weights/last.pt")
+    assert last["epoch"] == 1 and last["optimizer"] is not None and last["ema"] is not None  # whole, resumable
+    assert ckpt(save_dir / "weights/best.pt")["optimizer"] is None  # stripped before the validation, and whole
+
+    result = resume_training(save_dir / "weights/last.pt", additional_epochs=1)
+    assert ckpt(result.last)["epoch"] == 2 and ckpt(result.last)["optimizer"] is not None
+    assert epochs_in(save_dir) == [1, 2, 3]
+
+
+def test_the_final_strip_never_rewrites_last_pt_and_strips_best_pt_atomically(finished, tmp_path, monkeypatch):
+    import ultralytics.engine.trainer as engine
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    for path in (last, best):
+        path.write_bytes((finished / "weights/last.pt").read_bytes())  # two whole checkpoints
+    whole = last.read_bytes()
+    stock = engine.strip_optimizer
+    with keep_last_whole(last):
+        assert engine.strip_optimizer(last)["train_results"] == ckpt(last)["train_results"]  # what final_eval reads
+        assert last.read_bytes() == whole
+
+        def crash(fd):
+            raise OSError("killed mid-strip")
+
+        with monkeypatch.context() as m:
+            m.setattr("os.fsync", crash)
+            with pytest.raises(OSError, match="killed mid-strip"):
+                engine.strip_optimizer(best, updates={"train_results": {}})
+        assert best.read_bytes() == whole and sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+        engine.strip_optimizer(best, updates={"train_results": {}})
+    assert ckpt(best)["optimizer"] is None and ckpt(last)["optimizer"] is not None
+    assert engine.strip_optimizer is stock  # stock trainers strip as before
+
+
+@pytest.mark.slow
+def test_yolo_train_resume_from_best_pt_stops_naming_it_and_pointing_to_last_pt(finished, tmp_path):
+    best, last = finished / "weights/best.pt", finished / "weights/last.pt"
+    project = tmp_path / "project"  # where a new run would go (Ultralytics starts one instead of resuming)
+    out = run_yolo("train", "resume", f"model={best}", f"project={project}", cwd=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    assert f"{best}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from {last}" in text
+    assert "coco8" not in text and not project.exists()
+
+
+def test_resume_true_on_a_smartcash_model_refuses_what_cannot_be_resumed(finished, tmp_path):
+    from ultralytics import YOLO
+
+    best, last = finished / "weights/best.pt", finished / "weights/last.pt"
+    with pytest.raises(ValueError, match=f"^{re.escape(str(best))}: holds no optimizer state"):
+        YOLO(best).train(resume=True, project=str(tmp_path))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(last))}: the run finished its 1 epochs"):
+        YOLO(last).train(resume=True, project=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -148,8 +323,10 @@ def test_stop_from_another_thread_and_status_transitions(tiny_data, tmp_path):
 
     thread = threading.Thread(target=ui)
     thread.start()
-    trainer.train()
+    result = trainer.train()  # a stop the program asked for: train() returns
     thread.join()
+    assert result.last == tmp_path / "ui/weights/last.pt"
+    assert_run_files_agree(tmp_path / "ui", "stopped", [1, 2])
     states = [s["state"] for s in seen if s["state"] != "idle"]  # the thread may look before train() starts
     assert states[0] == "running" and "stopping" in states and states[-1] == "stopped"
     assert states.index("stopping") > states.index("running")  # idle -> running -> stopping -> stopped

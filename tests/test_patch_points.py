@@ -47,7 +47,10 @@ def test_checkpoints_are_written_through_the_trainers_path_objects():
     assert "self.last.write_bytes(" in save and "self.best.write_bytes(" in save
     init = inspect.getsource(engine.BaseTrainer.__init__)
     assert 'self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"' in init
-    assert "strip_optimizer(self.last)" in inspect.getsource(engine.BaseTrainer.final_eval)  # why last.pt is kept
+    final_eval = inspect.getsource(engine.BaseTrainer.final_eval)  # strips through the module-level name
+    assert "strip_optimizer(self.last)" in final_eval and "strip_optimizer(self.best, updates=" in final_eval
+    assert final_eval.index("strip_optimizer(self.last)") < final_eval.index("self.validator(model=model)")
+    assert callable(engine.strip_optimizer) and "s or f" in inspect.getsource(engine.strip_optimizer)  # s: target
 
 
 def test_the_stopper_slot_is_called_per_validated_epoch_and_saved():
@@ -88,3 +91,17 @@ def test_all_ap_column_5_is_ap_at_iou_0_75():
 def test_the_scheduler_is_built_by_one_private_method_also_in_time_mode():
     assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._build_train_pipeline)
     assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._do_train)  # time= re-estimates
+
+
+def test_model_train_turns_an_unresumable_resume_into_a_new_run():
+    train = inspect.getsource(Model.train)
+    assert 'if args.get("resume") is True:' in train and 'args["resume"] = False' in train
+    assert list(inspect.signature(Model.train).parameters) == ["self", "trainer", "kwargs"]  # the wrapper's
+
+
+def test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv_is_appended_to():
+    setup, loop = inspect.getsource(engine.BaseTrainer._setup_train), inspect.getsource(engine.BaseTrainer._do_train)
+    assert "self.resume_training(ckpt)" in setup and "self._setup_train()" in loop
+    assert "self.start_epoch = start_epoch" in inspect.getsource(engine.BaseTrainer.resume_training)
+    assert 'self.csv = self.save_dir / "results.csv"' in inspect.getsource(engine.BaseTrainer.__init__)
+    assert 'open(self.csv, "a"' in inspect.getsource(engine.BaseTrainer.save_metrics)

@@ -9,9 +9,11 @@ With Ultralytics' own validator (a stock model), per-class AP comes from its ``D
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
+from smartcash_ultra.utils.files import write_atomic
 from smartcash_ultra.utils.metrics import class_ap
 
 
@@ -84,3 +86,44 @@ def clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def results_epochs(path: str | Path | None) -> list[int]:
+    """Return the epoch of each whole row of Ultralytics' ``results.csv`` (none when it is missing)."""
+    return [epoch for epoch, _ in results_rows(path)[1]]
+
+
+def trim_results(path: str | Path, up_to_epoch: int) -> int:
+    """Drop the rows of ``results.csv`` after ``up_to_epoch`` (and any cut short), atomically; return how many.
+
+    Ultralytics appends to the file on resume, so epochs run after the checkpoint was saved would appear twice.
+    """
+    header, rows = results_rows(path)
+    if header is None:
+        return 0
+    kept = [line for epoch, line in rows if epoch <= up_to_epoch]
+    dropped = len(Path(path).read_text(errors="replace").splitlines()) - 1 - len(kept)  # after the header
+    if dropped:
+        write_atomic(path, "".join(f"{line}\n" for line in [header, *kept]).encode())
+    return dropped
+
+
+def results_rows(path: str | Path | None) -> tuple[str | None, list[tuple[int, str]]]:
+    """Return the header of ``results.csv`` and its whole rows with their epochs.
+
+    A row cut short by a kill mid-append (fewer columns than the header) is left out.
+    """
+    if path is None or not Path(path).is_file():
+        return None, []
+    lines = Path(path).read_text(errors="replace").splitlines()
+    if not lines:
+        return None, []
+    width, rows = lines[0].count(","), []
+    for line in lines[1:]:
+        try:
+            epoch = int(float(line.split(",", 1)[0]))
+        except ValueError:
+            continue
+        if line.count(",") == width:
+            rows.append((epoch, line))
+    return lines[0], rows

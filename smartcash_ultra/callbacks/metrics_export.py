@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from smartcash_ultra.callbacks.epoch_record import clean, epoch_record
-from smartcash_ultra.callbacks.run_state import RunState
+from smartcash_ultra.callbacks.run_state import OUTCOMES, RunState
 from smartcash_ultra.utils.files import write_atomic
 from smartcash_ultra.utils.settings import is_main_process, model_settings
 
@@ -45,6 +46,7 @@ class MetricsExporter:
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
             "on_fit_epoch_end": self.on_fit_epoch_end,
             "on_train_end": self.on_train_end,
+            "teardown": self.teardown,
         }
 
     def on_pretrain_routine_end(self, trainer) -> None:
@@ -90,17 +92,34 @@ class MetricsExporter:
         if not self.enabled:
             return
         if self.state.end_epoch(trainer):
-            record = epoch_record(trainer, self.state)
-            self.epochs = [r for r in self.epochs if r["epoch"] < record["epoch"]] + [record]
+            self.add(epoch_record(trainer, self.state))
         else:
             self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
         self.write(trainer)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Append an epoch's record, replacing any of that epoch or later (run again after a resume)."""
+        self.epochs = [r for r in self.epochs if r["epoch"] < record["epoch"]] + [record]
 
     def on_train_end(self, trainer) -> None:
         """Write the summary with the run's outcome, the final figures and the weight paths."""
         if self.enabled:
             self.status, self.reason = self.state.finish(trainer)
             self.write(trainer)
+
+    def teardown(self, trainer) -> None:
+        """Write the outcome of a run an exception ended (``failed``, or ``stopped`` by a second Ctrl-C).
+
+        The run state decided it (its teardown runs first) and closed an epoch Ultralytics had already written to
+        results.csv; a closed epoch without its record (the exception came before this handler's turn) gets it now.
+        """
+        if not self.enabled or sys.exc_info()[1] is None or self.state.state not in OUTCOMES:
+            return
+        closed, recorded = self.state.closed, [r["epoch"] for r in self.epochs[-1:]]
+        if closed is not None and closed == getattr(trainer, "epoch", None) and recorded != [closed + 1]:
+            self.add(epoch_record(trainer, self.state))
+        self.status, self.reason = self.state.state, self.state.reason
+        self.write(trainer)
 
     def summary(self, trainer) -> dict[str, Any]:
         """Outcome, best epoch by fitness (the best.pt criterion), its figures, the final validation, the weights."""
@@ -111,7 +130,7 @@ class MetricsExporter:
         return {
             "status": self.status,
             "reason": self.reason,
-            "epochs_completed": len(self.epochs),
+            "epochs_completed": self.state.done,
             "best_epoch": best["epoch"] if best else None,
             "best": best,
             "final": self.final,

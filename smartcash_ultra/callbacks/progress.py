@@ -6,6 +6,7 @@ the run (and under DDP, where callbacks run in the worker processes).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ultralytics.utils import LOGGER
+from ultralytics.utils import LOGGER, remove_colorstr
 
 from smartcash_ultra.callbacks.epoch_record import clean, epoch_record
 from smartcash_ultra.callbacks.run_state import RunState
@@ -35,11 +36,12 @@ class UICallbacks:
       mean losses. ``epoch`` and ``batch`` events are throttled to one per ``min_interval`` seconds (the first and
       the last of an epoch always pass).
     - ``metrics_callback(record)`` gets the epoch's record (its row of ``metrics.json``) once per epoch.
-    - ``error_callback(exc, context)`` gets the exception that ended a failed run; ``context`` holds ``stage``,
-      ``epoch``, ``batch`` and ``save_dir``.
-    - ``completion_callback(summary)`` gets the outcome of a finished run: ``status`` (``completed``,
-      ``stopped_early`` or ``stopped``), ``reason``, ``epochs_completed``, ``epochs``, ``final_metrics``, ``best``,
-      ``last`` and ``save_dir``.
+    - ``error_callback(exc, context)`` gets the exception that ended a failed run; ``context`` holds ``stage``
+      (``setup``, ``train``, ``validation``, ``saving`` — results.csv, checkpoints and metric files after an
+      epoch's validation —, ``final_eval``), ``epoch``, ``batch`` and ``save_dir``.
+    - ``completion_callback(summary)`` gets how every run ended, once, also a failed one (after ``error_callback``)
+      or one a second Ctrl-C ended: ``status`` (``completed``, ``stopped_early``, ``stopped`` or ``failed``),
+      ``reason``, ``epochs_completed``, ``epochs``, ``final_metrics``, ``best``, ``last`` and ``save_dir``.
 
     A callback that raises is reported once and skipped: a UI bug must not kill a long run. They are called on rank 0
     only, so under DDP in the worker process: they must pickle (closures and lambdas do).
@@ -67,6 +69,7 @@ class ProgressReporter:
         self.stage = "setup"
         self.batch = self.val_batch = self.epoch_total = self.train_batches = 0
         self.final: dict[str, Any] | None = None
+        self.reported: int | None = None  # the last epoch whose metrics went out
         self._last_emit: dict[str, float] = {}
         self._failed_callbacks: set[str] = set()
         self._file = None
@@ -81,6 +84,7 @@ class ProgressReporter:
             "on_train_batch_end": self.on_train_batch_end,
             "on_train_epoch_end": self.on_train_epoch_end,
             "on_val_batch_end": self.on_val_batch_end,
+            "on_val_end": self.on_val_end,
             "on_fit_epoch_end": self.on_fit_epoch_end,
             "on_train_end": self.on_train_end,
             "teardown": self.teardown,
@@ -123,8 +127,8 @@ class ProgressReporter:
         self.emit("epoch", min(self.batch, self.epoch_total), self.epoch_total, f"{epoch} training", edge)
 
     def on_train_epoch_end(self, trainer) -> None:
-        """Move on to validation."""
-        self.stage = "validation"
+        """Move on to validation, or straight to saving on an epoch that does not validate."""
+        self.stage = "validation" if expects_validation(trainer) else "saving"
 
     def on_val_batch_end(self, validator) -> None:
         """Per validation batch of an epoch: ``epoch`` progress, throttled (the final evaluation is not an epoch)."""
@@ -134,6 +138,11 @@ class ProgressReporter:
         current = min(self.train_batches + self.val_batch, self.epoch_total)
         self.emit("epoch", current, self.epoch_total, f"validation batch {self.val_batch}", current == self.epoch_total)
 
+    def on_val_end(self, validator) -> None:
+        """After an epoch's validation: results.csv, checkpoints and metric files are written next."""
+        if self.state is not None and self.state.in_epoch:
+            self.stage = "saving"
+
     def on_fit_epoch_end(self, trainer) -> None:
         """Finish the epoch at 100 %, send its metrics, advance the overall progress."""
         if not self.state.end_epoch(trainer):
@@ -141,9 +150,7 @@ class ProgressReporter:
             return
         epoch, total = trainer.epoch + 1, trainer.epochs
         self.emit("epoch", self.epoch_total, self.epoch_total, f"epoch {epoch}/{total} done", force=True)
-        record = epoch_record(trainer, self.state)
-        self.call("metrics_callback", record)
-        self.event("metrics", metrics=record)
+        record = self.report_epoch(trainer)
         figures = ", ".join(
             f"{name} {record[key]:.4g}"
             for name, key in (("mAP50", "metrics/mAP50(B)"), ("mAP50-95", "metrics/mAP50-95(B)"))
@@ -152,15 +159,27 @@ class ProgressReporter:
         self.emit("overall", epoch, total, f"epoch {epoch}/{total} done" + (f": {figures}" if figures else ""), True)
         self.stage = "final_eval" if trainer.stop or epoch >= total else "train"
 
+    def report_epoch(self, trainer) -> dict[str, Any]:
+        """Send the record of the epoch just closed to ``metrics_callback`` and events.jsonl; return it."""
+        record = epoch_record(trainer, self.state)
+        self.reported = record["epoch"]
+        self.call("metrics_callback", record)
+        self.event("metrics", metrics=record)
+        return record
+
     def on_train_end(self, trainer) -> None:
         """Completion: overall progress to 100 % and the outcome."""
-        epochs_run, total = trainer.epoch + 1, trainer.epochs
+        self.complete(trainer)
+
+    def complete(self, trainer) -> None:
+        """Send how the run ended (the run state decided it): overall progress to 100 %, the completion event."""
         status, reason = self.state.finish(trainer)
-        message = f"{status.replace('_', ' ')} after epoch {epochs_run}/{total}" + (f": {reason}" if reason else "")
+        done, total = self.state.done, trainer.epochs
+        message = f"{status.replace('_', ' ')} after epoch {done}/{total}" + (f": {reason}" if reason else "")
         self.emit("overall", total, total, message, force=True)
         summary = {
             "status": status,
-            "epochs_completed": epochs_run,
+            "epochs_completed": done,
             "epochs": total,
             "reason": reason,
             "final_metrics": self.final,
@@ -173,20 +192,30 @@ class ProgressReporter:
         self.event("completed", **summary)
 
     def teardown(self, trainer) -> None:
-        """Report the exception that is ending a failed run (Ultralytics runs teardown in a ``finally``)."""
+        """Report a run an exception is ending (Ultralytics runs teardown in a ``finally``), then its completion.
+
+        A failure goes to ``error_callback`` and an ``error`` event first; a second Ctrl-C is no failure. The run
+        state decided the outcome and closed an epoch already in results.csv; its metrics go out now if they had not.
+        """
         exc = sys.exc_info()[1]
         if exc is not None and self.stage != "done" and is_main_process():
-            context = {
-                "stage": self.stage,
-                "epoch": getattr(trainer, "epoch", 0) + 1,
-                "batch": self.batch,
-                "save_dir": str(getattr(trainer, "save_dir", "")),
-            }
-            LOGGER.error(f"Training failed during {context['stage']} of epoch {context['epoch']}: {exc!r}")
-            self.call("error_callback", exc, context)
+            self.state = self.state or RunState.of(trainer)
+            epoch = getattr(trainer, "epoch", None)  # a stock trainer has none before its loop
             if self._file is None and getattr(trainer, "save_dir", None) and Path(trainer.save_dir).is_dir():
-                self._open(trainer)  # failed during setup, before the log was opened
-            self.event("error", error=type(exc).__name__, message=str(exc), context=context)
+                self._open(trainer)  # ended during setup, before the log was opened
+            if self.state.state == "failed":
+                context = {
+                    "stage": self.stage,
+                    "epoch": (epoch or 0) + 1,
+                    "batch": self.batch,
+                    "save_dir": str(getattr(trainer, "save_dir", "")),
+                }
+                LOGGER.error(f"Training failed during {context['stage']} of epoch {context['epoch']}: {exc!r}")
+                self.call("error_callback", exc, context)
+                self.event("error", error=type(exc).__name__, message=str(exc), context=context)
+            if self.state.closed is not None and self.state.closed == epoch and self.reported != epoch + 1:
+                self.report_epoch(trainer)
+            self.complete(trainer)
         self.close()
 
     # ------------------------------------------------------------------------------------------------ output
@@ -214,18 +243,28 @@ class ProgressReporter:
             LOGGER.warning(f"{name} {fn!r} raised {e!r}; it is not called again in this run")
 
     def event(self, kind: str, **fields) -> None:
-        """Append one JSON line to events.jsonl."""
+        """Append one JSON line to events.jsonl; text without terminal colours (Ultralytics colours some errors)."""
         if self._file is None:
             return
-        self._file.write(json.dumps({"time": round(time.time(), 3), "event": kind, **fields}, allow_nan=False) + "\n")
+        line = {"time": round(time.time(), 3), "event": kind, **plain(fields)}
+        self._file.write(json.dumps(line, allow_nan=False) + "\n")
         self._file.flush()
 
     def _open(self, trainer) -> None:
-        """Open the run's events.jsonl for appending (a resumed run continues it)."""
+        """Open the run's events.jsonl for appending (a resumed run continues it).
+
+        A last line a kill cut short is dropped first: appended to, it would spoil the next event's line too.
+        """
         self.close()
         if self.events_file and is_main_process():
             self.events_path = Path(trainer.save_dir) / EVENTS_NAME
-            self._file = open(self.events_path, "a", encoding="utf-8")
+            raw = open(self.events_path, "a+b")  # appends wherever it was read
+            if raw.tell():
+                raw.seek(-1, io.SEEK_END)
+                if raw.read(1) != b"\n":
+                    raw.seek(0)
+                    raw.truncate(raw.read().rfind(b"\n") + 1)
+            self._file = io.TextIOWrapper(raw, encoding="utf-8")
 
     def close(self) -> None:
         """Close the event log."""
@@ -238,9 +277,21 @@ class ProgressReporter:
         return {**self.__dict__, "_file": None, "state": None}
 
 
+def plain(value: Any) -> Any:
+    """Return ``value`` with the terminal colour codes taken out of every string in it."""
+    if isinstance(value, str):
+        return remove_colorstr(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def expects_validation(trainer) -> bool:
     """Whether the current epoch will validate (Ultralytics' condition, and a validation interval, as known now)."""
     final = trainer.epoch + 1 >= trainer.epochs
-    planned = bool(trainer.args.val or final or getattr(trainer.stopper, "possible_stop", False))
+    stopping = bool(getattr(trainer, "stop", False))  # Ultralytics validates an epoch that is stopping the run
+    planned = bool(trainer.args.val or final or getattr(trainer.stopper, "possible_stop", False) or stopping)
     validates = getattr(trainer, "validates_epoch", None)  # SmartCashTrainer: smartcash.training.val_interval
     return planned and (validates(trainer.epoch) if callable(validates) else True)

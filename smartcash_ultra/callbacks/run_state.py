@@ -22,7 +22,9 @@ import threading
 import time
 from typing import Any
 
-from smartcash_ultra.callbacks.epoch_record import clean
+from ultralytics.utils import remove_colorstr
+
+from smartcash_ultra.callbacks.epoch_record import clean, results_epochs
 from smartcash_ultra.utils.settings import is_main_process
 
 OUTCOMES = ("completed", "stopped_early", "stopped", "failed")
@@ -45,6 +47,7 @@ class RunState:
         self.started: float | None = None
         self.elapsed = 0.0
         self.epoch = self.epochs = self.batch = self.batches = 0  # epoch: the current or last one, 1-based
+        self.done = 0  # epochs completed (closed), a resumed run's earlier ones included
         self.best_fitness: float | None = None
         self.best_epoch: int | None = None
         self.last_metrics: dict[str, Any] = {}
@@ -67,6 +70,7 @@ class RunState:
     def callbacks(self) -> dict[str, Any]:
         """Ultralytics events this object follows, for ``add_callback``."""
         return {
+            "on_pretrain_routine_end": self.on_pretrain_routine_end,
             "on_train_start": self.on_train_start,
             "on_train_epoch_start": self.on_train_epoch_start,
             "on_train_batch_end": self.on_train_batch_end,
@@ -116,10 +120,13 @@ class RunState:
             return self.state, self.reason
 
     def fail(self, exc: BaseException) -> None:
-        """End ``failed`` because of ``exc``, or ``stopped`` when it is a second Ctrl-C while stopping."""
+        """End ``failed`` because of ``exc``, or ``stopped`` when it is a second Ctrl-C while stopping.
+
+        The reason is the exception's name and message, without the terminal colours Ultralytics puts in some.
+        """
         with self._lock:
             forced = isinstance(exc, KeyboardInterrupt) and self.stop_reason is not None
-            self._end("stopped" if forced else "failed", f"{type(exc).__name__}: {exc}")
+            self._end("stopped" if forced else "failed", remove_colorstr(f"{type(exc).__name__}: {exc}"))
 
     def _end(self, outcome: str, reason: str | None) -> None:
         """Enter ``outcome`` (lock held)."""
@@ -169,6 +176,10 @@ class RunState:
             }
 
     # -------------------------------------------------------------------------------------- Ultralytics events
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Count the epochs a resumed run had completed (Ultralytics has just read them from the checkpoint)."""
+        self.done = trainer.start_epoch
+
     def on_train_start(self, trainer) -> None:
         """Start the run of a stock trainer (``SmartCashTrainer.train()`` starts it before the setup)."""
         self.start()
@@ -218,23 +229,35 @@ class RunState:
         """
         with self._lock:
             if self.in_epoch:
-                self.in_epoch, self.closed = False, trainer.epoch
-                self.epoch_times.append(float(trainer.epoch_time or time.perf_counter() - self.epoch_start))
-                self.epochs = trainer.epochs  # time= mode re-estimates it every epoch
-                self.last_metrics = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
-                if trainer.fitness is not None and trainer.best_fitness == trainer.fitness:
-                    self.best_fitness, self.best_epoch = clean(trainer.fitness), trainer.epoch + 1
+                self._close(trainer, trainer.epoch_time or time.perf_counter() - self.epoch_start)
             return self.closed == trainer.epoch
+
+    def _close(self, trainer, epoch_time: float) -> None:
+        """Close the current epoch (lock held)."""
+        self.in_epoch, self.closed, self.done = False, trainer.epoch, trainer.epoch + 1
+        self.epoch_times.append(float(epoch_time))
+        self.epochs = trainer.epochs  # time= mode re-estimates it every epoch
+        self.last_metrics = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
+        if trainer.fitness is not None and trainer.best_fitness == trainer.fitness:
+            self.best_fitness, self.best_epoch = clean(trainer.fitness), trainer.epoch + 1
 
     def on_train_end(self, trainer) -> None:
         """Decide the outcome (rank 0; ``SmartCashTrainer.train()`` decides it on the other ranks)."""
         self.finish(trainer)
 
     def teardown(self, trainer) -> None:
-        """Fail a run that is ending with an exception (Ultralytics runs teardown in a ``finally``)."""
+        """End a run an exception is ending (teardown runs in a ``finally``): ``failed``, or ``stopped`` (forced).
+
+        An epoch whose row Ultralytics already appended to results.csv is closed first (the exception came while it
+        saved its checkpoints or reported it), so that the metric files and events that follow record it too.
+        """
         exc = sys.exc_info()[1]
-        if exc is not None and self.state not in OUTCOMES:
-            self.fail(exc)
+        if exc is None or self.state in OUTCOMES:
+            return
+        with self._lock:
+            if self.in_epoch and trainer.epoch + 1 in results_epochs(getattr(trainer, "csv", None)):
+                self._close(trainer, time.perf_counter() - self.epoch_start)
+        self.fail(exc)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the lock (DDP launch scripts pickle the trainer's callbacks)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import glob
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from copy import copy
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -23,14 +24,15 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
+from smartcash_ultra.callbacks.epoch_record import trim_results
 from smartcash_ultra.data.dataset import build_smartcash_dataset
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
-from smartcash_ultra.engine.stopping import stop_on_signals
+from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
-from smartcash_ultra.utils.files import write_atomic
+from smartcash_ultra.utils.files import atomic_target, write_atomic
 from smartcash_ultra.utils.settings import model_settings
 
 
@@ -91,29 +93,15 @@ class SmartCashTrainer(DetectionTrainer):
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: naming the checkpoint, when it holds no optimizer state (a stripped best.pt, or a last.pt
-                Ultralytics stripped) or the run is finished and no epochs are added.
+            ValueError: naming the checkpoint, when it is not a readable training checkpoint (truncated, empty, not
+                a checkpoint), holds no optimizer state (a stripped best.pt, or a last.pt Ultralytics stripped) or
+                the run is finished and no epochs are added.
         """
-        from ultralytics.utils.patches import torch_load
-
         UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before the checkpoint is read
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
         if isinstance(additional_epochs, bool) or not isinstance(additional_epochs, int) or additional_epochs < 0:
             raise ValueError(f"additional_epochs must be an integer >= 0, got {additional_epochs!r}")
-        ckpt = torch_load(checkpoint, map_location="cpu")
-        done, planned = ckpt.get("epoch", -1) + 1, int((ckpt.get("train_args") or {}).get("epochs") or 0)
-        if not done or ckpt.get("optimizer") is None:
-            raise ValueError(
-                f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from the "
-                "run's weights/last.pt"
-            )
-        if done >= planned and not additional_epochs:
-            raise ValueError(
-                f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it"
-            )
-        del ckpt
+        checkpoint = Path(checkpoint)
+        done, planned = resumable(checkpoint, additional_epochs)
         trainer = cls(overrides={**(overrides or {}), "resume": str(checkpoint)}, **ui)
         if additional_epochs:
             trainer.extend(max(planned, done) + additional_epochs, schedule_epochs=planned)
@@ -125,6 +113,18 @@ class SmartCashTrainer(DetectionTrainer):
         self.extended_from = self.args.epochs
         self.args.epochs = self.epochs = epochs
         self._schedule_epochs = schedule_epochs
+
+    def resume_training(self, ckpt) -> None:
+        """Resume as Ultralytics does, then drop the rows of results.csv after the checkpoint's epoch.
+
+        Ultralytics appends to results.csv, so epochs that ran after the checkpoint was saved (before a kill or a
+        second Ctrl-C, or a resume from an older checkpoint) would appear twice once they run again.
+        """
+        super().resume_training(ckpt)
+        if self.resume and RANK in {-1, 0}:
+            dropped = trim_results(self.csv, self.start_epoch)
+            if dropped:
+                LOGGER.info(f"{self.csv}: {dropped} row(s) after the checkpoint's epoch {self.start_epoch} dropped")
 
     def stop_training(self, reason: str = "stop requested") -> bool:
         """Ask the run to stop at the next batch end (thread-safe); it validates, saves and ends ``stopped``.
@@ -167,15 +167,15 @@ class SmartCashTrainer(DetectionTrainer):
         return saved
 
     def final_eval(self) -> None:
-        """Run Ultralytics' final evaluation, but keep last.pt whole so a finished run can be extended.
+        """Run Ultralytics' final evaluation with last.pt left whole, so that the run can always be extended.
 
-        Ultralytics strips the optimizer and EMA from last.pt here; best.pt (the deployable one) is stripped as
-        usual, and its named copy refreshed from it.
+        Ultralytics strips the optimizer and EMA from last.pt in place here, before validating best.pt (minutes on
+        a large split): a kill meanwhile would leave no resumable checkpoint. Under :func:`keep_last_whole` last.pt
+        is never rewritten, and best.pt (the deployable one) is stripped into a temp file and renamed; its named copy
+        is refreshed from it after.
         """
-        keep = self.last.read_bytes() if RANK in {-1, 0} and self.last.exists() else None
-        super().final_eval()
-        if keep is not None:
-            write_atomic(self.last, keep)
+        with keep_last_whole(self.last):
+            super().final_eval()
         if RANK in {-1, 0} and self._named_best is not None and self.best.exists():
             self._write_named_best()
 
@@ -245,31 +245,41 @@ class SmartCashTrainer(DetectionTrainer):
     def train(self) -> TrainResult:
         """Train, then return the final metrics (of best.pt) and the weight paths.
 
-        SIGINT and SIGTERM (main thread) stop the run gracefully, as :meth:`stop_training` does; a second SIGINT
-        stops at once. The status ends ``completed``, ``stopped_early``, ``stopped`` or ``failed``.
+        SIGINT and SIGTERM (main thread) stop the run gracefully, as :meth:`stop_training` does, and once all is
+        saved ``train()`` raises :class:`~smartcash_ultra.engine.stopping.StoppedBySignal` (its ``result`` is what it
+        would have returned; ``Interrupted``, also a ``KeyboardInterrupt``, for SIGINT), so that ``yolo train``
+        exits 130 or 143, not 0. A second SIGINT stops at once, without saving, with the same exception. A stop by
+        :meth:`stop_training` returns normally. The status ends ``completed``, ``stopped_early``, ``stopped`` or
+        ``failed``.
         """
         from ultralytics.utils.patches import torch_load
 
         self.run_state.start()
         try:
             # a DDP parent only waits for torchrun: its workers run train() and handle the signals themselves
-            with nullcontext() if self.ddp else stop_on_signals(self.stop_training):
+            with nullcontext(Signals()) if self.ddp else stop_on_signals(self.stop_training) as signals:
                 super().train()
         except BaseException as e:
             self.run_state.fail(e)
             raise
         if self.ddp:  # the workers trained; how far they got is in last.pt (kept whole, see final_eval)
             self.epoch = torch_load(self.last, map_location="cpu")["epoch"] if self.last.exists() else self.epochs - 1
-        self.run_state.finish(self)  # on rank 0 on_train_end has decided already
+        outcome, reason = self.run_state.finish(self)  # on rank 0 on_train_end has decided already
         metrics = dict(self.metrics or {})
         if not metrics and self.best.exists():  # DDP: the workers validated, the checkpoint carries the figures
             metrics = dict(torch_load(self.best, map_location="cpu").get("train_metrics") or {})
-        return TrainResult(
+        result = TrainResult(
             metrics=metrics,
             best=Path(self.best) if self.best.exists() else None,
             last=Path(self.last) if self.last.exists() else None,
             save_dir=Path(self.save_dir),
         )
+        if signals.signum is not None and outcome == "stopped" and RANK == -1:
+            stop = stopped_by(signals.signum, f"{reason}: stopped after epoch {self.run_state.done}/{self.epochs}")
+            stop.result = result
+            LOGGER.warning(f"{stop}, all saved; exit status {stop.code}. Resume: yolo train resume model={self.last}")
+            raise stop
+        return result
 
 
 def resume_training(
@@ -277,6 +287,53 @@ def resume_training(
 ) -> TrainResult:
     """Continue the run of ``checkpoint``, extended by ``additional_epochs``: :meth:`SmartCashTrainer.resume`."""
     return SmartCashTrainer.resume(checkpoint, additional_epochs, overrides, **ui).train()
+
+
+def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
+    """Return the epochs done and planned by the run of ``checkpoint``, or say why it cannot be continued.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the checkpoint: unreadable (torch's own errors name neither the file nor the problem),
+            stripped, or finished while no ``additional_epochs`` are asked for.
+    """
+    from ultralytics.utils.patches import torch_load
+
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+    try:
+        ckpt = torch_load(checkpoint, map_location="cpu")
+    except Exception as e:
+        detail = "an empty file" if not checkpoint.stat().st_size else f"{type(e).__name__}: {first_sentence(e)}"
+        raise ValueError(
+            f"{checkpoint}: not a training checkpoint, it cannot be read ({detail}); a truncated or damaged copy?"
+            + run_last(checkpoint, " Resume from {}.")
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("train_args"), dict):
+        raise ValueError(f"{checkpoint}: not a training checkpoint of an Ultralytics run (no train_args)")
+    done, planned = ckpt.get("epoch", -1) + 1, int(ckpt["train_args"].get("epochs") or 0)
+    if not done or ckpt.get("optimizer") is None:
+        raise ValueError(
+            f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from "
+            + run_last(checkpoint, "{}", otherwise="the run's weights/last.pt")
+        )
+    if done >= planned and not additional_epochs:
+        raise ValueError(
+            f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it "
+            f"(resume_training('{checkpoint}', additional_epochs=N))"
+        )
+    return done, planned
+
+
+def run_last(checkpoint: Path, template: str, otherwise: str = "") -> str:
+    """``template`` filled with the last.pt beside ``checkpoint`` when there is one and it is another file."""
+    last = checkpoint.with_name("last.pt")
+    return template.format(last) if last.is_file() and not last.samefile(checkpoint) else otherwise
+
+
+def first_sentence(exc: BaseException) -> str:
+    """Return the first sentence of an exception's message (torch appends paragraphs of advice to load errors)."""
+    return str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
 
 
 def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str, Any]:
@@ -337,6 +394,32 @@ def named_best_path(trainer: SmartCashTrainer) -> Path | None:
     while path.exists():
         path, n = wdir / f"{Path(name).stem}_{n}.pt", n + 1
     return path
+
+
+@contextmanager
+def keep_last_whole(last: Path) -> Iterator[None]:
+    """Put a ``strip_optimizer`` in place of Ultralytics' for its ``final_eval`` that never rewrites ``last``.
+
+    For ``last`` it returns the checkpoint as it is (``final_eval`` reads its ``train_results`` for best.pt); any
+    other file is stripped by Ultralytics' own function into a temp file that is then renamed over it, so a kill
+    mid-strip leaves the previous best.pt. Scoped, so stock trainers strip as they always do.
+    """
+    import ultralytics.engine.trainer as engine
+    from ultralytics.utils.patches import torch_load
+
+    stock = engine.strip_optimizer
+
+    def strip_optimizer(f, updates=None):
+        if Path(f) == Path(last):
+            return torch_load(f, map_location="cpu")
+        with atomic_target(f) as tmp:
+            return stock(f, s=tmp, updates=updates)
+
+    engine.strip_optimizer = strip_optimizer
+    try:
+        yield
+    finally:
+        engine.strip_optimizer = stock
 
 
 class AtomicPath(type(Path())):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, data: bytes) -> int:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``.
+@contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` for a writer that takes a file name; then fsync it and rename it over ``path``.
 
     A process killed mid-write leaves the previous file (or none) in place, never a truncated one, and no temp file
     survives a failed write.
@@ -16,15 +19,22 @@ def write_atomic(path: str | Path, data: bytes) -> int:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            n = f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return n
+
+
+def write_atomic(path: str | Path, data: bytes) -> int:
+    """Write ``data`` to ``path`` through :func:`atomic_target`."""
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:
+        return f.write(data)
 
 
 FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK = 16, 4096
