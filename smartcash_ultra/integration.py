@@ -3,8 +3,10 @@
 Ultralytics reads no plugin entry points, and the ``yolo`` command always builds ``YOLO(model)``, which picks its
 model, trainer, validator and predictor classes from ``task_map``. :func:`install` wraps that property so that a
 model whose YAML has a ``smartcash:`` section gets the SmartCash classes; every other model, stock runs included,
-gets exactly the stock ones. It runs from the interpreter-start hook (``_startup.py``) and on first use of a public
-name of the package; ``SMARTCASH_ULTRA_DISABLE=1`` turns both off.
+gets exactly the stock ones. Ultralytics finds a YAML by name only inside its own package: :func:`install_yaml_names`
+lets the package's YAMLs resolve by name too (``yolo train model=smartcash_effb4.yaml`` from any folder). Both run
+from the interpreter-start hook (``_startup.py``) and on first use of a public name of the package;
+``SMARTCASH_ULTRA_DISABLE=1`` turns all of it off.
 
 Everything else rides on Ultralytics' public seams (subclasses, callbacks, arguments), except these places, where
 the plugin reaches into Ultralytics internals. Each has a canary in ``tests/test_patch_points.py`` (unless named)
@@ -28,19 +30,31 @@ that fails when an Ultralytics upgrade moves it:
    also after each epoch in ``time=`` mode (``engine/trainer.py``).
 10. Ultralytics' DDP launcher rebuilds the trainer class as ``cls(cfg=..., overrides=..., _callbacks=...)`` in each
     worker (``tests/test_ddp.py``).
+11. ``ultralytics.utils.checks.check_file`` is wrapped (here): ``check_yaml`` looks it up at call time, and every
+    YAML lookup by name goes through it (``yolo ... cfg=``, ``Model.train(cfg=)``, ``yaml_model_load``). Where one
+    name is a model YAML and a training cfg (``smartcash_effb4.yaml``), the caller decides: a lookup from inside
+    ``ultralytics.nn.tasks.yaml_model_load`` gets the model YAML, any other the training cfg. The start-up hook
+    installs it when ``ultralytics.utils.checks`` is first imported, before ``entrypoint`` reads ``cfg=``.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any
 
 from smartcash_ultra._startup import enabled
+from smartcash_ultra.utils.shipped import find_shipped_yaml
+
+MODEL_YAML_LOADER = ("ultralytics.nn.tasks", "yaml_model_load")
+"""Module and function whose YAML lookups want a model YAML (one name may also be a training cfg)."""
 
 
 def install(yolo_class: type | None = None) -> None:
-    """Patch ``YOLO.task_map`` (idempotent); does nothing when ``SMARTCASH_ULTRA_DISABLE`` is set."""
+    """Patch ``YOLO.task_map`` and YAML name lookups (idempotent); nothing when ``SMARTCASH_ULTRA_DISABLE`` is set."""
     if not enabled():
         return
+    install_yaml_names()
     if yolo_class is None:
         from ultralytics.models.yolo.model import YOLO as yolo_class
     stock = yolo_class.task_map.fget
@@ -55,6 +69,40 @@ def install(yolo_class: type | None = None) -> None:
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
     yolo_class.task_map = property(task_map)
+
+
+def install_yaml_names(checks_module=None) -> None:
+    """Let the package's YAMLs resolve by name, after a file that exists as given and before Ultralytics' search.
+
+    Wraps ``checks.check_file`` (idempotent); every name that is no shipped YAML goes to Ultralytics unchanged.
+    """
+    if not enabled():
+        return
+    if checks_module is None:
+        from ultralytics.utils import checks as checks_module
+    stock = checks_module.check_file
+    if getattr(stock, "smartcash", False):
+        return
+
+    @functools.wraps(stock)
+    def check_file(file, suffix="", download=True, download_dir=".", hard=True):
+        found = find_shipped_yaml(file, model=_asked_by_model_loader())
+        return found if found is not None else stock(file, suffix, download, download_dir, hard)
+
+    check_file.smartcash = True
+    checks_module.check_file = check_file
+
+
+def _asked_by_model_loader(depth: int = 6) -> bool:
+    """Return True when Ultralytics' model-YAML loader is among the callers (check_file <- check_yaml <- it)."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) == MODEL_YAML_LOADER:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def smartcash_detect_task() -> dict[str, type]:

@@ -17,8 +17,10 @@ from ultralytics.engine import trainer as engine
 from ultralytics.engine.model import Model
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.nn import tasks
+from ultralytics.utils import checks
 from ultralytics.utils.metrics import Metric
 
+from smartcash_ultra.integration import MODEL_YAML_LOADER
 from smartcash_ultra.nn.backbone import register_modules
 
 
@@ -77,3 +79,15 @@ def test_all_ap_column_5_is_ap_at_iou_0_75():
 def test_the_scheduler_is_built_by_one_private_method_also_in_time_mode():
     assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._build_train_pipeline)
     assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._do_train)  # time= re-estimates
+
+
+def test_yaml_names_resolve_through_check_file_and_the_model_loader_is_one_function():
+    from ultralytics.cfg import entrypoint
+
+    assert "check_file(file, suffix, hard=hard)" in inspect.getsource(checks.check_yaml)  # looked up at call time
+    stock = inspect.getsource(inspect.unwrap(checks.check_file))
+    assert "os.path.exists(file))" in stock and 'glob.glob(str(ROOT / "**" / file)' in stock  # as given, then search
+    assert (tasks.yaml_model_load.__module__, tasks.yaml_model_load.__name__) == MODEL_YAML_LOADER
+    assert "check_yaml(path, hard=False) or check_yaml(unified_path)" in inspect.getsource(tasks.yaml_model_load)
+    assert "YAML.load(checks.check_yaml(v))" in inspect.getsource(entrypoint)  # cfg=, before YOLO is imported
+    assert 'YAML.load(checks.check_yaml(kwargs["cfg"]))' in inspect.getsource(Model.train)
