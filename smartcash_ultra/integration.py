@@ -35,6 +35,14 @@ that fails when an Ultralytics upgrade moves it:
     name is a model YAML and a training cfg (``smartcash_effb4.yaml``), the caller decides: a lookup from inside
     ``ultralytics.nn.tasks.yaml_model_load`` gets the model YAML, any other the training cfg. The start-up hook
     installs it when ``ultralytics.utils.checks`` is first imported, before ``entrypoint`` reads ``cfg=``.
+12. ``YOLO.predict``, ``val`` and ``train`` are wrapped (here) to route any other model to the SmartCash data path
+    when its source or data holds ``.npy`` files, through their public ``predictor=``, ``validator=`` and
+    ``trainer=`` arguments: a source naming ``.npy`` files (a path, a folder, a list) gets ``SmartCashPredictor``; a
+    data YAML whose splits hold ``.npy`` files gets ``SmartCashValidator`` and ``SmartCashDataTrainer``. A stock
+    model's runs on images call the stock methods with the stock arguments.
+13. ``YOLO.export`` is wrapped (here) to add an ``on_export_start`` callback for a model that carries data
+    declarations: Ultralytics fills ``Exporter.metadata`` before that event and writes it into the export after it;
+    ``AutoBackend`` keeps unknown metadata keys (``engine/declarations.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +77,104 @@ def install(yolo_class: type | None = None) -> None:
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
     yolo_class.task_map = property(task_map)
+    for name, wrap in (("predict", _route_predict), ("val", _route_val), ("train", _route_train), ("export", _export)):
+        method = wrap(getattr(yolo_class, name))
+        method.smartcash = True
+        setattr(yolo_class, name, method)
+
+
+def _route_predict(stock):
+    @functools.wraps(stock)
+    def predict(self, source=None, stream=False, predictor=None, **kwargs):
+        if predictor is None and not is_smartcash_model(self) and source_holds_arrays(source):
+            from smartcash_ultra.engine.predictor import SmartCashPredictor as predictor
+        return stock(self, source, stream, predictor, **kwargs)
+
+    return predict
+
+
+def _route_val(stock):
+    @functools.wraps(stock)
+    def val(self, validator=None, **kwargs):
+        if validator is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
+            from smartcash_ultra.engine.validator import SmartCashValidator as validator
+        return stock(self, validator, **kwargs)
+
+    return val
+
+
+def _route_train(stock):
+    @functools.wraps(stock)
+    def train(self, trainer=None, **kwargs):
+        if trainer is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
+            from smartcash_ultra.engine.trainer import SmartCashDataTrainer as trainer
+        return stock(self, trainer, **kwargs)
+
+    return train
+
+
+def _export(stock):
+    @functools.wraps(stock)
+    def export(self, **kwargs):
+        from smartcash_ultra.engine.declarations import add_to_export_metadata, carried
+
+        if carried(self.model) and add_to_export_metadata not in self.callbacks["on_export_start"]:
+            self.add_callback("on_export_start", add_to_export_metadata)
+        return stock(self, **kwargs)
+
+    return export
+
+
+def _data_of(yolo, kwargs: dict[str, Any]):
+    """Return the data a train/val call will use: its argument, a ``cfg=`` file's, else the model's own (checkpoint)."""
+    if kwargs.get("data"):
+        return kwargs["data"]
+    if kwargs.get("cfg"):
+        from ultralytics.utils import YAML, checks
+
+        return YAML.load(checks.check_yaml(kwargs["cfg"])).get("data")
+    return yolo.overrides.get("data")
+
+
+def source_holds_arrays(source) -> bool:
+    """Return True when a predict source names ``.npy`` files: a path, a folder or a list holding at least one.
+
+    In-memory arrays are no such source: a stock model keeps Ultralytics' reading of them (float BGR 0..255 works
+    there), and ``predictor=SmartCashPredictor`` asks for SmartCash's.
+    """
+    from pathlib import Path
+
+    from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, is_array_file
+    from smartcash_ultra.data.image_dataset import list_images
+
+    items = source if isinstance(source, (list, tuple)) else [source]
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            continue
+        if is_array_file(item) or (
+            Path(item).is_dir() and any(map(is_array_file, list_images(Path(item), IMAGE_SUFFIXES)))
+        ):
+            return True
+    return False
+
+
+def data_holds_arrays(data) -> bool:
+    """Return True when ``data`` is a data YAML on disk whose splits hold ``.npy`` files (listed as training does).
+
+    Anything else (a dict, a dataset name Ultralytics resolves or downloads, a YAML of images only) is not.
+    """
+    from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, is_array_file
+    from smartcash_ultra.data.image_dataset import DatasetError, find_image_dataset
+
+    if not isinstance(data, str) and not hasattr(data, "__fspath__"):
+        return False
+    if not str(data).lower().endswith((".yaml", ".yml")):
+        return False
+    try:
+        dataset = find_image_dataset(data, IMAGE_SUFFIXES)
+    except DatasetError:
+        return False
+    return any(is_array_file(f) for files in dataset.splits.values() for f in files)
 
 
 def install_yaml_names(checks_module=None) -> None:

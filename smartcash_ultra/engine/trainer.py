@@ -1,5 +1,7 @@
 """``SmartCashTrainer``: Ultralytics' ``DetectionTrainer`` with the SmartCash model, dataset and validator.
 
+``SmartCashDataTrainer`` is the data path alone, for stock models trained on SmartCash arrays.
+
 Only what differs is here; the loop, loss, assigner, augmentation, EMA, schedulers, plots and loggers are
 Ultralytics'. The ``(cfg, overrides, _callbacks)`` signature is kept, as Ultralytics' DDP launcher rebuilds the
 trainer with it in every worker.
@@ -24,6 +26,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.data.dataset import build_smartcash_dataset
+from smartcash_ultra.engine.declarations import record
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
 from smartcash_ultra.engine.stopping import stop_on_signals
@@ -45,7 +48,34 @@ class TrainResult:
     save_dir: Path
 
 
-class SmartCashTrainer(DetectionTrainer):
+class SmartCashDataTrainer(DetectionTrainer):
+    """Ultralytics' ``DetectionTrainer`` on SmartCash data: any model, a stock checkpoint too, trains on ``.npy`` trees.
+
+    Only the data path differs: :class:`SmartCashDataset` (arrays read as the data YAML declares them) and the
+    validator over it. The declarations are recorded on the model, so its checkpoints and exports predict on arrays
+    as they trained. The model, its settings and everything else stay Ultralytics' own.
+    """
+
+    def set_model_attributes(self):
+        """Attach class count, names and arguments as Ultralytics does, and the data declarations (before the EMA)."""
+        super().set_model_attributes()
+        record(self.model, self.data)
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
+        """Build a :class:`SmartCashDataset` (training, and the validation loader during training)."""
+        gs = max(int(unwrap_model(self.model).stride.max()), 32)
+        return build_smartcash_dataset(self.args, img_path, batch, self.data, mode=mode, rect=mode == "val", stride=gs)
+
+    def get_validator(self) -> SmartCashValidator:
+        """Return the SmartCash validator; class names are set now so per-class metric columns exist from epoch 1."""
+        validator = SmartCashValidator(
+            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
+        )
+        validator.metrics.names = self.data["names"]
+        return validator
+
+
+class SmartCashTrainer(SmartCashDataTrainer):
     """Train a SmartCash detector: ``SmartCashTrainer("cfg/smartcash_effb4.yaml", overrides={"epochs": 3}).train()``.
 
     ``cfg`` is a training cfg YAML (path or shipped name) or dict (Ultralytics keys, as for ``yolo train cfg=...``);
@@ -210,19 +240,6 @@ class SmartCashTrainer(DetectionTrainer):
         if weights:
             model.load(weights)
         return model
-
-    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
-        """Build a :class:`SmartCashDataset` (training, and the validation loader during training)."""
-        gs = max(int(unwrap_model(self.model).stride.max()), 32)
-        return build_smartcash_dataset(self.args, img_path, batch, self.data, mode=mode, rect=mode == "val", stride=gs)
-
-    def get_validator(self) -> SmartCashValidator:
-        """Return the SmartCash validator; class names are set now so per-class metric columns exist from epoch 1."""
-        validator = SmartCashValidator(
-            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
-        )
-        validator.metrics.names = self.data["names"]
-        return validator
 
     def _setup_scheduler(self):
         """Use the ``smartcash.training`` scheduler; with none and no schedule length, Ultralytics' own, unchanged.
