@@ -18,7 +18,8 @@ that fails when an Ultralytics upgrade moves it:
 3. ``ultralytics.engine.trainer.check_amp`` is swapped for an offline check during ``SmartCashTrainer._setup_train``
    (``engine/precision.offline_check_amp``; also ``tests/test_precision.py``).
 4. The trainer's ``wdir`` becomes an ``AtomicPath`` so ``BaseTrainer.save_model``'s ``last/best.write_bytes`` are
-   atomic, and ``final_eval``'s in-place strip of ``last.pt`` is undone (``engine/trainer.py``).
+   atomic, and ``final_eval``'s in-place strip of ``last.pt`` is undone, its "Optimizer stripped from last.pt" log
+   line left out (``engine/trainer.py``).
 5. ``trainer.stopper`` is replaced by the adaptive early stopping, which Ultralytics calls per validated epoch and
    saves in checkpoints (``callbacks/early_stopping.py``).
 6. ``BaseDataset.npy_files``, Ultralytics' ``cache=disk`` paths, point into ``.smartcash_cache`` instead of at the

@@ -49,6 +49,7 @@ def test_checkpoints_are_written_through_the_trainers_path_objects():
     init = inspect.getsource(engine.BaseTrainer.__init__)
     assert 'self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"' in init
     assert "strip_optimizer(self.last)" in inspect.getsource(engine.BaseTrainer.final_eval)  # why last.pt is kept
+    assert 'LOGGER.info(f"Optimizer stripped from {f},' in inspect.getsource(engine.strip_optimizer)  # the line dropped
 
 
 def test_the_stopper_slot_is_called_per_validated_epoch_and_saved():

@@ -150,7 +150,11 @@ def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_dat
     assert ckpt["model"].yaml["smartcash"] is not None
     args = ckpt["train_args"]
     assert (args["epochs"], args["imgsz"], args["optimizer"], args["data"]) == (1, IMGSZ, "Adam", str(tiny_data))
-    assert "mAP75" in proc.stdout + proc.stderr
+    log = proc.stdout + proc.stderr
+    assert "mAP75" in log
+    assert f"Optimizer stripped from {best}," in log  # best.pt is stripped, last.pt kept whole and not said otherwise
+    assert "Optimizer stripped from" not in log.replace(f"Optimizer stripped from {best},", "")
+    assert f"Kept {best.parent / 'last.pt'} whole" in log
 
 
 def test_stock_ultralytics_run_is_unaffected(tiny_jpeg_data, tmp_path):

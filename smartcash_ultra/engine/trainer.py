@@ -10,8 +10,9 @@ trainer with it in every worker.
 from __future__ import annotations
 
 import glob
+import logging
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from copy import copy
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -206,9 +207,11 @@ class SmartCashTrainer(SmartCashDataTrainer):
         usual, and its named copy refreshed from it.
         """
         keep = self.last.read_bytes() if RANK in {-1, 0} and self.last.exists() else None
-        super().final_eval()
+        with _dropped_log(f"Optimizer stripped from {self.last},"):  # it is put back whole below
+            super().final_eval()
         if keep is not None:
             write_atomic(self.last, keep)
+            LOGGER.info(f"Kept {self.last} whole (optimizer, EMA) so the run can be extended (README: Extend)")
         if RANK in {-1, 0} and self._named_best is not None and self.best.exists():
             self._write_named_best()
 
@@ -290,6 +293,20 @@ class SmartCashTrainer(SmartCashDataTrainer):
             last=Path(self.last) if self.last.exists() else None,
             save_dir=Path(self.save_dir),
         )
+
+
+@contextmanager
+def _dropped_log(prefix: str):
+    """Leave out of Ultralytics' log, for the duration, the messages that start with ``prefix``."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    LOGGER.addFilter(keep)
+    try:
+        yield
+    finally:
+        LOGGER.removeFilter(keep)
 
 
 def resume_training(
