@@ -61,16 +61,17 @@ MODELS = {
 def make_trainer(spec: Spec, trees: dict[str, Path], overrides: dict):
     """Return the trainer that trains ``spec``: SmartCash's on the arrays, Ultralytics' own on the image files.
 
-    Both get the training cfg ``spec.cfg`` under ``overrides``, so they differ only in trainer, model and data.
+    Both get the SmartCash training settings and the training cfg ``spec.cfg`` under ``overrides``, so they differ
+    only in trainer, model and data (a stock model is given the settings SmartCashTrainer applies by itself).
     """
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from smartcash_ultra.engine.trainer import SmartCashTrainer, load_train_cfg
+    from smartcash_ultra.engine.trainer import SmartCashTrainer, load_train_cfg, smartcash_defaults
 
     args = {**overrides, "model": spec.model_arg, "data": str(trees[spec.images])}
     if spec.smartcash:
         return SmartCashTrainer(ROOT / spec.cfg, overrides=args)
-    return DetectionTrainer(overrides={**load_train_cfg(ROOT / spec.cfg), **args})
+    return DetectionTrainer(overrides={**smartcash_defaults(), **load_train_cfg(ROOT / spec.cfg), **args})
 
 
 def sample_trees(workdir: Path, n_train: int, n_valid: int, imgsz: int, formats: tuple[str, ...]) -> dict[str, Path]:

@@ -36,3 +36,8 @@ def __getattr__(name: str):
 
     install()
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    """List the public names too, which are imported on first use (``dir()`` and tab completion show them)."""
+    return sorted({*globals(), *__all__})

@@ -1,7 +1,9 @@
 """Interpreter-start hook, run by ``smartcash_ultra.pth``: lets ``yolo train cfg=...`` use SmartCash classes.
 
-It only installs an import hook (no torch or Ultralytics import at start-up): when Ultralytics defines its ``YOLO``
-class, :func:`smartcash_ultra.integration.install` patches it. Set ``SMARTCASH_ULTRA_DISABLE=1`` to switch it off.
+It only installs an import hook (no torch or Ultralytics import at start-up): when Ultralytics defines its ``checks``
+module, :func:`smartcash_ultra.integration.install_yaml_names` lets the package's YAMLs resolve by name (``yolo``
+reads ``cfg=`` before it imports ``YOLO``); when it defines its ``YOLO`` class,
+:func:`smartcash_ultra.integration.install` patches it. Set ``SMARTCASH_ULTRA_DISABLE=1`` to switch it off.
 """
 
 from __future__ import annotations
@@ -11,39 +13,48 @@ import importlib.machinery
 import os
 import sys
 
-TARGET = "ultralytics.models.yolo.model"
+TARGETS = {"ultralytics.utils.checks": "install_yaml_names", "ultralytics.models.yolo.model": "install"}
+"""Module -> the ``smartcash_ultra.integration`` function that patches it right after it has executed."""
 DISABLE_ENV = "SMARTCASH_ULTRA_DISABLE"
 
 
 class _PatchingLoader(importlib.abc.Loader):
     """Wraps the target's loader to call ``install`` right after the module has executed."""
 
-    def __init__(self, loader):
-        self.loader = loader
+    def __init__(self, loader, install: str):
+        self.loader, self.install = loader, install
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
         self.loader.exec_module(module)
-        from smartcash_ultra.integration import install
+        from smartcash_ultra import integration
 
-        install(module.YOLO)
+        if self.install == "install":
+            integration.install(module.YOLO)
+        else:
+            getattr(integration, self.install)(module)
 
     def __getattr__(self, name):  # get_source, is_package, ... of the real loader
         return getattr(self.loader, name)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds only :data:`TARGET`, once, and hands it over with a patching loader."""
+    """Finds only the :data:`TARGETS`, each once, and hands them over with a patching loader; then leaves."""
+
+    def __init__(self):
+        self.pending = {name: fn for name, fn in TARGETS.items() if name not in sys.modules}
 
     def find_spec(self, name, path=None, target=None):
-        if name != TARGET:
+        if name not in self.pending:
             return None
-        sys.meta_path.remove(self)
+        install = self.pending.pop(name)
+        if not self.pending:
+            sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
-            spec.loader = _PatchingLoader(spec.loader)
+            spec.loader = _PatchingLoader(spec.loader, install)
         return spec
 
 
@@ -52,5 +63,7 @@ def enabled() -> bool:
     return os.environ.get(DISABLE_ENV, "").strip().lower() not in {"1", "true", "yes", "on"}
 
 
-if enabled() and TARGET not in sys.modules and not any(isinstance(f, _Finder) for f in sys.meta_path):
-    sys.meta_path.insert(0, _Finder())
+if enabled() and not any(isinstance(f, _Finder) for f in sys.meta_path):
+    _finder = _Finder()
+    if _finder.pending:
+        sys.meta_path.insert(0, _finder)

@@ -3,8 +3,10 @@
 Ultralytics reads no plugin entry points, and the ``yolo`` command always builds ``YOLO(model)``, which picks its
 model, trainer, validator and predictor classes from ``task_map``. :func:`install` wraps that property so that a
 model whose YAML has a ``smartcash:`` section gets the SmartCash classes; every other model, stock runs included,
-gets exactly the stock ones. It runs from the interpreter-start hook (``_startup.py``) and on first use of a public
-name of the package; ``SMARTCASH_ULTRA_DISABLE=1`` turns both off.
+gets exactly the stock ones. Ultralytics finds a YAML by name only inside its own package: :func:`install_yaml_names`
+lets the package's YAMLs resolve by name too (``yolo train model=smartcash_effb4.yaml`` from any folder). Both run
+from the interpreter-start hook (``_startup.py``) and on first use of a public name of the package;
+``SMARTCASH_ULTRA_DISABLE=1`` turns all of it off.
 
 Everything else rides on Ultralytics' public seams (subclasses, callbacks, arguments), except these places, where
 the plugin reaches into Ultralytics internals. Each has a canary in ``tests/test_patch_points.py`` (unless named)
@@ -36,21 +38,40 @@ that fails when an Ultralytics upgrade moves it:
     first epoch, to drop the rows of ``results.csv`` (``trainer.csv``, which ``save_metrics`` appends to) after the
     checkpoint's epoch (``engine/trainer.py``); the run state reads it to record an epoch whose row was written
     when an exception ended the run (``callbacks/run_state.py``).
+13. ``ultralytics.utils.checks.check_file`` is wrapped (here): ``check_yaml`` looks it up at call time, and every
+    YAML lookup by name goes through it (``yolo ... cfg=``, ``Model.train(cfg=)``, ``yaml_model_load``). Where one
+    name is a model YAML and a training cfg (``smartcash_effb4.yaml``), the caller decides: a lookup from inside
+    ``ultralytics.nn.tasks.yaml_model_load`` gets the model YAML, any other the training cfg. The start-up hook
+    installs it when ``ultralytics.utils.checks`` is first imported, before ``entrypoint`` reads ``cfg=``.
+14. ``YOLO.predict``, ``val`` and ``train`` are wrapped (here) to route any other model to the SmartCash data path
+    when its source or data holds ``.npy`` files, through their public ``predictor=``, ``validator=`` and
+    ``trainer=`` arguments: a source naming ``.npy`` files (a path, a folder, a list) gets ``SmartCashPredictor``; a
+    data YAML whose splits hold ``.npy`` files gets ``SmartCashValidator`` and ``SmartCashDataTrainer``. A stock
+    model's runs on images call the stock methods with the stock arguments.
+15. ``YOLO.export`` is wrapped (here) to add an ``on_export_start`` callback for a model that carries data
+    declarations: Ultralytics fills ``Exporter.metadata`` before that event and writes it into the export after it;
+    ``AutoBackend`` keeps unknown metadata keys (``engine/declarations.py``).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
 from smartcash_ultra._startup import enabled
+from smartcash_ultra.utils.shipped import find_shipped_yaml
+
+MODEL_YAML_LOADER = ("ultralytics.nn.tasks", "yaml_model_load")
+"""Module and function whose YAML lookups want a model YAML (one name may also be a training cfg)."""
 
 
 def install(yolo_class: type | None = None) -> None:
-    """Patch ``YOLO.task_map`` (idempotent); does nothing when ``SMARTCASH_ULTRA_DISABLE`` is set."""
+    """Patch ``YOLO.task_map`` and YAML name lookups (idempotent); nothing when ``SMARTCASH_ULTRA_DISABLE`` is set."""
     if not enabled():
         return
+    install_yaml_names()
     if yolo_class is None:
         from ultralytics.models.yolo.model import YOLO as yolo_class
     stock = yolo_class.task_map.fget
@@ -65,7 +86,139 @@ def install(yolo_class: type | None = None) -> None:
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
     yolo_class.task_map = property(task_map)
+    for name, wrap in (("predict", _route_predict), ("val", _route_val), ("train", _route_train), ("export", _export)):
+        method = wrap(getattr(yolo_class, name))
+        method.smartcash = True
+        setattr(yolo_class, name, method)
     yolo_class.train = refuse_unresumable(yolo_class.train)
+
+
+def _route_predict(stock):
+    @functools.wraps(stock)
+    def predict(self, source=None, stream=False, predictor=None, **kwargs):
+        if predictor is None and not is_smartcash_model(self) and source_holds_arrays(source):
+            from smartcash_ultra.engine.predictor import SmartCashPredictor as predictor
+        return stock(self, source, stream, predictor, **kwargs)
+
+    return predict
+
+
+def _route_val(stock):
+    @functools.wraps(stock)
+    def val(self, validator=None, **kwargs):
+        if validator is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
+            from smartcash_ultra.engine.validator import SmartCashValidator as validator
+        return stock(self, validator, **kwargs)
+
+    return val
+
+
+def _route_train(stock):
+    @functools.wraps(stock)
+    def train(self, trainer=None, **kwargs):
+        if trainer is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
+            from smartcash_ultra.engine.trainer import SmartCashDataTrainer as trainer
+        return stock(self, trainer, **kwargs)
+
+    return train
+
+
+def _export(stock):
+    @functools.wraps(stock)
+    def export(self, **kwargs):
+        from smartcash_ultra.engine.declarations import add_to_export_metadata, carried
+
+        if carried(self.model) and add_to_export_metadata not in self.callbacks["on_export_start"]:
+            self.add_callback("on_export_start", add_to_export_metadata)
+        return stock(self, **kwargs)
+
+    return export
+
+
+def _data_of(yolo, kwargs: dict[str, Any]):
+    """Return the data a train/val call will use: its argument, a ``cfg=`` file's, else the model's own (checkpoint)."""
+    if kwargs.get("data"):
+        return kwargs["data"]
+    if kwargs.get("cfg"):
+        from ultralytics.utils import YAML, checks
+
+        return YAML.load(checks.check_yaml(kwargs["cfg"])).get("data")
+    return yolo.overrides.get("data")
+
+
+def source_holds_arrays(source) -> bool:
+    """Return True when a predict source names ``.npy`` files: a path, a folder or a list holding at least one.
+
+    In-memory arrays are no such source: a stock model keeps Ultralytics' reading of them (float BGR 0..255 works
+    there), and ``predictor=SmartCashPredictor`` asks for SmartCash's.
+    """
+    from pathlib import Path
+
+    from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, is_array_file
+    from smartcash_ultra.data.image_dataset import list_images
+
+    items = source if isinstance(source, (list, tuple)) else [source]
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            continue
+        if is_array_file(item) or (
+            Path(item).is_dir() and any(map(is_array_file, list_images(Path(item), IMAGE_SUFFIXES)))
+        ):
+            return True
+    return False
+
+
+def data_holds_arrays(data) -> bool:
+    """Return True when ``data`` is a data YAML on disk whose splits hold ``.npy`` files (listed as training does).
+
+    Anything else (a dict, a dataset name Ultralytics resolves or downloads, a YAML of images only) is not.
+    """
+    from smartcash_ultra.data.arrays import IMAGE_SUFFIXES, is_array_file
+    from smartcash_ultra.data.image_dataset import DatasetError, find_image_dataset
+
+    if not isinstance(data, str) and not hasattr(data, "__fspath__"):
+        return False
+    if not str(data).lower().endswith((".yaml", ".yml")):
+        return False
+    try:
+        dataset = find_image_dataset(data, IMAGE_SUFFIXES)
+    except DatasetError:
+        return False
+    return any(is_array_file(f) for files in dataset.splits.values() for f in files)
+
+
+def install_yaml_names(checks_module=None) -> None:
+    """Let the package's YAMLs resolve by name, after a file that exists as given and before Ultralytics' search.
+
+    Wraps ``checks.check_file`` (idempotent); every name that is no shipped YAML goes to Ultralytics unchanged.
+    """
+    if not enabled():
+        return
+    if checks_module is None:
+        from ultralytics.utils import checks as checks_module
+    stock = checks_module.check_file
+    if getattr(stock, "smartcash", False):
+        return
+
+    @functools.wraps(stock)
+    def check_file(file, suffix="", download=True, download_dir=".", hard=True):
+        found = find_shipped_yaml(file, model=_asked_by_model_loader())
+        return found if found is not None else stock(file, suffix, download, download_dir, hard)
+
+    check_file.smartcash = True
+    checks_module.check_file = check_file
+
+
+def _asked_by_model_loader(depth: int = 6) -> bool:
+    """Return True when Ultralytics' model-YAML loader is among the callers (check_file <- check_yaml <- it)."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) == MODEL_YAML_LOADER:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def refuse_unresumable(stock_train):

@@ -174,6 +174,15 @@ def test_patience_and_min_delta_arithmetic():
     assert "for 3 validated epochs" in stopper.stop_reason and "best 0.52 at epoch 3" in stopper.stop_reason
 
 
+def test_status_line_says_nothing_improved_while_fitness_is_still_zero():
+    stopper = AdaptiveEarlyStopping(patience=3, min_delta=0.001)
+    stopper.update(1, 0.0)
+    stopper.update(2, 0.0)
+    assert stopper.status_line() == "fitness still 0 at epoch 2 (nothing detected yet): no epoch counts (patience 3)"
+    stopper.update(3, 0.25)
+    assert stopper.status_line().startswith("fitness improved to 0.25 at epoch 3")
+
+
 def test_min_mode_for_losses_and_explicit_max():
     loss = AdaptiveEarlyStopping(patience=2, min_delta=0.0, monitor="val/box_loss", adaptive=False)
     assert loss.mode == "min"

@@ -73,6 +73,16 @@ def test_startup_hook_patches_lazily_and_can_be_switched_off():
 
 
 @pytest.mark.slow
+def test_startup_hook_resolves_yaml_names_before_yolo_is_imported():
+    probe = (
+        "import sys; from ultralytics.cfg import entrypoint; from ultralytics.utils import checks; "
+        "print(getattr(checks.check_file, 'smartcash', False), 'ultralytics.models.yolo.model' in sys.modules)"
+    )
+    assert run_python(probe).stdout.strip().splitlines()[-1] == "True False"
+    assert run_python(probe, env={"SMARTCASH_ULTRA_DISABLE": "1"}).stdout.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.slow
 def test_disable_switch_also_holds_for_the_package_names():
     probe = (
         "import smartcash_ultra; smartcash_ultra.SmartCashTrainer; from ultralytics import YOLO; "

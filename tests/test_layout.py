@@ -95,3 +95,9 @@ def test_imports_only_go_down_the_layers():
                 targets = [a.name for a in node.names if a.name.startswith("smartcash_ultra.")]
             upward += [f"{module} -> {t}" for t in targets if _layer(t) > _layer(module) and "._moved" not in t]
     assert not upward, "imports that go up a layer:\n" + "\n".join(upward)
+
+
+def test_dir_lists_the_public_names():
+    import smartcash_ultra
+
+    assert set(smartcash_ultra.__all__) <= set(dir(smartcash_ultra))  # tab completion offers them

@@ -17,9 +17,11 @@ from ultralytics.engine import trainer as engine
 from ultralytics.engine.model import Model
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.nn import tasks
+from ultralytics.utils import checks
 from ultralytics.utils.metrics import Metric
 
 from smartcash_ultra.data.dataset import SmartCashDataset
+from smartcash_ultra.integration import MODEL_YAML_LOADER
 from smartcash_ultra.nn.backbone import register_modules
 
 
@@ -105,3 +107,43 @@ def test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv
     assert "self.start_epoch = start_epoch" in inspect.getsource(engine.BaseTrainer.resume_training)
     assert 'self.csv = self.save_dir / "results.csv"' in inspect.getsource(engine.BaseTrainer.__init__)
     assert 'open(self.csv, "a"' in inspect.getsource(engine.BaseTrainer.save_metrics)
+
+
+def test_yaml_names_resolve_through_check_file_and_the_model_loader_is_one_function():
+    from ultralytics.cfg import entrypoint
+
+    assert "check_file(file, suffix, hard=hard)" in inspect.getsource(checks.check_yaml)  # looked up at call time
+    stock = inspect.getsource(inspect.unwrap(checks.check_file))
+    assert "os.path.exists(file))" in stock and 'glob.glob(str(ROOT / "**" / file)' in stock  # as given, then search
+    assert (tasks.yaml_model_load.__module__, tasks.yaml_model_load.__name__) == MODEL_YAML_LOADER
+    assert "check_yaml(path, hard=False) or check_yaml(unified_path)" in inspect.getsource(tasks.yaml_model_load)
+    assert "YAML.load(checks.check_yaml(v))" in inspect.getsource(entrypoint)  # cfg=, before YOLO is imported
+    assert 'YAML.load(checks.check_yaml(kwargs["cfg"]))' in inspect.getsource(Model.train)
+
+
+def test_predict_val_train_take_the_class_to_use_and_ask_task_map_only_without_one():
+    for method, name in ((Model.predict, "predictor"), (Model.val, "validator"), (Model.train, "trainer")):
+        stock = inspect.unwrap(method)
+        assert name in inspect.signature(stock).parameters
+        assert f'({name} or self._smart_load("{name}"))' in inspect.getsource(stock)
+
+
+def test_export_metadata_is_filled_before_on_export_start_and_written_after():
+    from ultralytics.engine.exporter import Exporter
+    from ultralytics.nn.backends.base import BaseBackend
+    from ultralytics.utils.export.torchscript import torch2torchscript
+
+    call = inspect.getsource(Exporter.__call__)
+    assert call.index("self.metadata = {") < call.index('self.run_callbacks("on_export_start")')
+    assert call.index('self.run_callbacks("on_export_start")') < call.index('getattr(self, f"export_{fmt}")()')
+    exporter = inspect.getsource(inspect.getmodule(Exporter))
+
+    def method(name: str) -> str:  # the exporters are wrapped by a decorator that keeps no __wrapped__
+        body = exporter[exporter.index(f"    def {name}(") :]
+        return body[: body.index("\n    @")]
+
+    assert "for k, v in self.metadata.items():" in method("export_onnx")  # every key
+    assert "metadata=self.metadata" in method("export_torchscript")
+    assert 'extra_files = {"config.txt": json.dumps(metadata' in inspect.getsource(torch2torchscript)
+    assert 'YAML.save(Path(file).parent / "metadata.yaml", self.metadata)' in method("export_openvino")
+    assert "self.metadata = metadata" in inspect.getsource(BaseBackend.apply_metadata)  # unknown keys kept

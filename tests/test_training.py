@@ -154,7 +154,11 @@ def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_dat
     assert ckpt["model"].yaml["smartcash"] is not None
     args = ckpt["train_args"]
     assert (args["epochs"], args["imgsz"], args["optimizer"], args["data"]) == (1, IMGSZ, "Adam", str(tiny_data))
-    assert "mAP75" in proc.stdout + proc.stderr
+    log = proc.stdout + proc.stderr
+    assert "mAP75" in log
+    assert f"Optimizer stripped from {best}," in log  # best.pt is stripped, last.pt kept whole and not said otherwise
+    assert "Optimizer stripped from" not in log.replace(f"Optimizer stripped from {best},", "")
+    assert f"Kept {best.parent / 'last.pt'} whole" in log
 
 
 @pytest.mark.slow

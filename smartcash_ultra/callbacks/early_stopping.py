@@ -174,6 +174,11 @@ class AdaptiveEarlyStopping:
         """One line on where the rule stands, for the log and for UIs."""
         if self.best_value is None:
             return f"no validated epoch yet (patience {self.patience})"
+        if self.mode == "max" and self.best_value == 0:  # update() counts no stall here, and nothing improved either
+            epoch, patience = self.history[-1][0], self.patience
+            return (
+                f"{self.monitor} still 0 at epoch {epoch} (nothing detected yet): no epoch counts (patience {patience})"
+            )
         best = f"best {self.best_value:.5g} at epoch {self.best_epoch}"
         rate = f"rate {self.improvement_rate:+.2g}/epoch"
         if self.wait:

@@ -1,7 +1,9 @@
 """``SmartCashPredictor``: Ultralytics' detection predictor that also reads SmartCash ``.npy`` arrays.
 
-Sources that hold ``.npy`` files (a path, a folder or a list, images beside them included) or float arrays in 0..1
-are converted to uint8 BGR, the format of ``cv2.imread``, and keep their file names in results. Every other source
+Sources that hold ``.npy`` files (a path, a folder or a list, images beside them included) or float arrays are
+converted to uint8 BGR, the format of ``cv2.imread``, and keep their file names in results and in the log. Arrays are
+read as the data the model was trained on declared them (``channel_order``, ``value_range``; see
+:mod:`smartcash_ultra.engine.declarations`), or as a data YAML given as ``data=`` declares them. Every other source
 goes to Ultralytics unchanged.
 """
 
@@ -16,6 +18,7 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.patches import imread
 
 from smartcash_ultra.data.arrays import (
+    DEFAULT_VALUE_RANGE,
     IMAGE_SUFFIXES,
     ArrayFormatError,
     check_array,
@@ -24,17 +27,16 @@ from smartcash_ultra.data.arrays import (
     to_bgr_uint8,
 )
 from smartcash_ultra.data.image_dataset import list_images
+from smartcash_ultra.engine.declarations import for_prediction
 
 
 class SmartCashPredictor(DetectionPredictor):
     """Detection predictor accepting SmartCash arrays as well as every stock Ultralytics source."""
 
-    channel_order = "RGB"
-    """Channel order of array sources (SmartCash writes RGB)."""
-
     def setup_source(self, source, stride: int | None = None):
-        """Wrap array sources in an :class:`ArraySource`; pass any other source through."""
-        arrays = array_source(source, batch=max(int(self.args.batch), 1), channel_order=self.channel_order)
+        """Wrap array sources in an :class:`ArraySource` reading them as declared; pass any other source through."""
+        declared = for_prediction(self.model, self.args.data)
+        arrays = array_source(source, max(int(self.args.batch), 1), declared.channel_order, declared.value_range)
         return super().setup_source(arrays if arrays is not None else source, stride)
 
 
@@ -44,12 +46,20 @@ class ArraySource(LoadPilAndNumpy):
     A ``LoadPilAndNumpy`` subclass, so Ultralytics takes it as a ready loader.
     """
 
-    source_type = SourceTypes(from_img=True)
-
-    def __init__(self, items: list[str | np.ndarray], batch: int = 1, channel_order: str = "RGB"):
+    def __init__(
+        self,
+        items: list[str | np.ndarray],
+        batch: int = 1,
+        channel_order: str = "RGB",
+        value_range: tuple[float, float] = DEFAULT_VALUE_RANGE,
+    ):
         """``items``: ``.npy`` or image paths, or in-memory HWC arrays; each is converted when its batch loads."""
-        self.items, self.bs, self.channel_order = items, batch, channel_order
-        self.paths = [str(x) if isinstance(x, (str, Path)) else f"array{i}.npy" for i, x in enumerate(items)]
+        self.items, self.bs, self.channel_order, self.value_range = items, batch, channel_order, value_range
+        files = all(isinstance(x, (str, Path)) for x in items)  # array_source gives files or in-memory arrays
+        self.paths = [str(x) for x in items] if files else [f"array{i}.npy" for i in range(len(items))]
+        # files are logged as Ultralytics logs image files ("image 1/4 <path>: "), in-memory arrays as it logs those
+        self.info = [f"image {i}/{len(items)} {p}: " if files else "" for i, p in enumerate(self.paths, 1)]
+        self.source_type = SourceTypes(from_img=not files)
         self.mode, self.count = "image", 0
 
     def __len__(self) -> int:
@@ -69,8 +79,8 @@ class ArraySource(LoadPilAndNumpy):
         """
         while self.count < len(self.items):
             i, self.count = self.count, min(self.count + self.bs, len(self.items))
-            paths, ims = [], []
-            for path, item in zip(self.paths[i : self.count], self.items[i : self.count], strict=True):
+            paths, ims, infos = [], [], []
+            for path, info, item in zip(*(x[i : self.count] for x in (self.paths, self.info, self.items)), strict=True):
                 try:
                     ims.append(self._convert(item))
                 except (ArrayFormatError, FileNotFoundError) as e:
@@ -79,33 +89,36 @@ class ArraySource(LoadPilAndNumpy):
                     LOGGER.warning(f"skipping {e}")
                     continue
                 paths.append(path)
+                infos.append(info)
             if ims:
-                return paths, ims, [""] * len(ims)
+                return paths, ims, infos
         raise StopIteration
 
     def _convert(self, item: str | np.ndarray) -> np.ndarray:
         """Return one item as uint8 BGR, with an error naming it when it is unusable."""
         if isinstance(item, np.ndarray):
-            return to_bgr_uint8(check_array(item, "in-memory array source"), self.channel_order)
+            return to_bgr_uint8(check_array(item, "in-memory array source"), self.channel_order, self.value_range)
         if is_array_file(item):
-            return load_bgr_uint8(item, self.channel_order)
+            return load_bgr_uint8(item, self.channel_order, self.value_range)
         im = imread(item)
         if im is None:
             raise FileNotFoundError(f"image source {item} could not be read")
         return im
 
 
-def array_source(source, batch: int = 1, channel_order: str = "RGB") -> ArraySource | None:
+def array_source(
+    source, batch: int = 1, channel_order: str = "RGB", value_range: tuple[float, float] = DEFAULT_VALUE_RANGE
+) -> ArraySource | None:
     """Return an :class:`ArraySource` when ``source`` is SmartCash arrays, else None.
 
     That is: a ``.npy`` path, a folder or list of paths holding at least one ``.npy`` (its images come along), or a
-    float HWC array (or list of them) with values in 0..1. Image-only sources and uint8 arrays stay stock sources.
+    float HWC array (or list of them). Image-only sources and uint8 arrays stay stock sources.
     """
     items = source if isinstance(source, (list, tuple)) else [source]
     if not items:
         return None
     if all(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in items):
-        return ArraySource(list(items), batch, channel_order)
+        return ArraySource(list(items), batch, channel_order, value_range)
     if all(isinstance(x, (str, Path)) for x in items):
         if len(items) == 1 and Path(items[0]).is_dir():  # as training lists it: the .smartcash_cache is hidden
             items = sorted(list_images(Path(items[0]), IMAGE_SUFFIXES))
@@ -117,5 +130,5 @@ def array_source(source, batch: int = 1, channel_order: str = "RGB") -> ArraySou
                         "is a folder: pass it alone to predict on its files" if Path(f).is_dir() else "does not exist"
                     )
                     raise FileNotFoundError(f"array source {f} {problem}")
-            return ArraySource(files, batch, channel_order)
+            return ArraySource(files, batch, channel_order, value_range)
     return None

@@ -1,5 +1,7 @@
 """``SmartCashTrainer``: Ultralytics' ``DetectionTrainer`` with the SmartCash model, dataset and validator.
 
+``SmartCashDataTrainer`` is the data path alone, for stock models trained on SmartCash arrays.
+
 Only what differs is here; the loop, loss, assigner, augmentation, EMA, schedulers, plots and loggers are
 Ultralytics'. The ``(cfg, overrides, _callbacks)`` signature is kept, as Ultralytics' DDP launcher rebuilds the
 trainer with it in every worker.
@@ -26,6 +28,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.callbacks.epoch_record import trim_results
 from smartcash_ultra.data.dataset import build_smartcash_dataset
+from smartcash_ultra.engine.declarations import record
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
 from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
@@ -34,6 +37,7 @@ from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
 from smartcash_ultra.utils.files import atomic_target, write_atomic
 from smartcash_ultra.utils.settings import model_settings
+from smartcash_ultra.utils.shipped import defaults_file, find_shipped_yaml
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,39 @@ class TrainResult:
     save_dir: Path
 
 
-class SmartCashTrainer(DetectionTrainer):
+class SmartCashDataTrainer(DetectionTrainer):
+    """Ultralytics' ``DetectionTrainer`` on SmartCash data: any model, a stock checkpoint too, trains on ``.npy`` trees.
+
+    Only the data path differs: :class:`SmartCashDataset` (arrays read as the data YAML declares them) and the
+    validator over it. The declarations are recorded on the model, so its checkpoints and exports predict on arrays
+    as they trained. The model, its settings and everything else stay Ultralytics' own.
+    """
+
+    def set_model_attributes(self):
+        """Attach class count, names and arguments as Ultralytics does, and the data declarations (before the EMA)."""
+        super().set_model_attributes()
+        record(self.model, self.data)
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
+        """Build a :class:`SmartCashDataset` (training, and the validation loader during training)."""
+        gs = max(int(unwrap_model(self.model).stride.max()), 32)
+        return build_smartcash_dataset(self.args, img_path, batch, self.data, mode=mode, rect=mode == "val", stride=gs)
+
+    def get_validator(self) -> SmartCashValidator:
+        """Return the SmartCash validator; class names are set now so per-class metric columns exist from epoch 1."""
+        validator = SmartCashValidator(
+            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
+        )
+        validator.metrics.names = self.data["names"]
+        return validator
+
+
+class SmartCashTrainer(SmartCashDataTrainer):
     """Train a SmartCash detector: ``SmartCashTrainer("cfg/smartcash_effb4.yaml", overrides={"epochs": 3}).train()``.
 
-    ``cfg`` is a training cfg YAML path or dict (Ultralytics keys, as for ``yolo train cfg=...``); ``overrides`` win
-    over it. The model must be a SmartCash model YAML (any Ultralytics model YAML with a ``smartcash:`` section).
+    ``cfg`` is a training cfg YAML (path or shipped name) or dict (Ultralytics keys, as for ``yolo train cfg=...``);
+    ``overrides`` win over it, and both over the SmartCash training settings (:func:`with_smartcash_defaults`). The
+    model must be a SmartCash model YAML (any Ultralytics model YAML with a ``smartcash:`` section).
     """
 
     def __init__(
@@ -67,7 +99,8 @@ class SmartCashTrainer(DetectionTrainer):
         events.
         """
         UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before Ultralytics' setup
-        super().__init__(DEFAULT_CFG, {**load_train_cfg(cfg), **(overrides or {})}, _callbacks)
+        args = with_smartcash_defaults({**load_train_cfg(cfg), **(overrides or {})})
+        super().__init__(DEFAULT_CFG, args, _callbacks)
         self.wdir = AtomicPath(self.wdir)  # every checkpoint write_bytes() below goes through a temp file + rename
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
         if not has_smartcash_callbacks(self.callbacks):  # a DDP worker or YOLO.add_callback user brought them
@@ -208,19 +241,6 @@ class SmartCashTrainer(DetectionTrainer):
             model.load(weights)
         return model
 
-    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
-        """Build a :class:`SmartCashDataset` (training, and the validation loader during training)."""
-        gs = max(int(unwrap_model(self.model).stride.max()), 32)
-        return build_smartcash_dataset(self.args, img_path, batch, self.data, mode=mode, rect=mode == "val", stride=gs)
-
-    def get_validator(self) -> SmartCashValidator:
-        """Return the SmartCash validator; class names are set now so per-class metric columns exist from epoch 1."""
-        validator = SmartCashValidator(
-            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
-        )
-        validator.metrics.names = self.data["names"]
-        return validator
-
     def _setup_scheduler(self):
         """Use the ``smartcash.training`` scheduler; with none and no schedule length, Ultralytics' own, unchanged.
 
@@ -337,14 +357,17 @@ def first_sentence(exc: BaseException) -> str:
 
 
 def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str, Any]:
-    """Return a training cfg as a dict of overrides; a YAML path is also recorded under Ultralytics' ``cfg`` key."""
+    """Return a training cfg as a dict of overrides; a YAML path is also recorded under Ultralytics' ``cfg`` key.
+
+    A YAML that is no file is looked up by name among the package's training cfgs (``smartcash_effb4.yaml``).
+    """
     if cfg is None or cfg is DEFAULT_CFG:
         return {}
     if isinstance(cfg, SimpleNamespace):
         return dict(vars(cfg))
     source, loaded = "training cfg", cfg
     if not isinstance(cfg, dict):
-        source = path = Path(cfg)
+        source = path = Path(find_shipped_yaml(cfg, model=False) or cfg)
         if not path.is_file():
             raise FileNotFoundError(f"training cfg {path} does not exist")
         loaded = {**YAML.load(path), "cfg": str(path)}  # YAML.load names the file if it is no mapping
@@ -354,6 +377,47 @@ def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str,
             "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
         )
     return dict(loaded)
+
+
+NOT_SETTINGS = frozenset({"model", "data", "task", "mode", "cfg"})
+"""Arguments that choose what is trained, not how: never taken from the settings file, not listed as settings."""
+
+
+def smartcash_defaults() -> dict[str, Any]:
+    """Return the SmartCash training settings: ``cfg/smartcash_defaults.yaml``, their one source.
+
+    Raises:
+        ValueError: naming the file, when it holds a key that chooses what is trained (model, data, ...).
+    """
+    path = defaults_file()
+    settings = YAML.load(path)
+    if NOT_SETTINGS & set(settings):
+        raise ValueError(f"{path}: holds {sorted(NOT_SETTINGS & set(settings))}, which are no training settings")
+    return settings
+
+
+def with_smartcash_defaults(given: dict[str, Any]) -> dict[str, Any]:
+    """Return the run's arguments: the SmartCash training settings under the ones ``given``; log where each came from.
+
+    Every route that trains a SmartCash model reaches the trainer with only the arguments the user chose (Ultralytics
+    fills the rest from its own defaults later), so this one merge serves ``yolo train model=``, ``cfg=``,
+    ``YOLO(...).train()`` and ``SmartCashTrainer`` alike. A resumed run keeps its checkpoint's arguments, as
+    Ultralytics decides: settings merged here would count as changes to them.
+    """
+    if given.get("resume"):
+        return given
+    path, defaults = defaults_file(), smartcash_defaults()
+    taken = {k: v for k, v in defaults.items() if k not in given}
+    yours = {k: v for k, v in given.items() if k in defaults}
+    LOGGER.info(
+        f"SmartCash training settings from {path}: {_listing(taken)}; yours instead: {_listing(yours)}; "
+        "your other arguments as given, every other setting Ultralytics' default"
+    )
+    return {**taken, **given}
+
+
+def _listing(args: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items()) or "none"
 
 
 def backbone_name(model) -> str:

@@ -1,0 +1,65 @@
+"""The YAMLs the package ships (model YAMLs and training cfgs), and how their names resolve.
+
+The repository's ``cfg/`` is their one copy: the wheel carries it as ``smartcash_ultra/cfg`` (hatch ``force-include``),
+and a clone or editable install reads it where it lies, beside the package. Names resolve the way Ultralytics
+resolves its own (``yolov8n.yaml``): a file that exists as given wins, so a user's own copy always does; only a name
+that is no file is looked up here. Ultralytics' lookup itself searches only its own package, hence
+:func:`smartcash_ultra.integration.install` puts this one in front of it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+YAML_SUFFIXES = (".yaml", ".yml")
+MODELS = "models"
+"""Subfolder of the cfg folder holding model YAMLs; training cfgs sit at its top."""
+DEFAULTS_NAME = "smartcash_defaults.yaml"
+"""The SmartCash training settings: the one training cfg every route of a SmartCash model starts from."""
+
+
+def cfg_dir() -> Path:
+    """Return the shipped cfg folder: the wheel's ``smartcash_ultra/cfg``, else the clone's ``cfg/``.
+
+    Raises:
+        FileNotFoundError: naming both places, for an install that carries neither.
+    """
+    for candidate in (PACKAGE_DIR / "cfg", PACKAGE_DIR.parent / "cfg"):
+        if (candidate / MODELS).is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"smartcash_ultra's YAMLs are missing: neither {PACKAGE_DIR / 'cfg'} (a wheel install) nor "
+        f"{PACKAGE_DIR.parent / 'cfg'} (a clone) holds {MODELS}/; reinstall the package"
+    )
+
+
+def defaults_file() -> Path:
+    """Return the SmartCash training settings file (``cfg/smartcash_defaults.yaml``)."""
+    return cfg_dir() / DEFAULTS_NAME
+
+
+def find_shipped_yaml(file: object, model: bool) -> str | None:
+    """Return the shipped YAML a name means, or None where the name is no shipped YAML (or exists as given).
+
+    ``file`` may carry folders below the cfg folder (``models/smartcash_effb4.yaml``), as Ultralytics' search allows.
+    One name can mean a model YAML and a training cfg (``smartcash_effb4.yaml``): ``model`` says which is wanted. A
+    model lookup gets only model YAMLs; any other lookup prefers the training cfg.
+    """
+    if not isinstance(file, (str, Path)):
+        return None
+    name = str(file).strip()
+    if not name.lower().endswith(YAML_SUFFIXES) or "://" in name or os.path.isabs(name) or os.path.exists(name):
+        return None
+    if ".." in Path(name).parts:
+        return None
+    try:
+        root = cfg_dir()
+    except FileNotFoundError:
+        return None
+    found = sorted(p for p in root.glob(f"**/{name}") if p.is_file())
+    models = [p for p in found if MODELS in p.relative_to(root).parts[:-1]]
+    configs = [p for p in found if p not in models]
+    pick = models if model else configs or models
+    return str(pick[0]) if pick else None

@@ -1,0 +1,133 @@
+"""The SmartCash training settings reach every route that trains a SmartCash model, under the user's own arguments.
+
+Routes: ``yolo train model=...``, ``YOLO(...).train()``, ``yolo train cfg=...``, ``SmartCashTrainer``. Each test stops
+the run right after the trainer resolved its arguments (``on_pretrain_routine_start``, the first training event).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import CSP_N_YAML, ROOT, run_python
+from ultralytics import YOLO
+
+from smartcash_ultra.engine.trainer import SmartCashTrainer
+
+SPEC = {
+    "epochs": 100,
+    "batch": 16,
+    "imgsz": 640,
+    "patience": 15,
+    "optimizer": "Adam",
+    "lr0": 0.001,
+    "lrf": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 0.0005,
+    "cos_lr": True,
+    "warmup_epochs": 5,
+    "box": 7.5,
+    "cls": 0.5,
+    "dfl": 1.5,
+    "val": True,
+    "amp": True,
+    "workers": 4,
+    "cache": False,
+    "plots": True,
+    "seed": 0,
+    "deterministic": True,
+}
+"""The SmartCash spec's training settings, as the training cfgs held them before they moved into one file."""
+MINE = {"epochs": 1, "imgsz": 64, "batch": 4, "workers": 0, "lr0": 0.002}
+"""A user's own arguments: each wins over the SmartCash setting of the same name."""
+
+
+class Started(Exception):
+    """Raised by the first training event, carrying the trainer's resolved arguments."""
+
+
+def stop_at_start(trainer):
+    raise Started(vars(trainer.args))
+
+
+def expected(**given) -> dict:
+    return {**SPEC, **MINE, **given}
+
+
+def assert_settings(args: dict, want: dict) -> None:
+    assert {k: args[k] for k in want} == want
+
+
+def test_yolo_train_by_model_yaml_gets_the_smartcash_settings(tiny_data, tmp_path, log_lines):
+    model = YOLO(CSP_N_YAML)
+    model.add_callback("on_pretrain_routine_start", stop_at_start)
+    with pytest.raises(Started) as started:
+        model.train(data=str(tiny_data), project=str(tmp_path), name="py", **MINE)
+    assert_settings(started.value.args[0], expected())
+    first = next(i for i, line in enumerate(log_lines) if "SmartCash training settings" in line)
+    assert not any(line.startswith("engine/trainer:") for line in log_lines[:first])  # before Ultralytics' args
+    line = log_lines[first]
+    assert "smartcash_defaults.yaml" in line and "optimizer=Adam" in line and "momentum=0.9" in line
+    assert "yours instead: epochs=1 imgsz=64 batch=4 workers=0 lr0=0.002;" in line  # the user's, named as such
+    assert "lr0=0.001" not in line and "optimizer=" not in line.split("yours")[1]
+
+
+def test_smartcash_trainer_without_cfg_gets_them_and_finds_a_cfg_by_name(tiny_data, tmp_path):
+    common = {"model": str(CSP_N_YAML), "data": str(tiny_data), "project": str(tmp_path), **MINE}
+    assert_settings(vars(SmartCashTrainer(overrides={**common, "name": "a"}).args), expected())
+    by_name = SmartCashTrainer("smartcash_cspdarknet.yaml", overrides={**common, "name": "b", "optimizer": "SGD"})
+    assert_settings(vars(by_name.args), expected(optimizer="SGD"))
+    assert by_name.args.cfg.endswith("cfg/smartcash_cspdarknet.yaml")
+
+
+STOP_AT_DATASET = """
+import json
+from smartcash_ultra.engine.trainer import SmartCashTrainer
+from ultralytics.cfg import entrypoint
+def resolved(self):  # the first thing the trainer does with its resolved arguments
+    print(json.dumps(vars(self.args), default=str))
+    raise SystemExit(0)
+SmartCashTrainer.get_dataset = resolved
+entrypoint({command!r})
+"""
+
+
+def yolo_args(command: str, cwd) -> dict:
+    """The arguments a `yolo` command line resolves to in the trainer (in a fresh interpreter, as `yolo` runs)."""
+    proc = run_python(STOP_AT_DATASET.format(command=command), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("route", ["model", "cfg"])
+def test_yolo_command_gets_them_on_both_routes(route, tiny_data, tmp_path):
+    model = "model=smartcash_cspdarknet_yolov5n.yaml" if route == "model" else "cfg=smartcash_cspdarknet.yaml"
+    mine = " ".join(f"{k}={v}" for k, v in MINE.items())
+    args = yolo_args(f"yolo train {model} data={tiny_data} project={tmp_path} name=cli {mine}", cwd=tmp_path)
+    assert_settings(args, expected())
+    assert args["model"] == "smartcash_cspdarknet_yolov5" + ("n" if route == "model" else "s") + ".yaml"
+
+
+def test_readme_sample_command_resolves_exactly_as_before(tmp_path):
+    """`bash scripts/train_sample.sh` (the README's mAP50 0.952 run) gets the very arguments the full cfg gave it."""
+    command = (
+        "model=cfg/models/smartcash_cspdarknet_yolov5n.yaml data=data/sample/data.yaml imgsz=320 epochs=20 batch=16 "
+        f"workers=2 project={tmp_path} name=cspdarknet exist_ok=True"
+    )
+    full = tmp_path / "full_cfg.yaml"  # the shipped cfg as it was, every setting written in it
+    full.write_text(yaml.safe_dump({"task": "detect", "mode": "train", **SPEC}))
+    now = yolo_args(f"yolo train cfg=cfg/smartcash_cspdarknet.yaml {command}", cwd=ROOT)
+    before = yolo_args(f"yolo train cfg={full} {command}", cwd=ROOT)
+    assert now == before
+    spec = {k: v for k, v in SPEC.items() if k != "workers"}  # the trainer sets 0 on a CPU
+    assert_settings(now, {**spec, "imgsz": 320, "epochs": 20, "model": "cfg/models/smartcash_cspdarknet_yolov5n.yaml"})
+
+
+def test_one_source_of_the_settings():
+    from smartcash_ultra.utils.shipped import defaults_file
+
+    assert yaml.safe_load(defaults_file().read_text()) == SPEC
+    for cfg in (ROOT / "cfg").glob("*.yaml"):  # the training cfgs name a model and data, nothing of the spec's
+        if cfg != defaults_file():
+            assert not set(yaml.safe_load(cfg.read_text())) & set(SPEC), cfg
