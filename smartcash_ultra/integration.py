@@ -242,7 +242,6 @@ def refuse_unresumable(stock_train):
 
 
 def smartcash_detect_task() -> dict[str, type]:
-    """Return the SmartCash classes for the ``detect`` task."""
     from smartcash_ultra.engine.predictor import SmartCashPredictor
     from smartcash_ultra.engine.trainer import SmartCashTrainer
     from smartcash_ultra.engine.validator import SmartCashValidator

@@ -41,7 +41,6 @@ class MetricsExporter:
 
     @property
     def callbacks(self) -> dict[str, Any]:
-        """Ultralytics events this object handles, for ``add_callback``."""
         return {
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
             "on_fit_epoch_end": self.on_fit_epoch_end,
@@ -139,7 +138,6 @@ class MetricsExporter:
         }
 
     def write(self, trainer) -> None:
-        """Rewrite ``metrics.json`` and ``metrics.csv`` atomically."""
         document = {"run": self.run, "summary": self.summary(trainer), "epochs": self.epochs}
         write_atomic(self.save_dir / JSON_NAME, json.dumps(document, indent=1, allow_nan=False).encode())
         write_atomic(self.save_dir / CSV_NAME, to_csv(self.epochs).encode())

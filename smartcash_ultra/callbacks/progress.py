@@ -76,7 +76,6 @@ class ProgressReporter:
 
     @property
     def callbacks(self) -> dict[str, Any]:
-        """Ultralytics events this object handles, for ``add_callback``."""
         return {
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
             "on_train_start": self.on_train_start,
@@ -267,7 +266,6 @@ class ProgressReporter:
             self._file = io.TextIOWrapper(raw, encoding="utf-8")
 
     def close(self) -> None:
-        """Close the event log."""
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -40,7 +40,6 @@ class RunState:
     """Where a run stands; ``snapshot()`` may be called from any thread while Ultralytics' events update it."""
 
     def __init__(self):
-        """Start idle, with no epoch and no stop request."""
         self._lock = threading.Lock()
         self.state, self.reason = "idle", None
         self.stop_reason: str | None = None
@@ -68,7 +67,6 @@ class RunState:
 
     @property
     def callbacks(self) -> dict[str, Any]:
-        """Ultralytics events this object follows, for ``add_callback``."""
         return {
             "on_pretrain_routine_end": self.on_pretrain_routine_end,
             "on_train_start": self.on_train_start,
@@ -129,7 +127,6 @@ class RunState:
             self._end("stopped" if forced else "failed", remove_colorstr(f"{type(exc).__name__}: {exc}"))
 
     def _end(self, outcome: str, reason: str | None) -> None:
-        """Enter ``outcome`` (lock held)."""
         if self.started is not None:
             self.elapsed = time.perf_counter() - self.started
         self.state, self.reason = outcome, reason
@@ -204,11 +201,9 @@ class RunState:
             trainer.stop = True
 
     def on_train_epoch_end(self, trainer) -> None:
-        """Close the training phase."""
         self.train_time = time.perf_counter() - self.epoch_start
 
     def on_val_start(self, validator) -> None:
-        """Start timing validation."""
         self.val_start = time.perf_counter()
 
     def on_val_end(self, validator) -> None:
@@ -233,7 +228,6 @@ class RunState:
             return self.closed == trainer.epoch
 
     def _close(self, trainer, epoch_time: float) -> None:
-        """Close the current epoch (lock held)."""
         self.in_epoch, self.closed, self.done = False, trainer.epoch, trainer.epoch + 1
         self.epoch_times.append(float(epoch_time))
         self.epochs = trainer.epochs  # time= mode re-estimates it every epoch
@@ -264,6 +258,5 @@ class RunState:
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Recreate the lock."""
         self.__dict__.update(state)
         self._lock = threading.Lock()

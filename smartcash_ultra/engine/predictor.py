@@ -63,11 +63,9 @@ class ArraySource(LoadPilAndNumpy):
         self.mode, self.count = "image", 0
 
     def __len__(self) -> int:
-        """Return the number of arrays."""
         return len(self.items)
 
     def __iter__(self):
-        """Restart from the first batch."""
         self.count = 0
         return self
 

@@ -40,7 +40,6 @@ class TimmBackbone(nn.Module):
 
     @property
     def channels(self) -> list[int]:
-        """Output channels per returned feature map."""
         return list(self.body.feature_info.channels())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

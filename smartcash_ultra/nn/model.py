@@ -81,7 +81,6 @@ def resolve_model_yaml(cfg: str | Path | dict) -> dict:
 
 
 def is_smartcash_yaml(d: dict | None) -> bool:
-    """Return True for a model YAML dict that carries a SmartCash section."""
     return isinstance(d, dict) and isinstance(d.get(SECTION), dict)
 
 
