@@ -122,6 +122,7 @@ def smartcash_export(tmp_path: Path, fmt: str, data: Path) -> Path:
 EXPORTS = ["onnx", "torchscript", pytest.param("openvino", marks=pytest.mark.slow)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", EXPORTS)
 def test_exported_model_predicts_npy_as_declared_and_validates_npy_data(fmt, tiny_data, bgr_data, tmp_path):
     if fmt == "onnx":

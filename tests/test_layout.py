@@ -60,6 +60,7 @@ def test_every_old_module_path_is_its_new_module():
         assert importlib.import_module(old) is importlib.import_module(new), old
 
 
+@pytest.mark.slow
 def test_old_module_paths_still_run_with_python_m(tmp_path):
     args = ["--n-train", "1", "--n-valid", "1", "--n-test", "0", "--imgsz", "64"]
     run = subprocess.run(

@@ -227,6 +227,7 @@ def finished(tiny_data, tmp_path_factory) -> Path:
     return project / "run"
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_a_value_error_naming_it(finished, tmp_path):
     whole = (finished / "weights/last.pt").read_bytes()
     bad = {
@@ -259,6 +260,7 @@ def test_a_kill_9_during_the_final_validation_leaves_last_pt_whole_and_the_run_e
     assert epochs_in(save_dir) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_the_final_strip_never_rewrites_last_pt_and_strips_best_pt_atomically(finished, tmp_path, monkeypatch):
     import ultralytics.engine.trainer as engine
 
@@ -295,6 +297,7 @@ def test_yolo_train_resume_from_best_pt_stops_naming_it_and_pointing_to_last_pt(
     assert "coco8" not in text and not project.exists()
 
 
+@pytest.mark.slow
 def test_resume_true_on_a_smartcash_model_refuses_what_cannot_be_resumed(finished, tmp_path):
     from ultralytics import YOLO
 

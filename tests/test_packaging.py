@@ -39,6 +39,7 @@ def last_json(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(tmp_path):
     out = last_json(run_python(PROBE, cwd=tmp_path))
     assert out["smartcash_effb4.yaml"] == ["SmartCashDetectionModel", "", "TimmBackbone"]
@@ -49,6 +50,7 @@ def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(tmp_path)
     assert out["cfg smartcash_cspdarknet.yaml"] == ["detect", "smartcash_cspdarknet_yolov5s.yaml", False]
 
 
+@pytest.mark.slow
 def test_a_users_copy_given_by_path_wins(tmp_path):
     d = yaml.safe_load((ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml").read_text())
     d["smartcash"]["training"]["val_interval"] = 3  # mark the user's copy
@@ -65,6 +67,7 @@ print(json.dumps([a["smartcash"]["training"]["val_interval"], a["scale"], b["sma
     assert last_json(run_python(code, cwd=tmp_path)) == [3, "n", 3]
 
 
+@pytest.mark.slow
 def test_stock_names_and_missing_names_resolve_as_stock(tmp_path):
     code = """
 import json
@@ -81,6 +84,7 @@ print(json.dumps(out))
     assert soft == [] and error == "'smartcash_nothing.yaml' does not exist"
 
 
+@pytest.mark.slow
 def test_disable_switch_turns_name_resolution_off(tmp_path):
     code = "from ultralytics.utils import checks; checks.check_yaml('smartcash_effb4.yaml')"
     proc = run_python(code, cwd=tmp_path, env={"SMARTCASH_ULTRA_DISABLE": "1"})
@@ -98,6 +102,7 @@ def build_wheel(dest: Path) -> Path:
     return next(dest.glob("smartcash_ultra-*.whl"))
 
 
+@pytest.mark.slow
 def test_wheel_carries_every_yaml_of_cfg_unchanged(tmp_path):
     with zipfile.ZipFile(build_wheel(tmp_path)) as z:
         names = set(z.namelist())

@@ -100,6 +100,7 @@ def yolo_args(command: str, cwd) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ["model", "cfg"])
 def test_yolo_command_gets_them_on_both_routes(route, tiny_data, tmp_path):
     model = "model=smartcash_cspdarknet_yolov5n.yaml" if route == "model" else "cfg=smartcash_cspdarknet.yaml"
@@ -109,6 +110,7 @@ def test_yolo_command_gets_them_on_both_routes(route, tiny_data, tmp_path):
     assert args["model"] == "smartcash_cspdarknet_yolov5" + ("n" if route == "model" else "s") + ".yaml"
 
 
+@pytest.mark.slow
 def test_readme_sample_command_resolves_exactly_as_before(tmp_path):
     """`bash scripts/train_sample.sh` (the README's mAP50 0.952 run) gets the very arguments the full cfg gave it."""
     command = (
