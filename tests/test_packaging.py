@@ -85,6 +85,14 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
+def test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg(tmp_path):
+    proc = run_python("from ultralytics import YOLO; YOLO('smartcash_defaults.yaml')", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "smartcash_defaults.yaml is a training cfg (" in proc.stderr
+    assert "not a model YAML: pass it as cfg=smartcash_defaults.yaml" in proc.stderr
+
+
+@pytest.mark.slow
 def test_disable_switch_turns_name_resolution_off(tmp_path):
     code = "from ultralytics.utils import checks; checks.check_yaml('smartcash_effb4.yaml')"
     proc = run_python(code, cwd=tmp_path, env={"SMARTCASH_ULTRA_DISABLE": "1"})

@@ -46,6 +46,9 @@ def find_shipped_yaml(file: object, model: bool) -> str | None:
     ``file`` may carry folders below the cfg folder (``models/smartcash_effb4.yaml``), as Ultralytics' search allows.
     One name can mean a model YAML and a training cfg (``smartcash_effb4.yaml``): ``model`` says which is wanted. A
     model lookup gets only model YAMLs; any other lookup prefers the training cfg.
+
+    Raises:
+        FileNotFoundError: for a model lookup of a name that is only a training cfg, saying to pass it as ``cfg=``.
     """
     if not isinstance(file, (str, Path)):
         return None
@@ -61,5 +64,7 @@ def find_shipped_yaml(file: object, model: bool) -> str | None:
     found = sorted(p for p in root.glob(f"**/{name}") if p.is_file())
     models = [p for p in found if MODELS in p.relative_to(root).parts[:-1]]
     configs = [p for p in found if p not in models]
+    if model and configs and not models:
+        raise FileNotFoundError(f"{name} is a training cfg ({configs[0]}), not a model YAML: pass it as cfg={name}")
     pick = models if model else configs or models
     return str(pick[0]) if pick else None
