@@ -209,6 +209,8 @@ class SmartCashTrainer(SmartCashDataTrainer):
         """
         with keep_last_whole(self.last):
             super().final_eval()
+        if RANK in {-1, 0} and self.last.exists():
+            LOGGER.info(f"Kept {self.last} whole (optimizer, EMA) so the run can be extended (README: Extend)")
         if RANK in {-1, 0} and self._named_best is not None and self.best.exists():
             self._write_named_best()
 
