@@ -24,7 +24,9 @@ from ultralytics.utils import LOGGER  # noqa: E402
 from smartcash_ultra.tools.sample_data import generate_sample_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-EFFB4_YAML = ROOT / "cfg/models/smartcash_effb4.yaml"
+sys.path.append(str(ROOT / "bench"))  # bench/imagenet_lite0.py: the real ImageNet weights the proof tests use
+EFFB4_SHIPPED = ROOT / "cfg/models/smartcash_effb4.yaml"
+"""The shipped EfficientNet-B4 model YAML: it asks for timm's weights (the hub), so tests build ``effb4_yaml``."""
 CSP_N_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5n.yaml"
 
 
@@ -56,6 +58,28 @@ def csp_n_yaml(folder: Path, callbacks: dict | None = None, **training) -> Path:
     path = folder / "smartcash_cspdarknet_yolov5n.yaml"  # scale n from the name, as Ultralytics does
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     return path
+
+
+def effb4_yaml(folder: Path, backbone_weights=None, backbone: str | None = None, **training) -> Path:
+    """Write the shipped EfficientNet-B4 model YAML into ``folder`` with an explicit, offline ``backbone_weights``.
+
+    ``backbone`` swaps the timm model (channels follow from timm); ``training`` settings merge over the shipped ones.
+    """
+    d = yaml.safe_load(EFFB4_SHIPPED.read_text())
+    d["smartcash"]["backbone_weights"] = backbone_weights
+    d["smartcash"]["training"] = {**d["smartcash"].get("training", {}), **training}
+    if backbone:
+        d["backbone"][0][3][0] = backbone
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "smartcash_effb4.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def effb4_random(tmp_path_factory) -> Path:
+    """The shipped EfficientNet-B4 model YAML with ``backbone_weights: null`` (random init, nothing fetched)."""
+    return effb4_yaml(tmp_path_factory.mktemp("effb4_random"))
 
 
 @pytest.fixture(scope="session")

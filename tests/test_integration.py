@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CSP_N_YAML, EFFB4_YAML, run_python
+from conftest import CSP_N_YAML, run_python
 from ultralytics import YOLO
 from ultralytics.models.yolo import detect
 from ultralytics.nn import tasks
@@ -53,11 +53,11 @@ def test_install_is_idempotent():
 
 
 @pytest.mark.slow
-def test_startup_hook_patches_lazily_and_can_be_switched_off():
+def test_startup_hook_patches_lazily_and_can_be_switched_off(effb4_random):
     probe = (
         "import json, sys; start = {'torch': 'torch' in sys.modules, 'ultralytics': 'ultralytics' in sys.modules}; "
         "from ultralytics import YOLO; "
-        f"m = YOLO({str(EFFB4_YAML)!r}); "
+        f"m = YOLO({str(effb4_random)!r}); "
         "print(json.dumps({**start, 'patched': getattr(YOLO.task_map.fget, 'smartcash', False), "
         "'model': type(m.model).__name__}))"
     )

@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import CSP_N_YAML, EFFB4_YAML, ROOT
+from conftest import CSP_N_YAML, EFFB4_SHIPPED, ROOT, effb4_yaml
 
 from smartcash_ultra.nn.backbone import TimmBackbone, feature_info
 from smartcash_ultra.nn.model import SmartCashDetectionModel, resolve_model_yaml
@@ -26,8 +26,8 @@ def detect_feature_shapes(model, imgsz: int) -> list[tuple[int, ...]]:
 
 
 @pytest.mark.slow
-def test_effb4_backbone_channels_strides_and_head_shapes():
-    model = SmartCashDetectionModel(EFFB4_YAML, nc=17, verbose=False)
+def test_effb4_backbone_channels_strides_and_head_shapes(effb4_random):
+    model = SmartCashDetectionModel(effb4_random, nc=17, verbose=False)
     backbone = model.model[0]
     assert isinstance(backbone, TimmBackbone)
     assert backbone.channels == [56, 160, 448]  # efficientnet_b4 P3/P4/P5, from timm's feature_info
@@ -79,8 +79,8 @@ def test_cspdarknet_matches_stock_yolov5_layer_for_layer():
 
 
 @pytest.mark.slow
-def test_info_reports_parameters_and_gflops():
-    for cfg in (EFFB4_YAML, CSP_N_YAML):
+def test_info_reports_parameters_and_gflops(effb4_random):
+    for cfg in (effb4_random, CSP_N_YAML):
         model = SmartCashDetectionModel(cfg, nc=17, verbose=False)
         n_layers, n_params, n_grads, gflops = model.info(imgsz=320)
         assert n_params == sum(p.numel() for p in model.parameters()) > 1_000_000
@@ -88,28 +88,30 @@ def test_info_reports_parameters_and_gflops():
 
 
 def test_any_timm_backbone_from_yaml():
-    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d = yaml.safe_load(EFFB4_SHIPPED.read_text())
     d["backbone"][0][3][0] = "resnet18"
+    d["smartcash"]["backbone_weights"] = None
     model = SmartCashDetectionModel(d, nc=3, verbose=False)
     assert model.model[0].channels == [128, 256, 512] == feature_info("resnet18").channels()[2:]
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
 
 
 def test_wrong_declared_channels_and_missing_section_are_named_errors(tmp_path):
-    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d = yaml.safe_load(EFFB4_SHIPPED.read_text())
     d["backbone"][2][3][0] = 99
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(d))
     with pytest.raises(ValueError, match=r"bad\.yaml: layer 2 declares 99 channels .* gives 160"):
         resolve_model_yaml(bad)
-    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d = yaml.safe_load(EFFB4_SHIPPED.read_text())
     del d["smartcash"]
     plain = tmp_path / "plain.yaml"
     plain.write_text(yaml.safe_dump(d))
     with pytest.raises(ValueError, match=r"plain\.yaml: not a SmartCash model YAML"):
         resolve_model_yaml(plain)
-    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d = yaml.safe_load(EFFB4_SHIPPED.read_text())
     d["backbone"][0][3][1] = [8, 16, 64]
+    d["smartcash"]["backbone_weights"] = None
     with pytest.raises(ValueError, match="no feature map at stride"):
         SmartCashDetectionModel(d, verbose=False)
 
@@ -132,7 +134,7 @@ def test_pretrained_backbone_from_local_file(tmp_path, caplog):
     torch.nn.init.normal_(classifier.conv_stem.weight)
     weights = tmp_path / "effb4_imagenet.pth"
     torch.save({"state_dict": classifier.state_dict()}, weights)  # a full classifier, wrapped: head keys ignored
-    d = yaml.safe_load(EFFB4_YAML.read_text())
+    d = yaml.safe_load(EFFB4_SHIPPED.read_text())
     d["smartcash"]["backbone_weights"] = str(weights)
     with caplog.at_level(logging.INFO, logger="ultralytics"):
         model = SmartCashDetectionModel(d, nc=17, verbose=False)
@@ -168,11 +170,36 @@ def test_pretrained_backbone_from_local_file(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_random_init_is_announced_once(caplog):
+def test_random_init_is_announced_once(caplog, effb4_random):
     from smartcash_ultra import model as model_module
 
     model_module._announced_random_init.discard("efficientnet_b4")
     with caplog.at_level(logging.INFO, logger="ultralytics"):
         for _ in range(2):
-            SmartCashDetectionModel(EFFB4_YAML, verbose=False)
+            SmartCashDetectionModel(effb4_random, verbose=False)
     assert caplog.text.count("TimmBackbone 'efficientnet_b4': random init") == 1
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "tf_efficientnet_lite0", "resnet18"])
+def test_fuse_folds_the_timm_backbones_batchnorm_with_the_same_outputs(name, tmp_path):
+    model = SmartCashDetectionModel(effb4_yaml(tmp_path, backbone=name), nc=17, verbose=False)
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():  # trained-looking statistics: random init's (0, 1, 1, 0) would fold to nearly nothing
+        if isinstance(m, torch.nn.BatchNorm2d):
+            for t, (lo, hi) in zip((m.running_mean, m.running_var, m.weight.data, m.bias.data), RANGES, strict=True):
+                t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+    model.eval()
+    x = torch.rand(2, 3, 96, 96, generator=g)
+    with torch.no_grad():
+        expected = model(x)[0]
+    n = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.model[0].modules())
+    assert n >= 12
+    model.fuse(verbose=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # backbone and neck alike
+    with torch.no_grad():
+        got = model(x)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+RANGES = ((-0.5, 0.5), (0.5, 2.0), (0.5, 1.5), (-0.5, 0.5))
+"""Ranges of running mean, running variance, weight and bias drawn for every BatchNorm of a fusing test."""

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CSP_N_YAML, EFFB4_YAML, ROOT, run_python, run_yolo
+from conftest import CSP_N_YAML, ROOT, run_python, run_yolo
 
 from smartcash_ultra.engine.trainer import AtomicPath, SmartCashTrainer
 from smartcash_ultra.utils.classes import NAMES
 
 IMGSZ = 64
-BACKBONES = {"effb4": EFFB4_YAML, "cspdarknet": CSP_N_YAML}
+BACKBONES = {"effb4": "effb4_random", "cspdarknet": CSP_N_YAML}  # a fixture name, or a path
 FAST = {"imgsz": IMGSZ, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
 
 
@@ -28,7 +28,7 @@ def trained(request, tiny_data, tmp_path_factory):
     trainer = SmartCashTrainer(
         cfg,
         overrides={
-            "model": str(BACKBONES[request.param]),
+            "model": str(model_yaml(request, request.param)),
             "data": str(tiny_data),
             "epochs": 1,
             **FAST,
@@ -38,6 +38,12 @@ def trained(request, tiny_data, tmp_path_factory):
     )
     result = trainer.train()
     return request.param, trainer, result
+
+
+def model_yaml(request, backbone: str) -> Path:
+    """The model YAML of ``backbone``: EfficientNet-B4 at random init (offline), CSPDarknet-n."""
+    value = BACKBONES[backbone]
+    return request.getfixturevalue(value) if isinstance(value, str) else value
 
 
 def read_results_csv(save_dir: Path) -> list[dict[str, str]]:
@@ -131,13 +137,12 @@ def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", list(BACKBONES))
-def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_data, tmp_path):
+def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_data, tmp_path, request):
     cfg = "cfg/smartcash_effb4.yaml" if backbone == "effb4" else "cfg/smartcash_cspdarknet.yaml"
-    extra = [] if backbone == "effb4" else [f"model={CSP_N_YAML}"]
     proc = run_yolo(
         "train",
         f"cfg={cfg}",
-        *extra,
+        f"model={model_yaml(request, backbone)}",
         f"data={tiny_data}",
         "epochs=1",
         f"imgsz={IMGSZ}",

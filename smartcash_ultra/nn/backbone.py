@@ -19,24 +19,26 @@ if TYPE_CHECKING:
     from timm.models import FeatureInfo
 
 
+class BackboneWeightsError(RuntimeError):
+    """The backbone weights asked for cannot be had; the message names them and how to supply them."""
+
+
 class TimmBackbone(nn.Module):
     """A timm backbone returning ``[P3, P4, P5]``-style feature maps for the given strides.
 
-    Input is RGB in 0..1 (what the Ultralytics pipeline feeds); the ImageNet normalisation the timm model was
-    designed for is applied inside, from the model's own ``pretrained_cfg``.
+    Input is RGB in 0..1 (what the Ultralytics pipeline feeds); the normalisation the weights were trained with is
+    applied inside, from the ``pretrained_cfg`` of the weights loaded (timm's for the name, or the one declared with a
+    weights file). The ``mean``/``std`` buffers travel in every checkpoint with the weights they belong to.
     """
 
     def __init__(self, name: str, strides: list[int] | tuple[int, ...] = (8, 16, 32)):
-        """Build ``timm.create_model(name, features_only=True)`` at random init; weights come from :meth:`load`."""
+        """Build ``timm.create_model(name, features_only=True)`` at random init; weights come from the load methods."""
         super().__init__()
-        import timm
-
         self.name, self.strides = name, tuple(int(s) for s in strides)
-        out_indices = feature_indices(name, self.strides)
-        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
-        cfg = self.body.pretrained_cfg or {}
-        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, -1, 1, 1))
+        self.body = self._create(pretrained=False)
+        self.register_buffer("mean", torch.zeros(1, 3, 1, 1))
+        self.register_buffer("std", torch.ones(1, 3, 1, 1))
+        self._set_normalisation()
 
     @property
     def channels(self) -> list[int]:
@@ -46,18 +48,53 @@ class TimmBackbone(nn.Module):
         """Normalise and return the feature maps, shallowest first."""
         return self.body((x - self.mean) / self.std)
 
-    def load(self, path: str | Path) -> None:
+    def load_timm_weights(self) -> None:
+        """Load timm's pretrained weights for the name (a tag such as ``.ra2_in1k`` picks them) through timm itself.
+
+        timm fetches them from the Hugging Face hub, or offline (``HF_HUB_OFFLINE=1``) from its local cache.
+
+        Raises:
+            BackboneWeightsError: naming the weights and how to supply them, when timm has none for the name or they
+                cannot be fetched.
+        """
+        cfg = self.body.pretrained_cfg or {}
+        where = cfg.get("hf_hub_id") or cfg.get("url")
+        if not where:
+            raise BackboneWeightsError(
+                f"TimmBackbone '{self.name}': smartcash.backbone_weights 'timm' asks for timm's pretrained weights, "
+                f"but timm has none for '{self.name}' (see timm.list_pretrained()). {SUPPLY}"
+            )
+        try:
+            body = self._create(pretrained=True)
+        except Exception as e:  # offline without a cached copy, no network, a bad tag, ...
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise BackboneWeightsError(
+                f"TimmBackbone '{self.name}': smartcash.backbone_weights 'timm' asks for timm's pretrained weights "
+                f"{where}, which could not be loaded ({type(e).__name__}: {first}). With internet they are fetched "
+                f"once into the Hugging Face cache (HF_HOME); offline they must be in it already. {SUPPLY}"
+            ) from None
+        self.body = body
+        self._set_normalisation()
+        LOGGER.info(f"TimmBackbone '{self.name}': timm's pretrained weights {where} ({self.normalisation()})")
+
+    def load(
+        self,
+        path: str | Path,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+    ) -> None:
         """Load backbone weights from a local file (a timm/torchvision state dict: .pt, .pth or .safetensors).
 
         Read by timm's ``load_state_dict`` (safetensors, ``state_dict``/``model`` wrappers, ``module.`` prefixes; the
-        training weights, not EMA ones, as before). A full classifier's state dict is accepted: its head keys are
-        ignored. Nothing is downloaded.
+        training weights, not EMA ones). A full classifier's state dict is accepted: its head keys are ignored.
+        ``mean``/``std`` declare the normalisation the weights were trained with (as timm's ``pretrained_cfg_overlay``);
+        without them the file is taken to hold weights of the name's timm pretrained tag, normalised as timm's are.
         """
         from timm.models import clean_state_dict, load_state_dict
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"backbone weights file {path} does not exist")
+            raise FileNotFoundError(f"backbone weights file {path} does not exist. {SUPPLY}")
         try:
             state = load_state_dict(str(path), use_ema=False, weights_only=True)
         except Exception as e:  # timm's and torch's messages name no file (a tensor alone gives an AttributeError)
@@ -70,9 +107,137 @@ class TimmBackbone(nn.Module):
         matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not matched:
             raise ValueError(f"backbone weights file {path} has no tensor matching timm '{self.name}' (wrong model?)")
+        overlay = {"file": str(path), **({"mean": tuple(mean)} if mean else {}), **({"std": tuple(std)} if std else {})}
+        self.body.pretrained_cfg = {**(self.body.pretrained_cfg or {}), **overlay}  # timm's pretrained_cfg_overlay
         self.body.load_state_dict(matched, strict=False)
+        self._set_normalisation()
         log = LOGGER.info if len(matched) == len(own) else LOGGER.warning  # a partial match is likely another model
-        log(f"TimmBackbone '{self.name}': loaded {len(matched)}/{len(own)} tensors from {path}")
+        log(
+            f"TimmBackbone '{self.name}': loaded {len(matched)}/{len(own)} tensors from {path} ({self.normalisation()})"
+        )
+
+    def normalisation(self) -> str:
+        """Describe the input normalisation, e.g. ``mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)``."""
+        mean, std = (tuple(round(float(v), 4) for v in t.flatten()) for t in (self.mean, self.std))
+        return f"mean {mean}, std {std}"
+
+    def fuse(self) -> int:
+        """Fold every BatchNorm that takes a convolution's output straight into that convolution; return how many.
+
+        The pairs are found by tracing one forward pass (a BatchNorm whose input is the very tensor a convolution
+        returned), so any timm family works; a timm ``BatchNormAct2d`` keeps its activation. The fused backbone is
+        checked against the unfused one on the traced input and left unfused, with a warning, if they disagree (a
+        convolution output that something else reads too). Call in eval mode, for inference, as Ultralytics' own
+        ``fuse()``.
+        """
+        import copy
+
+        if not any(isinstance(m, nn.BatchNorm2d) for m in self.body.modules()):
+            return 0
+        training = self.body.training
+        self.body.eval()
+        x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        x = x.to(self.mean.device, self.mean.dtype)
+        pairs = _conv_bn_pairs(self.body, (x - self.mean) / self.std)
+        if not pairs:
+            self.body.train(training)
+            return 0
+        before = copy.deepcopy(self.body)
+        with torch.no_grad():
+            expected = self(x)
+            for parent, conv, name, bn in pairs:
+                _fold(conv, bn)
+                setattr(parent, name, _after_fold(bn))
+            got = self(x)
+        if not all(
+            torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(a.abs().max()) + 1e-6)
+            for a, b in zip(expected, got, strict=True)
+        ):
+            self.body = before
+            self.body.train(training)
+            LOGGER.warning(f"TimmBackbone '{self.name}': BatchNorm not fused (fused outputs differ); left as it was")
+            return 0
+        self.body.train(training)
+        return len(pairs)
+
+    def _create(self, pretrained: bool) -> nn.Module:
+        import timm
+
+        out_indices = feature_indices(self.name, self.strides)
+        return timm.create_model(self.name, pretrained=pretrained, features_only=True, out_indices=out_indices)
+
+    def _set_normalisation(self) -> None:
+        """Set the ``mean``/``std`` buffers from the body's ``pretrained_cfg`` (ImageNet's when it names none)."""
+        cfg = self.body.pretrained_cfg or {}
+        self.mean.copy_(torch.tensor(cfg.get("mean", IMAGENET_MEAN), dtype=self.mean.dtype).view(1, -1, 1, 1))
+        self.std.copy_(torch.tensor(cfg.get("std", IMAGENET_STD), dtype=self.std.dtype).view(1, -1, 1, 1))
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SUPPLY = (
+    "Supply the weights as a local file (smartcash.backbone_weights: path/to/weights.safetensors, .pth or .pt; "
+    "{file: ..., mean: [...], std: [...]} declares their normalisation) or train from random init "
+    "(smartcash.backbone_weights: null)."
+)
+"""How to supply backbone weights, said by every error about them."""
+
+
+def _conv_bn_pairs(body: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, nn.Conv2d, str, nn.BatchNorm2d]]:
+    """Return (parent, conv, BN attribute name, BN) for each BatchNorm fed directly by a convolution, traced on ``x``.
+
+    Only BatchNorms that fold exactly are returned: plain ``nn.BatchNorm2d`` and timm's ``BatchNormAct2d``, each
+    called once, after a convolution called once.
+    """
+    from timm.layers import BatchNormAct2d
+
+    outputs: dict[int, nn.Conv2d] = {}
+    calls: dict[nn.Module, int] = {}
+    fed: dict[nn.Module, nn.Conv2d | None] = {}
+    keep = []  # the traced tensors stay alive, so no id() is reused during the pass
+
+    def after_conv(module, inputs, output):
+        calls[module] = calls.get(module, 0) + 1
+        outputs[id(output)] = module
+        keep.append(output)
+
+    def before_bn(module, inputs):
+        calls[module] = calls.get(module, 0) + 1
+        fed[module] = outputs.get(id(inputs[0]))
+
+    handles = []
+    for m in body.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(after_conv))
+        elif type(m) is nn.BatchNorm2d or type(m) is BatchNormAct2d:
+            handles.append(m.register_forward_pre_hook(before_bn))
+    try:
+        with torch.no_grad():
+            body(x)
+    finally:
+        for h in handles:
+            h.remove()
+    pairs = []
+    for parent in body.modules():
+        for name, child in parent.named_children():
+            conv = fed.get(child)
+            if conv is not None and calls[child] == 1 and calls[conv] == 1:
+                pairs.append((parent, conv, name, child))
+    return pairs
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold ``bn`` (eval statistics) into ``conv`` in place, keeping the conv's class (timm's padding-'same' convs)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
+
+
+def _after_fold(bn: nn.BatchNorm2d) -> nn.Module:
+    """Return what replaces a folded BatchNorm: nothing, or the activation (and drop) of timm's BatchNormAct2d."""
+    rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+    return nn.Sequential(*rest) if rest else nn.Identity()
 
 
 def feature_indices(name: str, strides: tuple[int, ...]) -> tuple[int, ...]:
