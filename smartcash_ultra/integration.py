@@ -51,6 +51,15 @@ that fails when an Ultralytics upgrade moves it:
 15. ``YOLO.export`` is wrapped (here) to add an ``on_export_start`` callback for a model that carries data
     declarations: Ultralytics fills ``Exporter.metadata`` before that event and writes it into the export after it;
     ``AutoBackend`` keeps unknown metadata keys (``engine/declarations.py``).
+16. ``SmartCashTrainer._model_train`` overrides the private method Ultralytics calls at every epoch start, after
+    ``on_train_epoch_start``, and extends ``freeze_layer_names``, whose layers' BatchNorm it puts in eval mode:
+    ``freeze_backbone`` (``engine/trainer.py``).
+17. ``SmartCashTrainer.build_optimizer`` splits Ultralytics' parameter groups, which carry a ``param_group`` label
+    (warm-up starts only ``bias`` groups at ``warmup_bias_lr``) and whose lr the schedule scales: ``backbone_lr``.
+18. ``Model.train`` and ``BaseTrainer.setup_model`` hand a checkpoint's model to ``get_model(weights=...)``, which is
+    where a checkpoint's rebuild skips the backbone's original weights (``engine/trainer.py``).
+19. The PyTorch inference backend (predict, val) and the exporter call ``model.fuse()``, which folds the timm
+    backbone's BatchNorm too (``nn/model.py``).
 """
 
 from __future__ import annotations

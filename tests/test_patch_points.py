@@ -14,6 +14,7 @@ from ultralytics import YOLO
 from ultralytics.data import YOLODataset
 from ultralytics.data.base import BaseDataset
 from ultralytics.engine import trainer as engine
+from ultralytics.engine.exporter import Exporter
 from ultralytics.engine.model import Model
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.nn import tasks
@@ -147,3 +148,32 @@ def test_export_metadata_is_filled_before_on_export_start_and_written_after():
     assert 'extra_files = {"config.txt": json.dumps(metadata' in inspect.getsource(torch2torchscript)
     assert 'YAML.save(Path(file).parent / "metadata.yaml", self.metadata)' in method("export_openvino")
     assert "self.metadata = metadata" in inspect.getsource(BaseBackend.apply_metadata)  # unknown keys kept
+
+
+def test_model_train_runs_at_every_epoch_start_and_freezes_the_batchnorm_of_named_layers():
+    loop = inspect.getsource(engine.BaseTrainer._do_train)
+    assert loop.index('self.run_callbacks("on_train_epoch_start")') < loop.index("self._model_train()")
+    train = inspect.getsource(engine.BaseTrainer._model_train)
+    assert "self.freeze_layer_names" in train and "m.eval()" in train
+    assert "self.freeze_layer_names = freeze_layer_names" in inspect.getsource(engine.BaseTrainer._setup_train)
+
+
+def test_parameter_groups_carry_labels_and_warm_up_starts_only_bias_groups_high():
+    build = inspect.getsource(engine.BaseTrainer.build_optimizer)
+    for label in ("bias", "weight", "bn"):
+        assert f'"param_group": "{label}"' in build
+    loop = inspect.getsource(engine.BaseTrainer._do_train)
+    assert 'self.args.warmup_bias_lr if x.get("param_group") == "bias" else 0.0' in loop
+    assert 'x["initial_lr"] * self.lf(epoch)' in loop
+
+
+def test_a_checkpoints_model_reaches_get_model_as_weights():
+    assert "self.trainer.get_model(weights=weights, cfg=self.model.yaml)" in inspect.getsource(Model.train)
+    assert "self.get_model(cfg=cfg, weights=weights" in inspect.getsource(engine.BaseTrainer.setup_model)
+
+
+def test_inference_and_export_fuse_through_the_models_fuse_method():
+    from ultralytics.nn.backends import pytorch
+
+    assert "model.fuse(verbose=self.verbose) if isinstance(model, BaseModel)" in inspect.getsource(pytorch)
+    assert "model = model.fuse(imgsz=self.imgsz)" in inspect.getsource(Exporter)

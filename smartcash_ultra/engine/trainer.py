@@ -101,6 +101,13 @@ class SmartCashTrainer(SmartCashDataTrainer):
         UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before Ultralytics' setup
         args = with_smartcash_defaults({**load_train_cfg(cfg), **(overrides or {})})
         super().__init__(DEFAULT_CFG, args, _callbacks)
+        pretrained = self.args.pretrained
+        if isinstance(pretrained, (str, Path)) and Path(pretrained).suffix.lower() in {".safetensors", ".pth", ".bin"}:
+            raise ValueError(
+                f"pretrained={pretrained}: pretrained= takes an Ultralytics checkpoint (.pt) whose matching layers are "
+                "transferred (e.g. yolov5su.pt for CSPDarknet); timm backbone weights go in the model YAML: "
+                "smartcash.backbone_weights: <file>"
+            )
         self.wdir = AtomicPath(self.wdir)  # every checkpoint write_bytes() below goes through a temp file + rename
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
         if not has_smartcash_callbacks(self.callbacks):  # a DDP worker or YOLO.add_callback user brought them
@@ -229,12 +236,87 @@ class SmartCashTrainer(SmartCashDataTrainer):
         settle(self.args, self.device)
         with offline_check_amp():
             super()._setup_train()
+        if self.world_size > 1 and self.training_settings()["freeze_backbone"]:
+            raise ValueError(
+                "smartcash.training.freeze_backbone does not run under DDP (the trainable parameters cannot change "
+                "once DDP wraps the model); train on one device, or freeze for the whole run with freeze="
+            )
+
+    def backbone_layers(self) -> list[int]:
+        """Return the layer indices of the model YAML's ``backbone:`` section: what ``freeze_backbone`` freezes.
+
+        EfficientNet-B4: 0-3 (the timm network and the three ``Index`` picks), CSPDarknet: 0-9 (through SPPF); the
+        same layers as Ultralytics' ``freeze=4`` and ``freeze=10``.
+        """
+        return list(range(len(unwrap_model(self.model).yaml["backbone"])))
+
+    def backbone_frozen(self, epoch: int) -> bool:
+        """Return True when ``smartcash.training.freeze_backbone`` keeps the backbone frozen in ``epoch`` (0-based)."""
+        return epoch < self.training_settings()["freeze_backbone"]
+
+    def _model_train(self):
+        """Ultralytics' train mode, with the backbone frozen during the first ``freeze_backbone`` epochs.
+
+        Frozen as Ultralytics' ``freeze=`` freezes (no gradients, and ``_model_train`` keeps the BatchNorm statistics
+        of the layers named in ``freeze_layer_names``), then trained from the epoch after; layers the run's own
+        ``freeze=`` names stay frozen throughout.
+        """
+        if self.training_settings()["freeze_backbone"] and hasattr(self, "freeze_layer_names"):
+            if not hasattr(self, "_own_freeze_names"):
+                self._own_freeze_names = list(self.freeze_layer_names)
+            names = tuple(f"model.{i}." for i in self.backbone_layers())
+            frozen = self.backbone_frozen(getattr(self, "epoch", self.start_epoch))
+            for k, p in unwrap_model(self.model).named_parameters():
+                if k.startswith(names) and not any(f in k for f in self._own_freeze_names):
+                    p.requires_grad = not frozen
+            was = self.freeze_layer_names != self._own_freeze_names
+            self.freeze_layer_names = self._own_freeze_names + (list(names) if frozen else [])
+            if frozen != was:
+                first, last = names[0][6:-1], names[-1][6:-1]
+                LOGGER.info(
+                    f"backbone (layers {first}-{last}) "
+                    + ("frozen, BatchNorm statistics included" if frozen else "unfrozen: it trains from this epoch on")
+                )
+        super()._model_train()
+
+    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
+        """Build Ultralytics' optimizer; with ``smartcash.training.backbone_lr`` the backbone gets its own groups.
+
+        Each of Ultralytics' groups (weight, bn, bias) gives its backbone parameters to a ``backbone_<group>`` group at
+        ``backbone_lr`` times the learning rate, through warm-up and schedule alike. The backbone's biases warm up
+        from 0 as weights do, not from ``warmup_bias_lr`` (Ultralytics starts only groups named ``bias`` there).
+        """
+        optimizer = super().build_optimizer(model, name, lr, momentum, decay, iterations)
+        factor = self.training_settings()["backbone_lr"]
+        if factor == 1:
+            return optimizer
+        names = tuple(f"model.{i}." for i in self.backbone_layers())
+        backbone = {id(p) for k, p in unwrap_model(model).named_parameters() if k.startswith(names)}
+        for group in list(optimizer.param_groups):
+            mine = [p for p in group["params"] if id(p) in backbone]
+            if not mine:
+                continue
+            group["params"] = [p for p in group["params"] if id(p) not in backbone]
+            settings = {k: v for k, v in group.items() if k != "params"}
+            label = f"backbone_{group.get('param_group', 'params')}"
+            optimizer.add_param_group({**settings, "params": mine, "lr": group["lr"] * factor, "param_group": label})
+        LOGGER.info(f"backbone (layers 0-{len(names) - 1}): learning rate x {factor}, in groups of its own")
+        return optimizer
 
     def get_model(self, cfg: str | dict | None = None, weights=None, verbose: bool = True) -> SmartCashDetectionModel:
-        """Build the SmartCash model for the data's classes, loading ``weights`` when given."""
+        """Build the SmartCash model for the data's classes, loading ``weights`` when given.
+
+        When ``weights`` (a checkpoint's model: fine-tuning, resuming, extending) carries the timm backbone, the
+        backbone's original weights (``smartcash.backbone_weights``) are not read: the checkpoint holds trained ones,
+        and the file or hub they came from may be gone on this machine.
+        """
         model = SmartCashDetectionModel(
-            cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1
+            cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1, backbone_weights=False
         )
+        if model.holds_backbones_of(weights):
+            LOGGER.info("TimmBackbone: weights from the checkpoint (smartcash.backbone_weights is not read)")
+        else:
+            model.load_backbone_weights()
         if self._schedule_epochs is not None:  # an extension: record the schedule length where checkpoints keep it
             training = model.yaml[SECTION].setdefault("training", {})
             training["schedule_epochs"] = training.get("schedule_epochs") or self._schedule_epochs
