@@ -196,8 +196,11 @@ def pipeline_check(trees: dict[str, Path], args: argparse.Namespace) -> dict:
     return out
 
 
-def chart(runs: dict[str, dict], path: Path, title: str) -> None:
-    """Learning curves: validation mAP50 and mAP50-95 per epoch of every run, in one figure."""
+def chart(runs: dict[str, dict], path: Path, title: str, colours: dict[str, str] | None = None) -> None:
+    """Learning curves: validation mAP50 and mAP50-95 per epoch of every run, in one figure.
+
+    ``colours`` maps run ids to colours (default: one colour per model); other seeds and the PNG twin are dashed.
+    """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     styles = {"cspdarknet-s": "#4c72b0", "effb4": "#dd8452", "stock-yolov5s": "#555555", "stock-yolov8n": "#55a868"}
@@ -211,7 +214,7 @@ def chart(runs: dict[str, dict], path: Path, title: str) -> None:
                 marker="o",
                 ms=3,
                 ls="--" if dashed else "-",
-                color=styles.get(r["model"], "#8172b3"),
+                color=(colours or {}).get(r["run"]) or styles.get(r["model"], "#8172b3"),
                 label=r["label"],
             )
     for ax, key in zip(axes, ("mAP50", "mAP50-95"), strict=True):
@@ -239,22 +242,38 @@ def comparisons(runs: dict[str, dict]) -> dict[str, dict]:
     }
 
 
+def add_budget_args(p: argparse.ArgumentParser, imgsz: int, n_train: int) -> None:
+    """Add the options of a training budget (shared with ``bench/pretrained.py``), with these defaults."""
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--imgsz", type=int, default=imgsz)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--nbs", type=int, default=16, help="nominal batch: gradients accumulate over nbs/batch batches")
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--n-train", type=int, default=n_train, help="original training images; each gets one aug_* variant")
+    p.add_argument("--n-valid", type=int, default=40)
+    p.add_argument("--workers", type=int, default=2, help="data loader workers per run")
+    p.add_argument("--jobs", type=int, default=2, help="runs training at once, each in its own process; 0: in this one")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or a CUDA device index such as 0")
+
+
+def settle_budget(args: argparse.Namespace, part: str) -> None:
+    """Apply ``--quick`` (4+4 / 2 images at 64 px, 1 epoch, batch 4, in this process), check the runs, set workdir."""
+    if args.quick:
+        args.epochs, args.imgsz, args.batch, args.nbs, args.n_train, args.n_valid = 1, 64, 4, 4, 4, 2
+        args.workers, args.warmup_epochs, args.jobs = 0, 0.0, 0
+    args.device = "0" if args.device == "cuda" else args.device
+    for run in args.runs:
+        parse_run(run)
+    args.workdir = workdir(args, part)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 4+4 / 2 images at 64 px, 1 epoch, batch 4")
     p.add_argument(
         "--runs", nargs="+", default=RUNS, help="model or model@seed, longest first; models: " + ", ".join(MODELS)
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--imgsz", type=int, default=256)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--nbs", type=int, default=16, help="nominal batch: gradients accumulate over nbs/batch batches")
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--n-train", type=int, default=80, help="original training images; each gets one aug_* variant")
-    p.add_argument("--n-valid", type=int, default=40)
-    p.add_argument("--workers", type=int, default=2, help="data loader workers per run")
-    p.add_argument("--jobs", type=int, default=2, help="runs training at once, each in its own process; 0: in this one")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or a CUDA device index such as 0")
+    add_budget_args(p, imgsz=256, n_train=80)
     p.add_argument("--no-check", action="store_true", help="skip the pipeline check")
     p.add_argument("--child", help=argparse.SUPPRESS)
     add_output_args(p, "accuracy")
@@ -265,13 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         figures = train_one(cfg["run"], {k: Path(v) for k, v in cfg["trees"].items()}, settings)
         Path(cfg["result"]).write_text(json.dumps(figures))
         return
-    if args.quick:
-        args.epochs, args.imgsz, args.batch, args.nbs, args.n_train, args.n_valid = 1, 64, 4, 4, 4, 2
-        args.workers, args.warmup_epochs, args.jobs = 0, 0.0, 0
-    args.device = "0" if args.device == "cuda" else args.device
-    for run in args.runs:
-        parse_run(run)
-    args.workdir = workdir(args, "accuracy")
+    settle_budget(args, "accuracy")
     started, load_before = time.perf_counter(), load_average()
 
     trees = sample_trees(args.workdir / "data", args.n_train, args.n_valid, args.imgsz, ("jpeg", "png"))

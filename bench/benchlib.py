@@ -15,7 +15,7 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -27,6 +27,7 @@ from smartcash_ultra.utils.files import write_atomic  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CSP_CFG = "cfg/smartcash_cspdarknet.yaml"
 EFF_CFG = "cfg/smartcash_effb4.yaml"
+EFF_YAML = "cfg/models/smartcash_effb4.yaml"
 STUDY = {"effb4_vs_cspdarknet_gpu_latency": 5.4, "mAP50_delta": -0.01, "mAP50-95_delta": 0.022}
 """The SmartCash study's headline: EfficientNet-B4 vs CSPDarknet, GPU ms/image 37.8 vs 7 and the mAP differences."""
 
@@ -40,22 +41,80 @@ class Spec:
     cfg: str  # training cfg whose Ultralytics settings every model of a comparison shares
     smartcash: bool  # SmartCashTrainer on the arrays; else Ultralytics' DetectionTrainer on image files
     images: str = "npy"  # which tree it reads: npy, jpeg or png
+    changes: dict = field(default_factory=dict)  # to the SmartCash model YAML: backbone, backbone_weights, training
 
-    @property
-    def model_arg(self) -> str:
-        """Return the ``model=`` argument: an absolute path for a SmartCash YAML, the bare name for a stock one."""
-        return str(ROOT / self.model) if self.smartcash else self.model
+    def model_arg(self, folder: Path | None = None) -> str:
+        """Return the ``model=`` argument: a SmartCash YAML's absolute path (with ``changes``, written into
+        ``folder``), or the bare name of a stock one."""
+        if not self.smartcash:
+            return self.model
+        return str(model_yaml(self, folder) if self.changes else ROOT / self.model)
 
 
+RANDOM_INIT = {"backbone_weights": None}  # the bench runs offline: the shipped EfficientNet-B4 YAML asks for timm's
+IMAGENET_LITE0 = "imagenet-lite0"  # backbone_weights placeholder: bench/imagenet_lite0.py's real ImageNet weights
+NO_RECIPE = {"training": {"freeze_backbone": 0, "backbone_lr": 1.0}}  # whatever fine-tuning recipe the YAML ships
+LITE0 = {"backbone": "tf_efficientnet_lite0"}
+RECIPES = {
+    "freeze1": ("backbone frozen 1 epoch", {"freeze_backbone": 1, "backbone_lr": 1.0}),
+    "freeze3": ("backbone frozen 3 epochs", {"freeze_backbone": 3, "backbone_lr": 1.0}),
+    "lr0.1": ("backbone lr x 0.1", {"freeze_backbone": 0, "backbone_lr": 0.1}),
+    "lr0.3": ("backbone lr x 0.3", {"freeze_backbone": 0, "backbone_lr": 0.3}),
+}
+"""Fine-tuning recipes of ``bench/pretrained.py``: ``smartcash.training`` settings for the pretrained backbone."""
 MODELS = {
     "cspdarknet-s": Spec("SmartCash CSPDarknet-s", "cfg/models/smartcash_cspdarknet_yolov5s.yaml", CSP_CFG, True),
-    "effb4": Spec("SmartCash EfficientNet-B4", "cfg/models/smartcash_effb4.yaml", EFF_CFG, True),
+    "effb4": Spec("SmartCash EfficientNet-B4", EFF_YAML, EFF_CFG, True, changes=RANDOM_INIT | NO_RECIPE),
+    "lite0": Spec("Lite0, random init", EFF_YAML, EFF_CFG, True, changes=LITE0 | RANDOM_INIT | NO_RECIPE),
+    "lite0-imagenet": Spec(
+        "Lite0, ImageNet", EFF_YAML, EFF_CFG, True, changes=LITE0 | {"backbone_weights": IMAGENET_LITE0} | NO_RECIPE
+    ),
+    **{
+        f"lite0-imagenet-{key}": Spec(
+            f"Lite0, ImageNet, {label}",
+            EFF_YAML,
+            EFF_CFG,
+            True,
+            changes=LITE0 | {"backbone_weights": IMAGENET_LITE0, "training": training},
+        )
+        for key, (label, training) in RECIPES.items()
+    },
     "stock-yolov5s": Spec("stock yolov5s.yaml (JPEG)", "yolov5s.yaml", CSP_CFG, False, "jpeg"),
     "stock-yolov8n": Spec("stock yolov8n.yaml (JPEG)", "yolov8n.yaml", CSP_CFG, False, "jpeg"),
     "stock-yolov5s-png": Spec("stock yolov5s.yaml (PNG)", "yolov5s.yaml", CSP_CFG, False, "png"),
     "cspdarknet-n": Spec("SmartCash CSPDarknet-n", "cfg/models/smartcash_cspdarknet_yolov5n.yaml", CSP_CFG, True),
     "stock-yolov5n": Spec("stock yolov5n.yaml (JPEG)", "yolov5n.yaml", CSP_CFG, False, "jpeg"),
 }
+
+
+def model_yaml(spec: Spec, folder: Path | None) -> Path:
+    """Write ``spec``'s model YAML with its ``changes`` into ``folder`` (default ``runs/bench/models``); return it.
+
+    ``backbone`` swaps the timm network, ``backbone_weights`` sets the weights (``IMAGENET_LITE0``: the real ImageNet
+    weights of ``bench/imagenet_lite0.py``, written once into the folder), ``training`` merges into
+    ``smartcash.training``.
+    """
+    import yaml
+    from imagenet_lite0 import backbone_weights
+
+    folder = (folder or ROOT / "runs/bench/models").resolve()
+    d = yaml.safe_load((ROOT / spec.model).read_text())
+    changes = dict(spec.changes)
+    if "backbone" in changes:
+        d["backbone"][0][3][0] = changes.pop("backbone")
+    if "backbone_weights" in changes:
+        weights = changes.pop("backbone_weights")
+        if weights == IMAGENET_LITE0:
+            weights = backbone_weights(folder / "tf_efficientnet_lite0_imagenet.safetensors")
+        d["smartcash"]["backbone_weights"] = weights
+    d["smartcash"]["training"] = {**d["smartcash"].get("training", {}), **changes.pop("training", {})}
+    if changes:
+        raise ValueError(f"unknown model changes {sorted(changes)}")
+    name = next(k for k, v in MODELS.items() if v == spec)
+    path = folder / f"{name}.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, yaml.safe_dump(d, sort_keys=False).encode())
+    return path
 
 
 def make_trainer(spec: Spec, trees: dict[str, Path], overrides: dict):
@@ -68,7 +127,8 @@ def make_trainer(spec: Spec, trees: dict[str, Path], overrides: dict):
 
     from smartcash_ultra.engine.trainer import SmartCashTrainer, load_train_cfg, smartcash_defaults
 
-    args = {**overrides, "model": spec.model_arg, "data": str(trees[spec.images])}
+    models = trees["npy"].parents[2] / "models"  # beside the data, in the part's working folder
+    args = {**overrides, "model": spec.model_arg(models), "data": str(trees[spec.images])}
     if spec.smartcash:
         return SmartCashTrainer(ROOT / spec.cfg, overrides=args)
     return DetectionTrainer(overrides={**smartcash_defaults(), **load_train_cfg(ROOT / spec.cfg), **args})

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from benchlib import (
     MODELS,
-    ROOT,
     STUDY,
     add_output_args,
     finish,
@@ -41,19 +40,29 @@ from benchlib import (
 )
 
 BACKENDS = ("pytorch", "onnxruntime")
+UNFUSED = "pytorch-unfused-timm"
+"""PyTorch with Ultralytics' own fuse only: the timm backbone's BatchNorm as it was before the plugin fused it."""
+BACKEND_LABELS = {"pytorch": "PyTorch (fused)", "onnxruntime": "ONNX Runtime", UNFUSED: "PyTorch (timm BN unfused)"}
 
 
-def build(name: str, folder: Path, args: argparse.Namespace, onnx: bool) -> tuple[object, Path | None, dict]:
-    """Build ``name`` (17 classes), save it as a checkpoint, export ONNX; return the fused model, ONNX path, info."""
+def build(name: str, folder: Path, args: argparse.Namespace, onnx: bool) -> tuple[dict, Path | None, dict]:
+    """Build ``name`` (17 classes), save it as a checkpoint, export ONNX; return the PyTorch models, ONNX path, info.
+
+    The PyTorch models: ``pytorch``, fused by the model's ``fuse()`` as Ultralytics predicts (the timm backbone's
+    BatchNorm included), and ``pytorch-unfused-timm``, fused by Ultralytics' own ``fuse()`` alone.
+    """
+    import copy
+
     import torch
     from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import get_flops, get_num_params, init_seeds
 
     from smartcash_ultra.nn.model import SmartCashDetectionModel
     from smartcash_ultra.utils.classes import NAMES
 
     init_seeds(0)
-    model = SmartCashDetectionModel(ROOT / MODELS[name].model, nc=len(NAMES), verbose=False)
+    model = SmartCashDetectionModel(MODELS[name].model_arg(folder / "models"), nc=len(NAMES), verbose=False)
     model.names = dict(enumerate(NAMES))
     info = {
         "label": MODELS[name].label,
@@ -76,8 +85,11 @@ def build(name: str, folder: Path, args: argparse.Namespace, onnx: bool) -> tupl
             verbose=False,
         )
         info["export_s"] = round(time.perf_counter() - start, 1)
-    model = model.fuse(verbose=False).eval().to(device(args))
-    return (model.half() if args.half else model), Path(onnx) if onnx else None, info
+    unfused = copy.deepcopy(model)
+    DetectionModel.fuse(unfused, verbose=False)  # Ultralytics' fuse, without the SmartCash override
+    models = {"pytorch": model.fuse(verbose=False), UNFUSED: unfused}
+    models = {k: m.eval().to(device(args)) for k, m in models.items()}
+    return {k: m.half() if args.half else m for k, m in models.items()}, Path(onnx) if onnx else None, info
 
 
 def device(args: argparse.Namespace) -> str:
@@ -94,7 +106,8 @@ def runner(backend: str, model, onnx: Path, args: argparse.Namespace):
     inputs = {b: rng.random((b, 3, args.imgsz, args.imgsz), dtype=np.float32) for b in (1, args.batch)}
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    if backend == "pytorch":
+    if backend.startswith("pytorch"):
+        model = model[backend]
         dtype = torch.float16 if args.half else torch.float32
         tensors = {b: torch.from_numpy(x).to(device(args), dtype) for b, x in inputs.items()}
 
@@ -166,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--half", action="store_true", help="fp16 model and ONNX graph (GPU only)")
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads; 0: as Ultralytics on CPU")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=[*BACKENDS, UNFUSED])
     p.add_argument("--models", nargs=2, default=["cspdarknet-s", "effb4"], metavar=("CSPDARKNET", "EFFB4"))
     add_output_args(p, "latency")
     args = p.parse_args(argv)
@@ -180,18 +194,18 @@ def main(argv: list[str] | None = None) -> None:
 
     args.threads = args.threads or NUM_THREADS
     torch.set_num_threads(args.threads)
-    backends = list(BACKENDS)
-    if args.device == "cuda":
+    backends = list(args.backends)
+    if args.device == "cuda" and "onnxruntime" in backends:
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             print("ONNX Runtime has no CUDA provider here (onnxruntime-gpu not installed): PyTorch only")
-            backends = ["pytorch"]
+            backends = [b for b in backends if b != "onnxruntime"]
     info, runs = {}, {}
     for name in args.models:
-        model, onnx, info[name] = build(name, workdir(args, "latency"), args, "onnxruntime" in backends)
+        models, onnx, info[name] = build(name, workdir(args, "latency"), args, "onnxruntime" in backends)
         for backend in backends:
-            runs[(name, backend)] = runner(backend, model, onnx, args)
+            runs[(name, backend)] = runner(backend, models, onnx, args)
     torch.set_num_threads(args.threads)  # the exporter's select_device may have reset it
     configs = list(runs)
     b1: dict[tuple, list[float]] = {c: [] for c in configs}
@@ -257,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(
                 [
                     models[name]["label"],
-                    f"{'PyTorch (fused)' if be == 'pytorch' else 'ONNX Runtime'} {precision}",
+                    f"{BACKEND_LABELS[be]} {precision}",
                     f"{r['b1_ms']:.1f}",
                     f"{min(r['b1_ms_rounds']):.1f}–{max(r['b1_ms_rounds']):.1f}",
                     f"{r['batch_images_per_s']:.2f}",
@@ -280,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         ["EfficientNet-B4 / CSPDarknet-s time per image", "batch 1", f"batch {args.batch}", "SmartCash study (GPU)"],
         [
             [
-                f"{'PyTorch' if be == 'pytorch' else 'ONNX Runtime'} {precision}, {dev}",
+                f"{BACKEND_LABELS[be]} {precision}, {dev}",
                 f"{ratios[be]['b1_time_ratio']:.2f}× "
                 f"({ratios[be]['b1_rounds'][0]:.2f}–{ratios[be]['b1_rounds'][1]:.2f})",
                 f"{ratios[be]['batch_time_ratio']:.2f}× "
