@@ -13,7 +13,7 @@ final validation figures):
   ``smartcash.training`` (``freeze_backbone`` epochs, ``backbone_lr`` factor);
 - ``lite0-imagenet@1``: the pretrained detector with seed 1, the yardstick of what chance alone does.
 
-    python bench/pretrained.py          # 40+40 train / 40 valid images at 192 px, 10 epochs, batch 8, 8 runs
+    python bench/pretrained.py          # 32+32 train / 40 valid images at 192 px, 10 epochs, batch 8, 8 runs
     python bench/pretrained.py --quick  # smoke run: 4+4 / 2 images at 64 px, 1 epoch, 2 runs
 """
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 4+4 / 2 images at 64 px, 1 epoch, 2 runs")
     p.add_argument("--runs", nargs="+", default=RUNS, help="model or model@seed; models: " + ", ".join(MODELS))
-    add_budget_args(p, imgsz=192, n_train=40)
+    add_budget_args(p, imgsz=192, n_train=32)
     add_output_args(p, "pretrained")
     args = p.parse_args(argv)
     if args.quick and args.runs == RUNS:
