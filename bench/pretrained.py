@@ -31,7 +31,6 @@ from benchlib import (
     finish,
     load_average,
     md_table,
-    model_yaml,
     output_paths,
     sample_trees,
 )
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
     trees = sample_trees(args.workdir / "data", args.n_train, args.n_valid, args.imgsz, ())
     for name in {parse_run(run)[0] for run in args.runs}:  # the weights file and YAMLs exist before any child starts
-        model_yaml(MODELS[name], args.workdir / "models")
+        MODELS[name].model_arg(args.workdir / "models")
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         results = list(pool.map(lambda run: train(run, trees, args), args.runs))
     runs = {r["run"]: r for r in results}

@@ -47,3 +47,22 @@ def test_suite_quick_mode_writes_every_result_and_chart(tmp_path):
     assert check["first_batch_loss"] == check["smartcash_first_batch_loss"]
     suite = json.loads((out / "suite.json").read_text())
     assert set(suite["parts"]) == {"throughput", "latency", "accuracy"}
+
+
+@pytest.mark.slow
+def test_pretrained_quick_mode_trains_imagenet_and_random_init_lite0(tmp_path):
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "bench/pretrained.py", "--quick", "--results-dir", str(out), "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "pretrained.json").read_text())
+    assert set(doc["runs"]) == {"lite0-imagenet", "lite0"}
+    assert "ImageNet − random init (Lite0)" in doc["differences"]
+    assert (out / "pretrained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = (tmp_path / "models/lite0-imagenet.yaml").read_text()
+    assert "tf_efficientnet_lite0_imagenet.safetensors" in model and "0.229" in model  # the declared normalisation
