@@ -242,11 +242,11 @@ def comparisons(runs: dict[str, dict]) -> dict[str, dict]:
     }
 
 
-def add_budget_args(p: argparse.ArgumentParser, imgsz: int, n_train: int) -> None:
+def add_budget_args(p: argparse.ArgumentParser, imgsz: int, n_train: int, batch: int = 8) -> None:
     """Add the options of a training budget (shared with ``bench/pretrained.py``), with these defaults."""
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--imgsz", type=int, default=imgsz)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=batch, help="small enough for 200+ batches: BatchNorm statistics")
     p.add_argument("--nbs", type=int, default=16, help="nominal batch: gradients accumulate over nbs/batch batches")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--n-train", type=int, default=n_train, help="original training images; each gets one aug_* variant")
