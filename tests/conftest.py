@@ -14,6 +14,7 @@ import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -22,6 +23,9 @@ import yaml  # noqa: E402
 from ultralytics.utils import LOGGER  # noqa: E402
 
 from smartcash_ultra.tools.sample_data import generate_sample_dataset  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "bench"))  # bench/imagenet_lite0.py: the real ImageNet weights the proof tests use
@@ -80,6 +84,26 @@ def effb4_yaml(folder: Path, backbone_weights=None, backbone: str | None = None,
 def effb4_random(tmp_path_factory) -> Path:
     """The shipped EfficientNet-B4 model YAML with ``backbone_weights: null`` (random init, nothing fetched)."""
     return effb4_yaml(tmp_path_factory.mktemp("effb4_random"))
+
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(hf_home: Path, repo: str, state: dict[str, torch.Tensor]) -> Path:
+    """Write ``state`` as ``model.safetensors`` of ``repo`` in the hub cache layout under ``hf_home/hub``.
+
+    The layout huggingface_hub reads offline (``HF_HUB_OFFLINE=1``): what a machine that fetched timm's weights once
+    holds, so ``backbone_weights: timm`` is tested without the hub.
+    """
+    from safetensors.torch import save_file
+
+    folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / REVISION
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
+    (folder / "refs").mkdir()
+    (folder / "refs/main").write_text(REVISION)
+    return snapshot / "model.safetensors"
 
 
 @pytest.fixture(scope="session")

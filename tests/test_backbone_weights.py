@@ -17,27 +17,13 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import CSP_N_YAML, ROOT, effb4_yaml, run_python, run_yolo
+from conftest import CSP_N_YAML, ROOT, effb4_yaml, hub_cache, run_python, run_yolo
 
 from smartcash_ultra.nn.backbone import BackboneWeightsError
 from smartcash_ultra.nn.model import SmartCashDetectionModel
 
 TINY = "test_efficientnet"  # timm's test model: strides 8/16/32 at 32/48/64 channels
 TINY_HUB = "timm/test_efficientnet.r160_in1k"
-REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_cache(hf_home: Path, repo: str, state: dict[str, torch.Tensor]) -> Path:
-    """Write ``state`` as ``model.safetensors`` of ``repo`` in the hub cache layout under ``hf_home/hub``."""
-    from safetensors.torch import save_file
-
-    folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-    snapshot = folder / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
-    (folder / "refs").mkdir()
-    (folder / "refs/main").write_text(REVISION)
-    return snapshot / "model.safetensors"
 
 
 def distinct_classifier(name: str) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_python
+from conftest import ROOT, hub_cache, run_python
 
 PROBE = """
 import json
@@ -41,7 +41,13 @@ def last_json(proc: subprocess.CompletedProcess) -> dict:
 
 @pytest.mark.slow
 def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(tmp_path):
-    out = last_json(run_python(PROBE, cwd=tmp_path))
+    import timm
+
+    # the shipped EfficientNet-B4 YAML asks for timm's weights: a machine that fetched them once has them cached
+    hf_home = tmp_path / "hf_home"
+    hub_cache(hf_home, "timm/efficientnet_b4.ra2_in1k", timm.create_model("efficientnet_b4").state_dict())
+    (tmp_path / "work").mkdir()
+    out = last_json(run_python(PROBE, cwd=tmp_path / "work", env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}))
     assert out["smartcash_effb4.yaml"] == ["SmartCashDetectionModel", "", "TimmBackbone"]
     assert out["smartcash_cspdarknet_yolov5s.yaml"] == ["SmartCashDetectionModel", "s", "Conv"]
     assert out["smartcash_cspdarknet_yolov5n.yaml"] == ["SmartCashDetectionModel", "n", "Conv"]
