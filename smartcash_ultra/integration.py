@@ -95,7 +95,13 @@ def install(yolo_class: type | None = None) -> None:
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
     yolo_class.task_map = property(task_map)
-    for name, wrap in (("predict", _route_predict), ("val", _route_val), ("train", _route_train), ("export", _export)):
+    wrappers = {
+        "predict": _route_predict,
+        "val": lambda stock: _route_data(stock, "validator", _validator),
+        "train": lambda stock: _route_data(stock, "trainer", _data_trainer),
+        "export": _export,
+    }
+    for name, wrap in wrappers.items():
         method = wrap(getattr(yolo_class, name))
         method.smartcash = True
         setattr(yolo_class, name, method)
@@ -112,24 +118,29 @@ def _route_predict(stock):
     return predict
 
 
-def _route_val(stock):
+def _route_data(stock, role: str, smartcash_class):
+    """Wrap ``YOLO.val`` or ``YOLO.train``: without a ``role`` class, data holding ``.npy`` files gets SmartCash's."""
+
     @functools.wraps(stock)
-    def val(self, validator=None, **kwargs):
-        if validator is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
-            from smartcash_ultra.engine.validator import SmartCashValidator as validator
-        return stock(self, validator, **kwargs)
+    def routed(self, cls=None, **kwargs):
+        cls = kwargs.pop(role, cls)
+        if cls is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
+            cls = smartcash_class()
+        return stock(self, cls, **kwargs)
 
-    return val
+    return routed
 
 
-def _route_train(stock):
-    @functools.wraps(stock)
-    def train(self, trainer=None, **kwargs):
-        if trainer is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
-            from smartcash_ultra.engine.trainer import SmartCashDataTrainer as trainer
-        return stock(self, trainer, **kwargs)
+def _validator():
+    from smartcash_ultra.engine.validator import SmartCashValidator
 
-    return train
+    return SmartCashValidator
+
+
+def _data_trainer():
+    from smartcash_ultra.engine.trainer import SmartCashDataTrainer
+
+    return SmartCashDataTrainer
 
 
 def _export(stock):
