@@ -122,11 +122,11 @@ def _route_data(stock, role: str, smartcash_class):
     """Wrap ``YOLO.val`` or ``YOLO.train``: without a ``role`` class, data holding ``.npy`` files gets SmartCash's."""
 
     @functools.wraps(stock)
-    def routed(self, cls=None, **kwargs):
-        cls = kwargs.pop(role, cls)
-        if cls is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
-            cls = smartcash_class()
-        return stock(self, cls, **kwargs)
+    def routed(self, chosen=None, /, **kwargs):  # positional-only: Ultralytics has a `cls` (loss gain) argument
+        chosen = kwargs.pop(role, chosen)
+        if chosen is None and not is_smartcash_model(self) and data_holds_arrays(_data_of(self, kwargs)):
+            chosen = smartcash_class()
+        return stock(self, chosen, **kwargs)
 
     return routed
 
