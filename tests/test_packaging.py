@@ -199,18 +199,18 @@ def test_installed_wheel_trains_by_model_name_and_predicts_from_an_empty_folder(
         assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-3000:])
         return proc
 
-    where = run("python", "-c", "import smartcash_ultra; print(smartcash_ultra.__file__)").stdout.strip()
-    assert where.startswith(str(wheel_venv)), where  # the wheel's copy, not this checkout
     fast = ["epochs=1", "imgsz=64", "batch=4", "workers=0", "plots=False", f"project={work / 'runs'}"]
     run("yolo", "train", "model=smartcash_cspdarknet_yolov5n.yaml", f"data={tiny_data}", *fast, "name=cli")
     best = work / "runs/cli/weights/best.pt"
     assert best.is_file()
     code = (
-        "from ultralytics import YOLO; "
+        "import sys; from ultralytics import YOLO; "
         f"YOLO('smartcash_cspdarknet_yolov5n.yaml').train(data={str(tiny_data)!r}, epochs=1, imgsz=64, batch=4, "
-        f"workers=0, plots=False, project={str(work / 'runs')!r}, name='py')"
+        f"workers=0, plots=False, project={str(work / 'runs')!r}, name='py'); "
+        "print(sys.modules['smartcash_ultra'].__file__)"  # the copy the start-up hook imported
     )
-    run("python", "-c", code)
+    where = run("python", "-c", code).stdout.strip().splitlines()[-1]
+    assert where.startswith(str(wheel_venv)), where  # the wheel's copy, not this checkout
     assert (work / "runs/py/weights/best.pt").is_file()
     run(
         "yolo",
