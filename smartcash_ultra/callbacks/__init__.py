@@ -1,10 +1,10 @@
 """SmartCash training callbacks: adaptive early stopping, metric export and progress reporting, and the run state.
 
-Each is a small object whose handlers (gathered in its ``callbacks`` dict, in Ultralytics' callback style) are
-registered with ``add_callback``. They are objects rather than module functions because each run needs its own state
-(observations, history, throttle clock); they pickle without the trainer, so Ultralytics' DDP launcher carries them
-into every worker, where they act on rank 0 only. The :class:`RunState` they share (epoch clock, ETA, outcome, stop
-request) is registered with them.
+Each is a small :class:`Callback` object whose methods named after Ultralytics' events form its ``callbacks`` dict
+(event -> handler, in Ultralytics' callback style), registered with ``add_callback``. They are objects rather than
+module functions because each run needs its own state (observations, history, throttle clock); they pickle without
+the trainer, so Ultralytics' DDP launcher carries them into every worker, where they act on rank 0 only. The
+:class:`RunState` they share (epoch clock, ETA, outcome, stop request) is registered first: it decides, they read.
 
 ``SmartCashTrainer`` registers them itself. On a stock Ultralytics model it takes one call::
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from ultralytics.utils import LOGGER, colorstr
 
+from smartcash_ultra.callbacks.run_state import RunState
 from smartcash_ultra.utils.files import write_atomic
 from smartcash_ultra.utils.settings import is_main_process
 
@@ -77,8 +78,7 @@ class AdaptiveEarlyStopping:
         self.min_rate = self.min_delta if min_rate is None else float(min_rate)
         self.window = max(int(window), 1)
         self.reset()
-        self._trainer = None  # set by install(); never pickled (see __getstate__)
-        self._seen_metrics = None
+        self._trainer = self._run = None  # the trainer and its RunState, set by install(); never pickled
         self.path: Path | None = None  # the state file, set by install()
 
     # ------------------------------------------------------------------------------------------------ pure rule
@@ -213,7 +213,7 @@ class AdaptiveEarlyStopping:
         if not is_main_process():
             return
         check_monitor(self.monitor, trainer)
-        self._trainer, self._seen_metrics = trainer, trainer.metrics
+        self._trainer, self._run = trainer, RunState.of(trainer)
         self.path = Path(trainer.save_dir) / STATE_NAME
         stock = trainer.stopper
         trainer.stopper = self
@@ -237,34 +237,27 @@ class AdaptiveEarlyStopping:
             )
 
     def __call__(self, epoch: int, fitness: float | None) -> bool:
-        """Count ``epoch`` if it validated; return True when the run should stop.
+        """Count ``epoch`` if it validated and write the state file; return True when the run should stop.
 
         Ultralytics calls its stopper slot on rank 0 after validation, before the epoch's checkpoint is written.
         """
-        if self._observe(epoch):
-            if self.should_stop:
-                LOGGER.info(f"{PREFIX}stopping after epoch {epoch}: {self.stop_reason}.")
-            elif self.base_patience:
-                LOGGER.info(f"{PREFIX}{self.status_line()}")
-        return self.should_stop
-
-    def _observe(self, epoch: int) -> bool:
-        """Record ``epoch`` if it validated (fresh ``trainer.metrics``) and write the state file; True if recorded."""
-        trainer = self._trainer
-        if trainer is None or trainer.metrics is self._seen_metrics or not trainer.metrics:
+        if self._trainer is None or not self._run.validated:  # an epoch without validation counts for nothing
             return False
-        self._seen_metrics = trainer.metrics
-        value = monitored_value(self.monitor, trainer)
+        value = monitored_value(self.monitor, self._trainer)
         if not math.isfinite(value):  # Ultralytics lets a NaN first epoch go on; a stopper must not end the run
             LOGGER.warning(f"{PREFIX}{self.monitor} is {value} at epoch {epoch}: not counted")
             return False
         self.update(epoch, value)
         write_atomic(self.path, json.dumps(self.state_dict(), allow_nan=False).encode())
-        return True
+        if self.should_stop:
+            LOGGER.info(f"{PREFIX}stopping after epoch {epoch}: {self.stop_reason}.")
+        elif self.base_patience:
+            LOGGER.info(f"{PREFIX}{self.status_line()}")
+        return self.should_stop
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle settings and state only (DDP launch scripts pickle callbacks), never the trainer."""
-        return {**self.__dict__, "_trainer": None, "_seen_metrics": None}
+        return {**self.__dict__, "_trainer": None, "_run": None}
 
 
 def monitored_value(monitor: str, trainer) -> float:

@@ -78,7 +78,7 @@ class RunState(Callback):
             if self.started is None:
                 self.started = time.perf_counter()
             self.state = "running" if self.stop_reason is None else "stopping"
-            self.reason = self.stop_reason or self.reason
+            self.reason, self.exception = self.stop_reason or self.reason, None
 
     def request_stop(self, reason: str = "stop requested") -> bool:
         """Ask the run to stop at the next safe point; False when a stop was already requested (its reason is kept)."""
