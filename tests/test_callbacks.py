@@ -508,6 +508,25 @@ def test_progress_sequences_are_monotone_with_exact_totals_ending_at_100_percent
     assert batch_messages[0] == "epoch 1/3 batch 1/5 box_loss 1 cls_loss 2"
 
 
+def test_an_epoch_without_validation_skips_its_validation_share_and_still_ends_at_100_percent(tmp_path):
+    events, errors = Collector(), Collector()
+    trainer = FakeTrainer(tmp_path, epochs=3, batches=5, val_batches=3)
+    add_smartcash_callbacks(trainer, progress_callback=events, error_callback=errors, min_interval=0)
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    trainer.run_epoch(None, validate=False)  # a validation interval, or val=False: known only once it happened
+    epoch_events = [(c, t) for lvl, c, t, _ in events if lvl == "epoch"]
+    assert epoch_events[10:] == [(0, 8), (1, 8), (2, 8), (3, 8), (4, 8), (5, 8), (8, 8)]
+    fault = fault_at("results", 3, OSError("disk full"))
+    trainer.fault = lambda at: fault(trainer, at)
+    with pytest.raises(OSError):
+        try:
+            trainer.run_epoch(None, validate=False)  # fails while saving an epoch that did not validate
+        finally:
+            trainer.run_callbacks("teardown")  # as Ultralytics' train() does
+    assert [context["stage"] for _, context in errors] == ["saving"]
+
+
 def test_progress_is_throttled_but_first_and_last_always_pass(tmp_path):
     _, events = fake_run(tmp_path, [0.1, 0.2], batches=50, min_interval=3600)
     batch = [(c, t) for lvl, c, t, _ in events if lvl == "batch"]
