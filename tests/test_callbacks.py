@@ -386,6 +386,18 @@ def test_settings_are_validated():
         add_smartcash_callbacks(SimpleNamespace(), early_stopping={"patients": 3})
 
 
+def test_an_explicit_setting_wins_over_the_model_yaml_which_wins_over_the_defaults(tmp_path):
+    trainer = FakeTrainer(tmp_path)
+    section = {"early_stopping": {"monitor": "mAP50", "min_delta": 0.01}, "progress": {"min_interval": 7}}
+    trainer.model.yaml = {"smartcash": {"callbacks": {**section, "metrics_export": False}}}
+    add_smartcash_callbacks(trainer, early_stopping={"min_delta": 0.05}, metrics_export=True, min_interval=0)
+    trainer.setup()
+    stopper, reporter = trainer.stopper, registered(trainer.callbacks, ProgressReporter)
+    assert (stopper.monitor, stopper.min_delta, stopper.window) == ("mAP50", 0.05, 5)  # YAML, explicit, default
+    assert reporter.min_interval == 0 and reporter.events_file  # explicit, default
+    assert registered(trainer.callbacks, MetricsExporter).enabled  # explicit over the YAML's false
+
+
 def test_disabled_early_stopping_keeps_ultralytics_stopper(tmp_path):
     trainer = FakeTrainer(tmp_path)
     trainer.model.yaml = {"smartcash": {"callbacks": {"early_stopping": False, "metrics_export": False}}}
