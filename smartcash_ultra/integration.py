@@ -69,8 +69,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smartcash_ultra._startup import enabled
 from smartcash_ultra.utils.shipped import find_shipped_yaml
+from smartcash_ultra.utils.switch import enabled
 
 MODEL_YAML_LOADER = ("ultralytics.nn.tasks", "yaml_model_load")
 """Module and function whose YAML lookups want a model YAML (one name may also be a training cfg)."""
