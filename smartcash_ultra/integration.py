@@ -65,15 +65,11 @@ that fails when an Ultralytics upgrade moves it:
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Any
 
 from smartcash_ultra.utils.shipped import find_shipped_yaml
 from smartcash_ultra.utils.switch import enabled
-
-MODEL_YAML_LOADER = ("ultralytics.nn.tasks", "yaml_model_load")
-"""Module and function whose YAML lookups want a model YAML (one name may also be a training cfg)."""
 
 
 def install(yolo_class: type | None = None) -> None:
@@ -91,6 +87,9 @@ def install(yolo_class: type | None = None) -> None:
         tasks = stock(self)
         if is_smartcash_model(self):
             tasks = {**tasks, "detect": smartcash_detect_task()}
+        elif _is_no_model_yaml(_yaml_to_build(self)):
+            refuse = _refuse_as_model(self.cfg)
+            tasks = {task: {**classes, "model": refuse} for task, classes in tasks.items()}
         return tasks
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
@@ -222,23 +221,11 @@ def install_yaml_names(checks_module=None) -> None:
 
     @functools.wraps(stock)
     def check_file(file, suffix="", download=True, download_dir=".", hard=True):
-        found = find_shipped_yaml(file, model=_asked_by_model_loader())
+        found = find_shipped_yaml(file)
         return found if found is not None else stock(file, suffix, download, download_dir, hard)
 
     check_file.smartcash = True
     checks_module.check_file = check_file
-
-
-def _asked_by_model_loader(depth: int = 6) -> bool:
-    """Return True when Ultralytics' model-YAML loader is among the callers (check_file <- check_yaml <- it)."""
-    frame = sys._getframe(2)
-    for _ in range(depth):
-        if frame is None:
-            return False
-        if (frame.f_globals.get("__name__"), frame.f_code.co_name) == MODEL_YAML_LOADER:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def refuse_unresumable(stock_train):
@@ -284,9 +271,28 @@ def is_smartcash_model(yolo) -> bool:
     model = getattr(yolo, "model", None)
     if isinstance(model, torch.nn.Module):
         return is_smartcash_yaml(getattr(model, "yaml", None))
-    cfg = getattr(yolo, "cfg", None)  # set by Model._new before it builds the model from a YAML
-    if model is None and cfg and str(cfg).lower().endswith((".yaml", ".yml")):
+    return is_smartcash_yaml(_yaml_to_build(yolo))
+
+
+def _yaml_to_build(yolo) -> dict | None:
+    """Return the model YAML a ``YOLO`` object is about to build (``Model._new`` sets ``cfg`` first), else None."""
+    cfg = getattr(yolo, "cfg", None)
+    if getattr(yolo, "model", None) is None and cfg and str(cfg).lower().endswith((".yaml", ".yml")):
         from ultralytics.nn.tasks import yaml_model_load
 
-        return is_smartcash_yaml(yaml_model_load(cfg))
-    return False
+        return yaml_model_load(cfg)
+    return None
+
+
+def _is_no_model_yaml(d: dict | None) -> bool:
+    """Return True for a YAML no model can be built from (neither ``backbone`` nor ``head``): a training cfg."""
+    return isinstance(d, dict) and "backbone" not in d and "head" not in d
+
+
+def _refuse_as_model(cfg):
+    """Return a model class that says to pass ``cfg`` as ``cfg=`` (``Model._smart_load`` hides errors of task_map)."""
+
+    def build(*args, **kwargs):
+        raise ValueError(f"{cfg} is a training cfg (no backbone or head), not a model YAML: pass it as cfg={cfg}")
+
+    return build

@@ -219,5 +219,13 @@ def test_fuse_leaves_a_backbone_wired_otherwise_as_it_was(caplog):
     assert "BatchNorm not fused (fused outputs differ)" in caplog.text
 
 
+def test_every_shipped_yaml_has_a_name_of_its_own():
+    from ultralytics.nn.tasks import yaml_model_load
+
+    names = [p.name for p in (ROOT / "cfg").rglob("*.y*ml")]
+    assert len(names) == len(set(names))  # a name means one file: a model YAML or a training cfg
+    assert yaml_model_load(EFFB4_SHIPPED)["scale"] == ""  # no scale letter after a digit: loads as named
+
+
 RANGES = ((-0.5, 0.5), (0.5, 2.0), (0.5, 1.5), (-0.5, 0.5))
 """Ranges of running mean, running variance, weight and bias drawn for every BatchNorm of a fusing test."""
