@@ -14,7 +14,8 @@ it, in ``tests/test_patch_points.py`` unless another file is named:
 
 1. ``YOLO.task_map`` is wrapped (here), read by ``Model._smart_load`` after ``Model._new`` set ``cfg``; a YAML no
    model can be built from (a training cfg given as ``model=``) gets a model class that says to pass it as ``cfg=``.
-   Canary: ``test_task_map_routes_the_yaml_model_new_is_building``.
+   Canaries: ``test_task_map_routes_the_yaml_model_new_is_building``,
+   ``tests/test_integration.py::test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg``.
 2. ``ultralytics.nn.tasks.TimmBackbone`` is injected (``nn/backbone.register_modules``): ``parse_model`` resolves
    layer names from its module's globals. Canary: ``test_parse_model_builds_a_layer_named_in_its_module_globals``.
 3. ``ultralytics.engine.trainer.check_amp`` is swapped for an offline check during ``SmartCashTrainer._setup_train``
