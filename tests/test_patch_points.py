@@ -167,20 +167,30 @@ def test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv
 def test_yaml_names_resolve_through_check_file_for_cfg_and_model(tmp_path, monkeypatch):
     from ultralytics.cfg import entrypoint
 
-    calls = []
+    calls, stock_train = [], inspect.unwrap(YOLO.train)
     monkeypatch.setattr(YOLO, "train", lambda self, **overrides: calls.append((self, overrides)))
     monkeypatch.chdir(tmp_path)  # names, found from any folder
     entrypoint("yolo train cfg=smartcash_cspdarknet.yaml model=smartcash_cspdarknet_yolov5n.yaml")
     ((model, overrides),) = calls
     assert overrides["data"] == "data/sample/data.yaml"  # read from the training cfg found by name
     assert isinstance(model.model, SmartCashDetectionModel) and model.model.yaml["scale"] == "n"  # yaml_model_load
+    seen = []
+
+    def trainer(overrides, _callbacks):
+        seen.append(overrides)
+        raise Chosen
+
+    with pytest.raises(Chosen):
+        stock_train(model, trainer=trainer, cfg="smartcash_cspdarknet.yaml")  # Model.train(cfg=)
+    assert seen[0]["data"] == "data/sample/data.yaml"
 
 
 def test_predict_val_train_build_the_class_they_are_given(tmp_path):
     model = YOLO(CSP_N_YAML)
-    for method, role in ((YOLO.predict, "predictor"), (YOLO.val, "validator"), (YOLO.train, "trainer")):
+    calls = ((YOLO.predict, (str(tmp_path), False, chosen)), (YOLO.val, (chosen,)), (YOLO.train, (chosen,)))
+    for method, given in calls:
         with pytest.raises(Chosen):
-            inspect.unwrap(method)(model, source=str(tmp_path), **{role: chosen})
+            inspect.unwrap(method)(model, *given)  # positionally, as the wrappers hand it over
 
 
 def test_a_checkpoints_model_reaches_get_model_as_weights():
