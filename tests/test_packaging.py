@@ -24,7 +24,7 @@ import json
 from ultralytics import YOLO
 from ultralytics.utils import YAML, checks
 out = {}
-for name in ("smartcash_effb4.yaml", "smartcash_cspdarknet_yolov5s.yaml", "smartcash_cspdarknet_yolov5n.yaml"):
+for name in ("smartcash_effb4_yolov5.yaml", "smartcash_cspdarknet_yolov5s.yaml", "smartcash_cspdarknet_yolov5n.yaml"):
     m = YOLO(name)
     out[name] = [type(m.model).__name__, m.model.yaml["scale"], m.model.yaml.get("backbone")[0][2]]
 for name in ("smartcash_effb4.yaml", "smartcash_cspdarknet.yaml"):
@@ -48,11 +48,11 @@ def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(tmp_path)
     hub_cache(hf_home, "timm/efficientnet_b4.ra2_in1k", timm.create_model("efficientnet_b4").state_dict())
     (tmp_path / "work").mkdir()
     out = last_json(run_python(PROBE, cwd=tmp_path / "work", env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}))
-    assert out["smartcash_effb4.yaml"] == ["SmartCashDetectionModel", "", "TimmBackbone"]
+    assert out["smartcash_effb4_yolov5.yaml"] == ["SmartCashDetectionModel", "", "TimmBackbone"]
     assert out["smartcash_cspdarknet_yolov5s.yaml"] == ["SmartCashDetectionModel", "s", "Conv"]
     assert out["smartcash_cspdarknet_yolov5n.yaml"] == ["SmartCashDetectionModel", "n", "Conv"]
-    # one name, two files: a model lookup gets the model YAML, a cfg= lookup the training cfg, which names its model
-    assert out["cfg smartcash_effb4.yaml"] == ["detect", "smartcash_effb4.yaml", False]
+    # a training cfg resolves by name too, and names its model YAML
+    assert out["cfg smartcash_effb4.yaml"] == ["detect", "smartcash_effb4_yolov5.yaml", False]
     assert out["cfg smartcash_cspdarknet.yaml"] == ["detect", "smartcash_cspdarknet_yolov5s.yaml", False]
 
 
@@ -62,12 +62,12 @@ def test_a_users_copy_given_by_path_wins(tmp_path):
     d["smartcash"]["training"]["val_interval"] = 3  # mark the user's copy
     (tmp_path / "smartcash_cspdarknet_yolov5.yaml").write_text(yaml.safe_dump(d))
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub/smartcash_effb4.yaml").write_text(yaml.safe_dump(d))
+    (tmp_path / "sub/smartcash_effb4_yolov5.yaml").write_text(yaml.safe_dump(d))
     code = """
 import json
 from ultralytics import YOLO
 a = YOLO("smartcash_cspdarknet_yolov5n.yaml").model.yaml
-b = YOLO("sub/smartcash_effb4.yaml").model.yaml
+b = YOLO("sub/smartcash_effb4_yolov5.yaml").model.yaml
 print(json.dumps([a["smartcash"]["training"]["val_interval"], a["scale"], b["smartcash"]["training"]["val_interval"]]))
 """
     assert last_json(run_python(code, cwd=tmp_path)) == [3, "n", 3]
