@@ -27,7 +27,7 @@ from smartcash_ultra.utils.files import write_atomic  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CSP_CFG = "cfg/smartcash_cspdarknet.yaml"
 EFF_CFG = "cfg/smartcash_effb4.yaml"
-EFF_YAML = "cfg/models/smartcash_effb4.yaml"
+EFF_YAML = "cfg/models/smartcash_effb4_yolov5.yaml"
 STUDY = {"effb4_vs_cspdarknet_gpu_latency": 5.4, "mAP50_delta": -0.01, "mAP50-95_delta": 0.022}
 """The SmartCash study's headline: EfficientNet-B4 vs CSPDarknet, GPU ms/image 37.8 vs 7 and the mAP differences."""
 

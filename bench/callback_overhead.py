@@ -45,6 +45,7 @@ class Timers:
             finally:
                 self.callback[event] += time.perf_counter() - t
 
+        timed.__self__ = fn.__self__  # the callbacks find their RunState by the owners of the handlers
         return timed
 
     def step_start(self, trainer):

@@ -3,19 +3,20 @@
 It only installs an import hook (no torch or Ultralytics import at start-up): when Ultralytics defines its ``checks``
 module, :func:`smartcash_ultra.integration.install_yaml_names` lets the package's YAMLs resolve by name (``yolo``
 reads ``cfg=`` before it imports ``YOLO``); when it defines its ``YOLO`` class,
-:func:`smartcash_ultra.integration.install` patches it. Set ``SMARTCASH_ULTRA_DISABLE=1`` to switch it off.
+:func:`smartcash_ultra.integration.install` patches it. Set ``SMARTCASH_ULTRA_DISABLE=1`` to switch it off
+(``utils/switch.py``).
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import os
 import sys
+
+from smartcash_ultra.utils.switch import enabled
 
 TARGETS = {"ultralytics.utils.checks": "install_yaml_names", "ultralytics.models.yolo.model": "install"}
 """Module -> the ``smartcash_ultra.integration`` function that patches it right after it has executed."""
-DISABLE_ENV = "SMARTCASH_ULTRA_DISABLE"
 
 
 class _PatchingLoader(importlib.abc.Loader):
@@ -56,11 +57,6 @@ class _Finder(importlib.abc.MetaPathFinder):
         if spec is not None and spec.loader is not None:
             spec.loader = _PatchingLoader(spec.loader, install)
         return spec
-
-
-def enabled() -> bool:
-    """Return False when the user switched the hook off with ``SMARTCASH_ULTRA_DISABLE``."""
-    return os.environ.get(DISABLE_ENV, "").strip().lower() not in {"1", "true", "yes", "on"}
 
 
 if enabled() and not any(isinstance(f, _Finder) for f in sys.meta_path):

@@ -4,76 +4,79 @@ Ultralytics reads no plugin entry points, and the ``yolo`` command always builds
 model, trainer, validator and predictor classes from ``task_map``. :func:`install` wraps that property so that a
 model whose YAML has a ``smartcash:`` section gets the SmartCash classes; every other model, stock runs included,
 gets exactly the stock ones. Ultralytics finds a YAML by name only inside its own package: :func:`install_yaml_names`
-lets the package's YAMLs resolve by name too (``yolo train model=smartcash_effb4.yaml`` from any folder). Both run
+lets the package's YAMLs resolve by name too (``yolo train cfg=smartcash_effb4.yaml`` from any folder). Both run
 from the interpreter-start hook (``_startup.py``) and on first use of a public name of the package;
-``SMARTCASH_ULTRA_DISABLE=1`` turns all of it off.
+``SMARTCASH_ULTRA_DISABLE=1`` (``utils/switch.py``) turns all of it off.
 
 Everything else rides on Ultralytics' public seams (subclasses, callbacks, arguments), except these places, where
-the plugin reaches into Ultralytics internals. Each has a canary in ``tests/test_patch_points.py`` (unless named)
-that fails when an Ultralytics upgrade moves it:
+the plugin reaches into Ultralytics internals. Each has a canary, a test that fails when an Ultralytics upgrade moves
+it, in ``tests/test_patch_points.py`` unless another file is named:
 
-1. ``YOLO.task_map`` is wrapped (here), read by ``Model._smart_load`` after ``Model._new`` set ``cfg``.
+1. ``YOLO.task_map`` is wrapped (here), read by ``Model._smart_load`` after ``Model._new`` set ``cfg``; a YAML no
+   model can be built from (a training cfg given as ``model=``) gets a model class that says to pass it as ``cfg=``.
+   Canaries: ``test_task_map_routes_the_yaml_model_new_is_building``,
+   ``tests/test_integration.py::test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg``.
 2. ``ultralytics.nn.tasks.TimmBackbone`` is injected (``nn/backbone.register_modules``): ``parse_model`` resolves
-   layer names from its module's globals.
+   layer names from its module's globals. Canary: ``test_parse_model_builds_a_layer_named_in_its_module_globals``.
 3. ``ultralytics.engine.trainer.check_amp`` is swapped for an offline check during ``SmartCashTrainer._setup_train``
-   (``engine/precision.offline_check_amp``; also ``tests/test_precision.py``).
+   (``engine/precision.offline_check_amp``). Canary: ``test_setup_train_calls_the_swapped_check_amp``; its bf16
+   side: ``tests/test_precision.py``.
 4. The trainer's ``wdir`` becomes an ``AtomicPath`` so ``BaseTrainer.save_model``'s ``last/best.write_bytes`` are
    atomic, and ``ultralytics.engine.trainer.strip_optimizer`` is swapped during ``final_eval`` so that ``last.pt``
    is never rewritten and ``best.pt`` is stripped into a temp file and renamed (``engine/trainer.keep_last_whole``).
+   Canary: ``test_checkpoints_are_written_by_rename_and_final_eval_strips_best_only``.
 5. ``trainer.stopper`` is replaced by the adaptive early stopping, which Ultralytics calls per validated epoch and
-   saves in checkpoints (``callbacks/early_stopping.py``).
-6. ``BaseDataset.npy_files``, Ultralytics' ``cache=disk`` paths, point into ``.smartcash_cache`` instead of at the
-   user's arrays, each named after its source's fingerprint (``data/dataset.py``).
-7. ``SmartCashDataset.get_labels`` replaces ``YOLODataset.get_labels`` whole: it is the one caller of the method
+   saves in checkpoints (``callbacks/early_stopping.py``). Canary:
+   ``test_the_stopper_slot_is_called_per_validated_epoch_and_saved``.
+6. ``SmartCashDataset.get_labels`` replaces ``YOLODataset.get_labels`` whole: it is the one caller of the method
    that unpickles Ultralytics' ``labels.cache``, so that file is never loaded (``data/dataset.py``, whose own label
-   cache is ``data/label_cache.py``).
-8. AP75 is column 5 of ``Metric.all_ap`` (IoU thresholds 0.50:0.05:0.95; ``engine/validator.py``).
-9. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
-   also after each epoch in ``time=`` mode (``engine/trainer.py``).
-10. Ultralytics' DDP launcher rebuilds the trainer class as ``cls(cfg=..., overrides=..., _callbacks=...)`` in each
-    worker (``tests/test_ddp.py``).
-11. ``YOLO.train`` is wrapped (here): ``Model.train`` turns ``resume=True`` with a checkpoint it cannot resume into a
-    new run on its default dataset; for a SmartCash model that is an error naming the checkpoint instead.
-12. ``SmartCashTrainer.resume_training`` extends the method ``_setup_train`` calls with the checkpoint before the
+   cache is ``data/label_cache.py``). Canary: ``test_the_pickled_label_cache_is_loaded_only_through_get_labels``.
+7. AP75 is column 5 of ``Metric.all_ap`` (IoU thresholds 0.50:0.05:0.95; ``engine/validator.py``). Canary:
+   ``test_all_ap_column_5_is_ap_at_iou_0_75``.
+8. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
+   also after each epoch in ``time=`` mode (``engine/trainer.py``). Canary:
+   ``test_the_schedule_is_built_by_one_private_method_also_in_time_mode``.
+9. Ultralytics' DDP launcher rebuilds the trainer class as ``cls(cfg=..., overrides=..., _callbacks=...)`` in each
+   worker. Canary: ``tests/test_ddp.py`` (a launch through Ultralytics' own DDP branch).
+10. ``YOLO.train`` is wrapped (here): ``Model.train`` turns ``resume=True`` with a checkpoint it cannot resume into a
+    new run on its default dataset; for a SmartCash model that is an error naming the checkpoint instead. Canary:
+    ``test_model_train_turns_a_resume_it_cannot_continue_into_a_new_run``.
+11. ``SmartCashTrainer.resume_training`` extends the method ``_setup_train`` calls with the checkpoint before the
     first epoch, to drop the rows of ``results.csv`` (``trainer.csv``, which ``save_metrics`` appends to) after the
     checkpoint's epoch (``engine/trainer.py``); the run state reads it to record an epoch whose row was written
-    when an exception ended the run (``callbacks/run_state.py``).
-13. ``ultralytics.utils.checks.check_file`` is wrapped (here): ``check_yaml`` looks it up at call time, and every
-    YAML lookup by name goes through it (``yolo ... cfg=``, ``Model.train(cfg=)``, ``yaml_model_load``). Where one
-    name is a model YAML and a training cfg (``smartcash_effb4.yaml``), the caller decides: a lookup from inside
-    ``ultralytics.nn.tasks.yaml_model_load`` gets the model YAML, any other the training cfg. The start-up hook
-    installs it when ``ultralytics.utils.checks`` is first imported, before ``entrypoint`` reads ``cfg=``.
-14. ``YOLO.predict``, ``val`` and ``train`` are wrapped (here) to route any other model to the SmartCash data path
+    when an exception ended the run (``callbacks/run_state.py``). Canary:
+    ``test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv_is_appended_to``.
+12. ``ultralytics.utils.checks.check_file`` is wrapped (here): ``check_yaml`` looks it up at call time, and every
+    YAML lookup by name goes through it (``yolo ... cfg=``, ``Model.train(cfg=)``, ``yaml_model_load``); each
+    shipped name is one file. The start-up hook installs it when ``ultralytics.utils.checks`` is first imported,
+    before ``entrypoint`` reads ``cfg=``. Canary: ``test_yaml_names_resolve_through_check_file_for_cfg_and_model``.
+13. ``YOLO.predict``, ``val`` and ``train`` are wrapped (here) to route any other model to the SmartCash data path
     when its source or data holds ``.npy`` files, through their public ``predictor=``, ``validator=`` and
     ``trainer=`` arguments: a source naming ``.npy`` files (a path, a folder, a list) gets ``SmartCashPredictor``; a
     data YAML whose splits hold ``.npy`` files gets ``SmartCashValidator`` and ``SmartCashDataTrainer``. A stock
-    model's runs on images call the stock methods with the stock arguments.
-15. ``YOLO.export`` is wrapped (here) to add an ``on_export_start`` callback for a model that carries data
+    model's runs on images call the stock methods with the stock arguments. Canary:
+    ``test_predict_val_train_build_the_class_they_are_given``.
+14. ``YOLO.export`` is wrapped (here) to add an ``on_export_start`` callback for a model that carries data
     declarations: Ultralytics fills ``Exporter.metadata`` before that event and writes it into the export after it;
-    ``AutoBackend`` keeps unknown metadata keys (``engine/declarations.py``).
-16. ``SmartCashTrainer._model_train`` overrides the private method Ultralytics calls at every epoch start, after
-    ``on_train_epoch_start``, and extends ``freeze_layer_names``, whose layers' BatchNorm it puts in eval mode:
-    ``freeze_backbone`` (``engine/trainer.py``).
-17. ``SmartCashTrainer.build_optimizer`` splits Ultralytics' parameter groups, which carry a ``param_group`` label
-    (warm-up starts only ``bias`` groups at ``warmup_bias_lr``) and whose lr the schedule scales: ``backbone_lr``.
-18. ``Model.train`` and ``BaseTrainer.setup_model`` hand a checkpoint's model to ``get_model(weights=...)``, which is
-    where a checkpoint's rebuild skips the backbone's original weights (``engine/trainer.py``).
-19. The PyTorch inference backend (predict, val) and the exporter call ``model.fuse()``, which folds the timm
-    backbone's BatchNorm too (``nn/model.py``).
+    ``AutoBackend`` keeps unknown metadata keys (``engine/declarations.py``). Canary:
+    ``test_export_fuses_and_carries_metadata_added_at_on_export_start`` (TorchScript; the other formats:
+    ``tests/test_array_routing.py``).
+15. ``Model.train`` and ``BaseTrainer.setup_model`` hand a checkpoint's model to ``get_model(weights=...)``, which is
+    where a checkpoint's rebuild skips the backbone's original weights (``engine/trainer.py``). Canary:
+    ``test_a_checkpoints_model_reaches_get_model_as_weights``.
+16. The PyTorch inference backend (predict, val) and the exporter call ``model.fuse()``, which folds the timm
+    backbone's BatchNorm too (``nn/model.py``). Canaries: ``test_inference_fuses_through_the_models_fuse_method``,
+    ``test_export_fuses_and_carries_metadata_added_at_on_export_start``.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Any
 
-from smartcash_ultra._startup import enabled
 from smartcash_ultra.utils.shipped import find_shipped_yaml
-
-MODEL_YAML_LOADER = ("ultralytics.nn.tasks", "yaml_model_load")
-"""Module and function whose YAML lookups want a model YAML (one name may also be a training cfg)."""
+from smartcash_ultra.utils.switch import enabled
 
 
 def install(yolo_class: type | None = None) -> None:
@@ -91,6 +94,9 @@ def install(yolo_class: type | None = None) -> None:
         tasks = stock(self)
         if is_smartcash_model(self):
             tasks = {**tasks, "detect": smartcash_detect_task()}
+        elif _is_no_model_yaml(_yaml_to_build(self)):
+            refuse = _refuse_as_model(self.cfg)
+            tasks = {task: {**classes, "model": refuse} for task, classes in tasks.items()}
         return tasks
 
     task_map.smartcash, task_map.__wrapped__, task_map.__doc__ = True, stock, stock.__doc__
@@ -222,23 +228,11 @@ def install_yaml_names(checks_module=None) -> None:
 
     @functools.wraps(stock)
     def check_file(file, suffix="", download=True, download_dir=".", hard=True):
-        found = find_shipped_yaml(file, model=_asked_by_model_loader())
+        found = find_shipped_yaml(file)
         return found if found is not None else stock(file, suffix, download, download_dir, hard)
 
     check_file.smartcash = True
     checks_module.check_file = check_file
-
-
-def _asked_by_model_loader(depth: int = 6) -> bool:
-    """Return True when Ultralytics' model-YAML loader is among the callers (check_file <- check_yaml <- it)."""
-    frame = sys._getframe(2)
-    for _ in range(depth):
-        if frame is None:
-            return False
-        if (frame.f_globals.get("__name__"), frame.f_code.co_name) == MODEL_YAML_LOADER:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def refuse_unresumable(stock_train):
@@ -284,9 +278,28 @@ def is_smartcash_model(yolo) -> bool:
     model = getattr(yolo, "model", None)
     if isinstance(model, torch.nn.Module):
         return is_smartcash_yaml(getattr(model, "yaml", None))
-    cfg = getattr(yolo, "cfg", None)  # set by Model._new before it builds the model from a YAML
-    if model is None and cfg and str(cfg).lower().endswith((".yaml", ".yml")):
+    return is_smartcash_yaml(_yaml_to_build(yolo))
+
+
+def _yaml_to_build(yolo) -> dict | None:
+    """Return the model YAML a ``YOLO`` object is about to build (``Model._new`` sets ``cfg`` first), else None."""
+    cfg = getattr(yolo, "cfg", None)
+    if getattr(yolo, "model", None) is None and cfg and str(cfg).lower().endswith((".yaml", ".yml")):
         from ultralytics.nn.tasks import yaml_model_load
 
-        return is_smartcash_yaml(yaml_model_load(cfg))
-    return False
+        return yaml_model_load(cfg)
+    return None
+
+
+def _is_no_model_yaml(d: dict | None) -> bool:
+    """Return True for a YAML no model can be built from (neither ``backbone`` nor ``head``): a training cfg."""
+    return isinstance(d, dict) and "backbone" not in d and "head" not in d
+
+
+def _refuse_as_model(cfg):
+    """Return a model class that says to pass ``cfg`` as ``cfg=`` (``Model._smart_load`` hides errors of task_map)."""
+
+    def build(*args, **kwargs):
+        raise ValueError(f"{cfg} is a training cfg (no backbone or head), not a model YAML: pass it as cfg={cfg}")
+
+    return build

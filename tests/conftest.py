@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "bench"))  # bench/imagenet_lite0.py: the real ImageNet weights the proof tests use
-EFFB4_SHIPPED = ROOT / "cfg/models/smartcash_effb4.yaml"
+EFFB4_SHIPPED = ROOT / "cfg/models/smartcash_effb4_yolov5.yaml"
 """The shipped EfficientNet-B4 model YAML: it asks for timm's weights (the hub), so tests build ``effb4_yaml``."""
 CSP_N_YAML = ROOT / "cfg/models/smartcash_cspdarknet_yolov5n.yaml"
 
@@ -76,7 +76,7 @@ def effb4_yaml(folder: Path, backbone_weights=None, backbone: str | None = None,
     if backbone:
         d["backbone"][0][3][0] = backbone
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "smartcash_effb4.yaml"
+    path = folder / "smartcash_effb4_yolov5.yaml"
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     return path
 

@@ -90,11 +90,25 @@ def test_bad_declarations_name_the_data_yaml(tiny_data, tmp_path):
         YOLO(CSP_N_YAML).predict(str(npy), imgsz=IMGSZ, data=str(bad), verbose=False)
 
 
-def test_predict_log_names_each_array_file_as_stock_names_images(tiny_data, log_lines):
+def test_predict_log_names_each_array_file_as_stock_names_images(tiny_data, log_lines, tmp_path):
+    """Canary of ``ArraySource``'s reach: Ultralytics takes a loader of its own classes (``LOADERS``) as it is, and
+    reads its protocol (batches of paths, images and log lines; ``source_type``, ``mode``, ``count``, ``len``)."""
+    from ultralytics.data import load_inference_source
+    from ultralytics.data.loaders import SourceTypes
+
+    from smartcash_ultra.engine.predictor import array_source
+
     files = sorted((tiny_data.parent / "test/images").glob("*.npy"))
-    YOLO(CSP_N_YAML).predict([str(f) for f in files], imgsz=IMGSZ)
+    source = array_source([str(f) for f in files], batch=2)
+    assert load_inference_source(source) is source and source.source_type == SourceTypes()
+    results = YOLO(CSP_N_YAML).predict(
+        [str(f) for f in files], imgsz=IMGSZ, batch=2, save=True, project=str(tmp_path), name="p"
+    )
+    lines = "\n".join(log_lines).splitlines()  # a batch logs its images in one message
     for k, f in enumerate(files, 1):
-        assert any(line.startswith(f"image {k}/{len(files)} {f}: 64x64") for line in log_lines), (f, log_lines)
+        assert any(line.startswith(f"image {k}/{len(files)} {f}: 64x64") for line in lines), (f, lines)
+    assert [r.path for r in results] == [str(f) for f in files]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [f"{f.stem}.jpg" for f in files]
 
 
 def test_stock_model_predicts_npy_with_the_smartcash_predictor_and_images_with_its_own(tiny_data, tiny_jpeg_data):

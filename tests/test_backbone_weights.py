@@ -178,7 +178,7 @@ def test_efficientnet_b4_weights_from_hf_home_in_a_fresh_process(tmp_path):
 import json, torch
 from safetensors.torch import load_file
 from ultralytics import YOLO
-m = YOLO({str(ROOT / "cfg/models/smartcash_effb4.yaml")!r})
+m = YOLO({str(ROOT / "cfg/models/smartcash_effb4_yolov5.yaml")!r})
 body = m.model.model[0].body.state_dict()
 state = load_file({str(file)!r})
 print(json.dumps(dict(n=len(body), equal=all(torch.equal(v, state[k]) for k, v in body.items()))))
@@ -256,7 +256,7 @@ def test_the_backbone_is_the_model_yamls_backbone_section(tmp_path, tiny_data, e
         trainer.setup_model()
         layers[label] = trainer.backbone_layers()
     assert layers == {"effb4": [0, 1, 2, 3], "cspdarknet": list(range(10))}  # Ultralytics' freeze=4 / freeze=10
-    shipped = yaml.safe_load((ROOT / "cfg/models/smartcash_effb4.yaml").read_text())
+    shipped = yaml.safe_load((ROOT / "cfg/models/smartcash_effb4_yolov5.yaml").read_text())
     assert [layer[2] for layer in shipped["backbone"]] == ["TimmBackbone", "Index", "Index", "Index"]  # SPPF is new
 
 

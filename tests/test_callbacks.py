@@ -21,7 +21,7 @@ from smartcash_ultra.callbacks import (
     has_smartcash_callbacks,
     registered,
 )
-from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, checkpoint_state
+from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY, STATE_NAME, checkpoint_state
 from smartcash_ultra.callbacks.epoch_record import results_epochs, trim_results
 from smartcash_ultra.utils.classes import NAMES
 from smartcash_ultra.utils.settings import is_main_process, resolve
@@ -61,7 +61,7 @@ class FakeTrainer:
         self.best_fitness = None
         self.stopper = StockStopper()
         self.world_size = 1
-        self.saved: dict[int, dict] = {}  # epoch -> checkpoint dict, as save_model would write
+        self.saved: dict[int, dict] = {}  # epoch -> checkpoint dict, as save_model would write, and the run dir's state
         self.csv = save_dir / "results.csv"
         self.fault = lambda point: None  # called at named points of the loop; a test makes it raise there
 
@@ -108,7 +108,12 @@ class FakeTrainer:
         self.save_metrics()
         self.fault("results")  # the epoch's results.csv row is written, its checkpoint not yet
         self.stop |= bool(self.stopper(self.epoch + 1, self.fitness))
-        self.saved[self.epoch] = {"epoch": self.epoch, "ema": pickle.loads(pickle.dumps(self.ema.ema))}
+        state = self.save_dir / STATE_NAME
+        self.saved[self.epoch] = {
+            "epoch": self.epoch,
+            "ema": pickle.loads(pickle.dumps(self.ema.ema)),
+            STATE_NAME: json.loads(state.read_text()) if state.exists() else None,
+        }
         self.epoch_time = 0.01
         self.run_callbacks("on_fit_epoch_end")
         self.epoch += 1
@@ -258,7 +263,7 @@ def test_state_round_trips_through_a_checkpoint_dict(tmp_path):
     stopper = AdaptiveEarlyStopping(patience=3, max_patience=6)
     for epoch, value in enumerate([0.1, 0.3, 0.5, 0.5, 0.51], 1):
         stopper.update(epoch, value)
-    model = torch.nn.Identity()
+    model = torch.nn.Identity()  # a checkpoint written before the state file carried the state on its EMA model
     setattr(model, STATE_ATTR, {STATE_KEY: stopper.state_dict()})
     torch.save({"epoch": 4, "ema": model}, tmp_path / "last.pt")
     restored = AdaptiveEarlyStopping(patience=3, max_patience=6)
@@ -272,14 +277,19 @@ def test_state_round_trips_through_a_checkpoint_dict(tmp_path):
     assert other.history == []
 
 
-def test_stopper_replaces_ultralytics_one_records_before_the_checkpoint_and_stops_in_fit_epoch_end(tmp_path):
-    trainer, _ = fake_run(tmp_path, [0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4], early_stopping={"adaptive": False})
+def test_stopper_replaces_ultralytics_one_records_before_the_checkpoint_and_decides_in_its_call(tmp_path):
+    stops_seen_at_fit_epoch_end = []
+    trainer = FakeTrainer(tmp_path, epochs=8)
+    add_smartcash_callbacks(trainer, early_stopping={"adaptive": False})
+    trainer.add_callback("on_fit_epoch_end", lambda t: stops_seen_at_fit_epoch_end.append(t.stop))
+    trainer.train([0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
     assert isinstance(trainer.stopper, AdaptiveEarlyStopping)
     assert trainer.epoch + 1 == 5 and trainer.stopper.stop_reason  # 3 epochs without improvement after epoch 2
+    assert stops_seen_at_fit_epoch_end[:5] == [False] * 4 + [True]  # the stopper slot's answer stopped it
     fitness = [0.55 * m for m in (0.2, 0.4, 0.4, 0.4, 0.4)]
     assert trainer.stopper.history == [(e, pytest.approx(f)) for e, f in enumerate(fitness, 1)]
-    saved = getattr(trainer.saved[4]["ema"], STATE_ATTR)[STATE_KEY]  # the checkpoint of epoch 5 holds epoch 5
-    assert [e for e, _ in saved["history"]] == [1, 2, 3, 4, 5]
+    saved = trainer.saved[4][STATE_NAME]  # the state file, when the checkpoint of epoch 5 is written, holds epoch 5
+    assert [e for e, _ in saved["history"]] == [1, 2, 3, 4, 5] and saved["history"][-1][1] == pytest.approx(0.22)
 
 
 def test_unvalidated_epochs_are_not_counted(tmp_path):
@@ -308,16 +318,33 @@ def test_monitor_must_exist_before_training(tmp_path):
         trainer.setup()
 
 
-def test_resume_restores_the_stopper_from_the_checkpoint(tmp_path):
-    first, _ = fake_run(tmp_path / "a", [0.1, 0.3, 0.5, 0.5])
-    model = first.saved[2]["ema"]  # checkpoint of epoch 3
-    torch.save({"epoch": 2, "ema": model}, tmp_path / "last.pt")
-    resumed = FakeTrainer(tmp_path / "b", epochs=6, resume=str(tmp_path / "last.pt"))
+def test_resume_restores_the_stopper_up_to_the_checkpoint(tmp_path):
+    first, _ = fake_run(tmp_path, [0.1, 0.3, 0.5, 0.5])  # the state file holds 4 epochs; resumed from epoch 3's
+    resumed = FakeTrainer(tmp_path, epochs=6, resume=str(tmp_path / "weights/last.pt"))
     resumed.start_epoch = 3
     add_smartcash_callbacks(resumed)
     resumed.setup()
     assert resumed.stopper.history == first.stopper.history[:3]
     assert resumed.stopper.patience == 5  # grown 3 -> 5 by the two fast gains, as in the first session
+    resumed.epoch = 3
+    for m in (0.5, 0.5, 0.5):
+        resumed.run_epoch(m)
+    again = FakeTrainer(tmp_path / "again", epochs=6)  # the same six epochs in one session decide the same
+    add_smartcash_callbacks(again)
+    again.train([0.1, 0.3, 0.5, 0.5, 0.5, 0.5])
+    assert resumed.stopper.summary() == again.stopper.summary() and resumed.stop == again.stop
+
+
+def test_resume_from_a_checkpoint_written_before_the_state_file_restores_its_state(tmp_path):
+    first, _ = fake_run(tmp_path / "a", [0.1, 0.3, 0.5, 0.5])
+    model = torch.nn.Identity()
+    setattr(model, STATE_ATTR, {STATE_KEY: first.saved[2][STATE_NAME]})  # where such checkpoints carried it
+    torch.save({"epoch": 2, "ema": model}, tmp_path / "last.pt")
+    resumed = FakeTrainer(tmp_path / "b", epochs=6, resume=str(tmp_path / "last.pt"))
+    resumed.start_epoch = 3
+    add_smartcash_callbacks(resumed)
+    resumed.setup()
+    assert resumed.stopper.history == first.stopper.history[:3] and resumed.stopper.patience == 5
 
 
 def test_non_zero_ddp_rank_does_nothing(tmp_path, monkeypatch):
@@ -357,6 +384,18 @@ def test_settings_are_validated():
         resolve({"training": {"val_interval": 0}}, "m.yaml: smartcash")
     with pytest.raises(ValueError, match=r"early_stopping=...\).callbacks.early_stopping: unknown setting"):
         add_smartcash_callbacks(SimpleNamespace(), early_stopping={"patients": 3})
+
+
+def test_an_explicit_setting_wins_over_the_model_yaml_which_wins_over_the_defaults(tmp_path):
+    trainer = FakeTrainer(tmp_path)
+    section = {"early_stopping": {"monitor": "mAP50", "min_delta": 0.01}, "progress": {"min_interval": 7}}
+    trainer.model.yaml = {"smartcash": {"callbacks": {**section, "metrics_export": False}}}
+    add_smartcash_callbacks(trainer, early_stopping={"min_delta": 0.05}, metrics_export=True, min_interval=0)
+    trainer.setup()
+    stopper, reporter = trainer.stopper, registered(trainer.callbacks, ProgressReporter)
+    assert (stopper.monitor, stopper.min_delta, stopper.window) == ("mAP50", 0.05, 5)  # YAML, explicit, default
+    assert reporter.min_interval == 0 and reporter.events_file  # explicit, default
+    assert registered(trainer.callbacks, MetricsExporter).enabled  # explicit over the YAML's false
 
 
 def test_disabled_early_stopping_keeps_ultralytics_stopper(tmp_path):
@@ -403,7 +442,7 @@ def test_a_crash_mid_write_leaves_the_previous_files_intact(tmp_path, monkeypatc
     add_smartcash_callbacks(trainer)
     trainer.setup()
     trainer.run_epoch(0.3)
-    before = {name: (tmp_path / name).read_bytes() for name in ("metrics.json", "metrics.csv")}
+    before = {name: (tmp_path / name).read_bytes() for name in ("metrics.json", "metrics.csv", STATE_NAME)}
 
     def crash(fd):
         raise OSError("disk gone")
@@ -413,6 +452,7 @@ def test_a_crash_mid_write_leaves_the_previous_files_intact(tmp_path, monkeypatc
         trainer.run_epoch(0.4)
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        STATE_NAME,
         "events.jsonl",
         "metrics.csv",
         "metrics.json",
@@ -478,6 +518,25 @@ def test_progress_sequences_are_monotone_with_exact_totals_ending_at_100_percent
     assert by_level["batch"] == [(i, 5) for i in range(1, 6)] * 3
     batch_messages = [m for lvl, _, _, m in events if lvl == "batch"]
     assert batch_messages[0] == "epoch 1/3 batch 1/5 box_loss 1 cls_loss 2"
+
+
+def test_an_epoch_without_validation_skips_its_validation_share_and_still_ends_at_100_percent(tmp_path):
+    events, errors = Collector(), Collector()
+    trainer = FakeTrainer(tmp_path, epochs=3, batches=5, val_batches=3)
+    add_smartcash_callbacks(trainer, progress_callback=events, error_callback=errors, min_interval=0)
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    trainer.run_epoch(None, validate=False)  # a validation interval, or val=False: known only once it happened
+    epoch_events = [(c, t) for lvl, c, t, _ in events if lvl == "epoch"]
+    assert epoch_events[10:] == [(0, 8), (1, 8), (2, 8), (3, 8), (4, 8), (5, 8), (8, 8)]
+    fault = fault_at("results", 3, OSError("disk full"))
+    trainer.fault = lambda at: fault(trainer, at)
+    with pytest.raises(OSError):
+        try:
+            trainer.run_epoch(None, validate=False)  # fails while saving an epoch that did not validate
+        finally:
+            trainer.run_callbacks("teardown")  # as Ultralytics' train() does
+    assert [context["stage"] for _, context in errors] == ["saving"]
 
 
 def test_progress_is_throttled_but_first_and_last_always_pass(tmp_path):

@@ -6,14 +6,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import ROOT, Collector, csp_n_yaml
 
 from smartcash_ultra.callbacks import add_smartcash_callbacks
-from smartcash_ultra.callbacks.early_stopping import STATE_ATTR, STATE_KEY
+from smartcash_ultra.callbacks.early_stopping import STATE_NAME
 from smartcash_ultra.engine.trainer import SmartCashTrainer
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True, "val": True}
@@ -50,6 +52,68 @@ def run(tiny_data, tmp_path_factory):
     )
     result = trainer.train()
     return trainer, result, ui
+
+
+def test_canary_teardown_runs_in_the_finally_of_train_with_the_exception_in_flight():
+    """RunState reads the exception that ends a run in ``teardown`` (``sys.exc_info()``): Ultralytics must run it
+    from the ``finally`` of ``BaseTrainer.train``."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    seen = []
+
+    class Trainer:
+        ddp = False
+
+        def _do_train(self):
+            raise RuntimeError("disk full")
+
+        def run_callbacks(self, event):
+            seen.append((event, repr(sys.exc_info()[1])))
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        BaseTrainer.train(Trainer())
+    assert seen == [("teardown", "RuntimeError('disk full')")]
+
+
+def test_canary_the_final_evaluation_fires_a_second_fit_epoch_end_one_past_the_last_epoch(tmp_path, monkeypatch):
+    """RunState tells the final evaluation of best.pt from an epoch by it: outside any epoch, ``trainer.epoch`` one
+    past the last (the tiny-run check: ``summary["final"]`` in ``test_metric_files_equal_ultralytics_results_csv``)."""
+    from ultralytics.engine import trainer as engine
+
+    monkeypatch.setattr(engine, "strip_optimizer", lambda *args, **kwargs: {})
+    (tmp_path / "best.pt").touch()
+    seen = []
+
+    class Validator:
+        args = SimpleNamespace()
+
+        def __call__(self, model):
+            return {"metrics/mAP50(B)": 0.5, "fitness": 0.4}
+
+    class Trainer:
+        best, last, epoch, args = tmp_path / "best.pt", tmp_path / "last.pt", 4, SimpleNamespace(plots=False)
+        validator = Validator()
+
+        def run_callbacks(self, event):
+            seen.append((event, self.epoch, dict(self.metrics)))
+
+    trainer = Trainer()
+    engine.BaseTrainer.final_eval(trainer)
+    assert seen == [("on_fit_epoch_end", 5, {"metrics/mAP50(B)": 0.5})] and trainer.epoch == 4
+
+
+def test_every_handler_is_named_after_an_ultralytics_event():
+    """The base derives each ``callbacks`` dict from the methods named after Ultralytics' events: a method named
+    ``on_...`` that is no event (a typo, or an event Ultralytics renamed) would silently never run."""
+    from ultralytics.utils.callbacks.base import default_callbacks
+
+    from smartcash_ultra.callbacks import Callback, EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState
+
+    for kind in (EarlyStoppingInstaller, MetricsExporter, ProgressReporter, RunState):
+        assert issubclass(kind, Callback)
+        handlers = {name for name in dir(kind) if name.startswith("on_") or name == "teardown"}
+        assert handlers and handlers <= set(default_callbacks), kind
+        assert set(kind.__new__(kind).callbacks) == handlers
 
 
 @pytest.mark.slow
@@ -103,12 +167,13 @@ def test_events_follow_the_run_and_end_at_100_percent(run):
 
 
 @pytest.mark.slow
-def test_last_checkpoint_carries_the_early_stopping_state_of_its_epoch(run):
+def test_the_run_dir_carries_the_early_stopping_state_up_to_the_last_checkpoint(run):
     trainer, result, _ = run
-    model = torch.load(result.last, map_location="cpu", weights_only=False)["ema"]  # last.pt is kept whole
-    state = getattr(model, STATE_ATTR)[STATE_KEY]
+    state = json.loads((result.save_dir / STATE_NAME).read_text())
     assert [epoch for epoch, _ in state["history"]] == [1, 2, 3] and state["monitor"] == "fitness"
     assert state["history"][-1][1] == pytest.approx(float(trainer.stopper.history[-1][1]))
+    last = torch.load(result.last, map_location="cpu", weights_only=False)  # last.pt is kept whole
+    assert (last["epoch"], state["history"][-1][1]) == (2, pytest.approx(last["train_metrics"]["fitness"]))
 
 
 @pytest.mark.slow
@@ -176,8 +241,10 @@ def test_interrupted_run_resumes_with_continuous_metric_history(tiny_data, tmp_p
         ("completed", "completed"),
     ]
     assert log[-1]["status"] == "completed" and log[-1]["epochs_completed"] == 4
-    model = torch.load(save_dir / "weights/last.pt", map_location="cpu", weights_only=False)["ema"]
-    assert [e for e, _ in getattr(model, STATE_ATTR)[STATE_KEY]["history"]] == [1, 2, 3, 4]
+    history = json.loads((save_dir / STATE_NAME).read_text())["history"]
+    assert [e for e, _ in history] == [1, 2, 3, 4]  # replayed up to the checkpoint of epoch 2, then continued
+    last = torch.load(save_dir / "weights/last.pt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], history[-1][1]) == (3, pytest.approx(last["train_metrics"]["fitness"]))
 
 
 @pytest.mark.slow

@@ -42,6 +42,14 @@ def test_stock_models_keep_stock_classes():
     }
 
 
+def test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # found by name, as from any folder
+    with pytest.raises(
+        ValueError, match="smartcash_effb4.yaml is a training cfg .* pass it as cfg=smartcash_effb4.yaml"
+    ):
+        YOLO("smartcash_effb4.yaml")
+
+
 def test_install_is_idempotent():
     patched = YOLO.task_map.fget
     install()

@@ -81,21 +81,70 @@ def _layer(module: str) -> int:
     raise AssertionError(f"{module} is in no layer")
 
 
-def test_imports_only_go_down_the_layers():
+def _package_imports() -> dict[str, set[str]]:
+    """Map every module of the package to the package modules it imports, at module level or inside a function.
+
+    Every spelling counts: ``import smartcash_ultra.x``, ``from smartcash_ultra.x import y``, ``from smartcash_ultra
+    import x`` (the module ``x``, or the package's ``__init__`` for a name defined there) and relative imports. Only
+    the module named is an edge, not the parent packages Python imports on the way.
+    """
     package = ROOT / "smartcash_ultra"
-    upward = []
-    for path in package.rglob("*.py"):
-        module = ".".join(("smartcash_ultra", *path.relative_to(package).with_suffix("").parts))
-        if module.endswith("._moved"):
-            continue
+    files = {
+        ".".join(("smartcash_ultra", *path.relative_to(package).with_suffix("").parts)).removesuffix(".__init__"): path
+        for path in package.rglob("*.py")
+    }
+    graph = {}
+    for module, path in files.items():
+        here = module if path.name == "__init__.py" else module.rpartition(".")[0]  # what a relative import starts at
+        targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smartcash_ultra."):
-                targets = [node.module]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names if a.name.startswith("smartcash_ultra.")]
-            upward += [f"{module} -> {t}" for t in targets if _layer(t) > _layer(module) and "._moved" not in t]
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
+                    base = f"{parent}.{base}" if base else parent
+                targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names}
+        graph[module] = {t for t in targets if t in files and t != module}
+    return graph
+
+
+def test_the_import_graph_sees_every_spelling():
+    graph = _package_imports()
+    assert "smartcash_ultra._moved" in graph["smartcash_ultra"]  # `from smartcash_ultra import _moved`
+    assert "smartcash_ultra.integration" in graph["smartcash_ultra"]  # inside a function
+    assert {"smartcash_ultra.nn.backbone", "smartcash_ultra.nn.model"} <= graph["smartcash_ultra.nn"]
+
+
+def test_imports_only_go_down_the_layers():
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in _package_imports().items()
+        if not module.endswith("._moved")
+        for target in sorted(targets)
+        if not target.endswith("._moved") and _layer(target) > _layer(module)
+    ]
     assert not upward, "imports that go up a layer:\n" + "\n".join(upward)
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _package_imports()
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in sorted(graph[module]):
+            if target in path:
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
+            elif target not in done:
+                visit(target, [*path, target])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
 
 
 def test_dir_lists_the_public_names():

@@ -154,7 +154,7 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     assert_run_files_agree(save_dir, "completed", [1, 2, 3, 4], session=[3, 4])  # no epoch lost or repeated
     assert json.loads((save_dir / "metrics.json").read_text())["epochs"][:2] == before
     assert result.last == save_dir / "weights/last.pt" and ckpt(result.last)["epoch"] == 3
-    history = ckpt(result.last)["ema"].smartcash_state["early_stopping"]["history"]
+    history = json.loads((save_dir / "early_stopping.json").read_text())["history"]
     assert [e for e, _ in history] == [1, 2, 3, 4]  # early-stopping state carried across the interruptions
 
 

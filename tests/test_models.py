@@ -201,5 +201,31 @@ def test_fuse_folds_the_timm_backbones_batchnorm_with_the_same_outputs(name, tmp
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
+def test_fuse_leaves_a_backbone_wired_otherwise_as_it_was(caplog):
+    class Wired(torch.nn.Module):  # a BatchNorm declared after a convolution that reads something else
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+            self.bn.running_mean.fill_(0.5), self.bn.running_var.fill_(2.0)
+
+        def forward(self, x):
+            return [self.conv(self.bn(x))]
+
+    backbone = TimmBackbone("test_efficientnet")
+    backbone.body = Wired()
+    with caplog.at_level(logging.WARNING, logger="ultralytics"):
+        assert backbone.fuse() == 0
+    assert isinstance(backbone.body.bn, torch.nn.BatchNorm2d) and backbone.body.training  # as it was
+    assert "BatchNorm not fused (fused outputs differ)" in caplog.text
+
+
+def test_every_shipped_yaml_has_a_name_of_its_own():
+    from ultralytics.nn.tasks import yaml_model_load
+
+    names = [p.name for p in (ROOT / "cfg").rglob("*.y*ml")]
+    assert len(names) == len(set(names))  # a name means one file: a model YAML or a training cfg
+    assert yaml_model_load(EFFB4_SHIPPED)["scale"] == ""  # no scale letter after a digit: loads as named
+
+
 RANGES = ((-0.5, 0.5), (0.5, 2.0), (0.5, 1.5), (-0.5, 0.5))
 """Ranges of running mean, running variance, weight and bias drawn for every BatchNorm of a fusing test."""

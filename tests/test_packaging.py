@@ -35,7 +35,7 @@ def outcome(call):
 empty, users = sys.argv[1:]
 out = {}
 os.chdir(empty)  # any folder: the names resolve to the package's cfg/
-for name in ("smartcash_effb4.yaml", "smartcash_cspdarknet_yolov5s.yaml", "smartcash_cspdarknet_yolov5n.yaml"):
+for name in ("smartcash_effb4_yolov5.yaml", "smartcash_cspdarknet_yolov5s.yaml", "smartcash_cspdarknet_yolov5n.yaml"):
     m = YOLO(name)
     out[name] = [type(m.model).__name__, m.model.yaml["scale"], m.model.yaml.get("backbone")[0][2]]
 for name in ("smartcash_effb4.yaml", "smartcash_cspdarknet.yaml"):
@@ -46,7 +46,7 @@ out["missing"] = outcome(lambda: checks.check_yaml("smartcash_nothing.yaml"))
 out["training cfg as model"] = outcome(lambda: YOLO("smartcash_defaults.yaml"))
 os.chdir(users)  # a folder holding a user's copies
 a = YOLO("smartcash_cspdarknet_yolov5n.yaml").model.yaml
-b = YOLO("sub/smartcash_effb4.yaml").model.yaml
+b = YOLO("sub/smartcash_effb4_yolov5.yaml").model.yaml
 out["users copy"] = [a["smartcash"]["training"]["val_interval"], a["scale"], b["smartcash"]["training"]["val_interval"]]
 print(json.dumps(out))
 """
@@ -72,7 +72,7 @@ def resolved(tmp_path_factory) -> dict:
     users = tmp_path / "users"
     (users / "sub").mkdir(parents=True)
     (users / "smartcash_cspdarknet_yolov5.yaml").write_text(yaml.safe_dump(d))
-    (users / "sub/smartcash_effb4.yaml").write_text(yaml.safe_dump(d))
+    (users / "sub/smartcash_effb4_yolov5.yaml").write_text(yaml.safe_dump(d))
     (tmp_path / "empty").mkdir()
     env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     return last_json(run_python(PROBE, str(tmp_path / "empty"), str(users), cwd=tmp_path / "empty", env=env))
@@ -81,11 +81,11 @@ def resolved(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(resolved):
     out = resolved
-    assert out["smartcash_effb4.yaml"] == ["SmartCashDetectionModel", "", "TimmBackbone"]
+    assert out["smartcash_effb4_yolov5.yaml"] == ["SmartCashDetectionModel", "", "TimmBackbone"]
     assert out["smartcash_cspdarknet_yolov5s.yaml"] == ["SmartCashDetectionModel", "s", "Conv"]
     assert out["smartcash_cspdarknet_yolov5n.yaml"] == ["SmartCashDetectionModel", "n", "Conv"]
-    # one name, two files: a model lookup gets the model YAML, a cfg= lookup the training cfg, which names its model
-    assert out["cfg smartcash_effb4.yaml"] == ["detect", "smartcash_effb4.yaml", False]
+    # a training cfg resolves by name too, and names its model YAML
+    assert out["cfg smartcash_effb4.yaml"] == ["detect", "smartcash_effb4_yolov5.yaml", False]
     assert out["cfg smartcash_cspdarknet.yaml"] == ["detect", "smartcash_cspdarknet_yolov5s.yaml", False]
 
 

@@ -1,71 +1,123 @@
 """Canaries: one test per place the plugin reaches into Ultralytics internals (``smartcash_ultra/integration.py``).
 
 Each fails when an Ultralytics upgrade moves what the plugin relies on there, instead of the plugin breaking
-silently. Patch points guarded elsewhere are named in the integration module's list.
+silently. Each drives Ultralytics' own code (a call, or one tiny training run watched at its seams) and checks what
+it does; a check of Ultralytics' source text is left only where no behaviour can be had here, and says why. Reaches
+guarded elsewhere are named in the integration module's list.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
+from conftest import CSP_N_YAML, csp_n_yaml, effb4_yaml
 from ultralytics import YOLO
 from ultralytics.data import YOLODataset
 from ultralytics.data.base import BaseDataset
 from ultralytics.engine import trainer as engine
-from ultralytics.engine.exporter import Exporter
-from ultralytics.engine.model import Model
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.nn import tasks
-from ultralytics.utils import checks
+from ultralytics.nn.autobackend import AutoBackend
 from ultralytics.utils.metrics import Metric
+from ultralytics.utils.patches import torch_load
 
 from smartcash_ultra.data.dataset import SmartCashDataset
-from smartcash_ultra.integration import MODEL_YAML_LOADER
-from smartcash_ultra.nn.backbone import register_modules
+from smartcash_ultra.engine import precision
+from smartcash_ultra.engine.trainer import SmartCashTrainer
+from smartcash_ultra.nn.backbone import TimmBackbone, register_modules
+from smartcash_ultra.nn.model import SmartCashDetectionModel, resolve_model_yaml
+
+CHECKPOINT = Path(__file__).parent / "fixtures/pre_layout_last.pt"
+"""A SmartCash training checkpoint (optimizer included) with a tiny timm backbone."""
 
 
-def test_task_map_is_a_property_that_model_loading_reads_after_setting_cfg():
-    assert isinstance(inspect.getattr_static(YOLO, "task_map"), property)
-    assert "self.task_map[self.task][key]" in inspect.getsource(Model._smart_load)
-    new = inspect.getsource(Model._new)
-    assert new.index("self.cfg = cfg") < new.index('self._smart_load("model")')
+class Chosen(Exception):
+    """Raised by the classes handed to Ultralytics, to prove it built the one it was given."""
 
 
-def test_parse_model_resolves_layer_names_from_its_module_globals():
-    assert "globals()[m]" in inspect.getsource(tasks.parse_model)
-    assert "Index" in inspect.getsource(tasks.parse_model)  # channel count as Index's first argument
+def chosen(*args, **kwargs):
+    raise Chosen
+
+
+class WatchedTrainer(SmartCashTrainer):
+    """Counts Ultralytics' calls of the private hook that builds the LR schedule."""
+
+    scheduler_builds = 0
+
+    def _setup_scheduler(self):
+        self.scheduler_builds += 1
+        return super()._setup_scheduler()
+
+
+@pytest.fixture(scope="module")
+def watched_run(tiny_data, tmp_path_factory):
+    """One SmartCashTrainer run of one epoch in ``time=`` mode, recording the renames and the AMP checks it makes."""
+    renamed, amp_checks = [], []
+    rename, check = os.replace, precision.check_amp
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", lambda src, dst: (renamed.append(Path(dst).name), rename(src, dst))[1])
+        mp.setattr(precision, "check_amp", lambda model: (amp_checks.append(type(model).__name__), check(model))[1])
+        trainer = WatchedTrainer(
+            overrides={
+                "model": str(CSP_N_YAML),
+                "data": str(tiny_data),
+                "epochs": 1,
+                "time": 1e-6,  # hours: the budget is spent in the first epoch, which the time branch then ends
+                "amp": True,
+                "imgsz": 64,
+                "batch": 4,
+                "workers": 0,
+                "plots": False,
+                "project": str(tmp_path_factory.mktemp("watched")),
+            }
+        )
+        trainer.train()
+    return SimpleNamespace(trainer=trainer, renamed=renamed, amp_checks=amp_checks)
+
+
+def test_task_map_routes_the_yaml_model_new_is_building():
+    assert isinstance(YOLO(CSP_N_YAML).model, SmartCashDetectionModel)  # task_map read after Model._new set cfg
+    assert type(YOLO("yolov8n.yaml").model) is tasks.DetectionModel
+
+
+def test_parse_model_builds_a_layer_named_in_its_module_globals(tmp_path):
     register_modules()
-    assert tasks.TimmBackbone.__module__ == "smartcash_ultra.nn.backbone"
+    d = resolve_model_yaml(effb4_yaml(tmp_path, backbone="test_efficientnet"))
+    model = tasks.DetectionModel(d, verbose=False)  # Ultralytics' own class: only parse_model's lookup finds it
+    assert isinstance(model.model[0], TimmBackbone)
 
 
-def test_setup_train_calls_the_module_level_check_amp():
-    assert callable(engine.check_amp)
-    assert "check_amp(self.model)" in inspect.getsource(engine.BaseTrainer._setup_train)
+@pytest.mark.slow
+def test_setup_train_calls_the_swapped_check_amp(watched_run):
+    assert watched_run.amp_checks == ["SmartCashDetectionModel"]
+    assert engine.check_amp is not precision.check_amp  # put back after the setup
 
 
-def test_checkpoints_are_written_through_the_trainers_path_objects():
-    save = inspect.getsource(engine.BaseTrainer.save_model)
-    assert "self.last.write_bytes(" in save and "self.best.write_bytes(" in save
-    init = inspect.getsource(engine.BaseTrainer.__init__)
-    assert 'self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"' in init
-    final_eval = inspect.getsource(engine.BaseTrainer.final_eval)  # strips through the module-level name
-    assert "strip_optimizer(self.last)" in final_eval and "strip_optimizer(self.best, updates=" in final_eval
-    assert final_eval.index("strip_optimizer(self.last)") < final_eval.index("self.validator(model=model)")
-    assert callable(engine.strip_optimizer) and "s or f" in inspect.getsource(engine.strip_optimizer)  # s: target
+@pytest.mark.slow
+def test_checkpoints_are_written_by_rename_and_final_eval_strips_best_only(watched_run):
+    trainer = watched_run.trainer
+    # save_model writes through the trainer's wdir paths (AtomicPath: temp file + rename); final_eval strips best.pt
+    # through the module-level strip_optimizer, which the trainer swaps so that last.pt is never rewritten
+    assert watched_run.renamed.count("last.pt") == 1 and watched_run.renamed.count("best.pt") == 2
+    assert torch_load(trainer.last, map_location="cpu")["optimizer"] is not None
+    assert torch_load(trainer.best, map_location="cpu")["optimizer"] is None
+
+
+@pytest.mark.slow
+def test_the_schedule_is_built_by_one_private_method_also_in_time_mode(watched_run):
+    assert watched_run.trainer.scheduler_builds == 2  # at setup, and after the epoch with the re-estimated length
 
 
 def test_the_stopper_slot_is_called_per_validated_epoch_and_saved():
     loop = inspect.getsource(engine.BaseTrainer._do_train)
     assert "self.stopper(epoch + 1, self.fitness)" in loop and "self.stopper.possible_stop" in loop
     assert "self.stopper, self.stop = EarlyStopping(" in inspect.getsource(engine.BaseTrainer._setup_train)
-
-
-def test_disk_cache_paths_are_the_npy_files_attribute():
-    assert "self.npy_files = " in inspect.getsource(BaseDataset.__init__)
-    for method in (BaseDataset.load_image, BaseDataset.cache_images_to_disk):
-        assert "self.npy_files[i]" in inspect.getsource(method)
 
 
 def test_the_pickled_label_cache_is_loaded_only_through_get_labels():
@@ -91,18 +143,20 @@ def test_all_ap_column_5_is_ap_at_iou_0_75():
     assert metric.map75 == metric.all_ap[:, 5].mean()
 
 
-def test_the_scheduler_is_built_by_one_private_method_also_in_time_mode():
-    assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._build_train_pipeline)
-    assert "self._setup_scheduler()" in inspect.getsource(engine.BaseTrainer._do_train)  # time= re-estimates
+def test_model_train_turns_a_resume_it_cannot_continue_into_a_new_run():
+    seen = []
 
+    def trainer(overrides, _callbacks):
+        seen.append(overrides)
+        raise Chosen
 
-def test_model_train_turns_an_unresumable_resume_into_a_new_run():
-    train = inspect.getsource(Model.train)
-    assert 'if args.get("resume") is True:' in train and 'args["resume"] = False' in train
-    assert list(inspect.signature(Model.train).parameters) == ["self", "trainer", "kwargs"]  # the wrapper's
+    with pytest.raises(Chosen):
+        inspect.unwrap(YOLO.train)(YOLO(CSP_N_YAML), trainer=trainer, resume=True)
+    assert seen[0]["resume"] is False  # what the train wrapper turns into an error naming the checkpoint
 
 
 def test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv_is_appended_to():
+    # source text: a resume needs a killed run's checkpoint; the behaviour is tests/test_lifecycle.py's
     setup, loop = inspect.getsource(engine.BaseTrainer._setup_train), inspect.getsource(engine.BaseTrainer._do_train)
     assert "self.resume_training(ckpt)" in setup and "self._setup_train()" in loop
     assert "self.start_epoch = start_epoch" in inspect.getsource(engine.BaseTrainer.resume_training)
@@ -110,70 +164,88 @@ def test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv
     assert 'open(self.csv, "a"' in inspect.getsource(engine.BaseTrainer.save_metrics)
 
 
-def test_yaml_names_resolve_through_check_file_and_the_model_loader_is_one_function():
+def test_yaml_names_resolve_through_check_file_for_cfg_and_model(tmp_path, monkeypatch):
     from ultralytics.cfg import entrypoint
 
-    assert "check_file(file, suffix, hard=hard)" in inspect.getsource(checks.check_yaml)  # looked up at call time
-    stock = inspect.getsource(inspect.unwrap(checks.check_file))
-    assert "os.path.exists(file))" in stock and 'glob.glob(str(ROOT / "**" / file)' in stock  # as given, then search
-    assert (tasks.yaml_model_load.__module__, tasks.yaml_model_load.__name__) == MODEL_YAML_LOADER
-    assert "check_yaml(path, hard=False) or check_yaml(unified_path)" in inspect.getsource(tasks.yaml_model_load)
-    assert "YAML.load(checks.check_yaml(v))" in inspect.getsource(entrypoint)  # cfg=, before YOLO is imported
-    assert 'YAML.load(checks.check_yaml(kwargs["cfg"]))' in inspect.getsource(Model.train)
+    calls, stock_train = [], inspect.unwrap(YOLO.train)
+    monkeypatch.setattr(YOLO, "train", lambda self, **overrides: calls.append((self, overrides)))
+    monkeypatch.chdir(tmp_path)  # names, found from any folder
+    entrypoint("yolo train cfg=smartcash_cspdarknet.yaml model=smartcash_cspdarknet_yolov5n.yaml")
+    ((model, overrides),) = calls
+    assert overrides["data"] == "data/sample/data.yaml"  # read from the training cfg found by name
+    assert isinstance(model.model, SmartCashDetectionModel) and model.model.yaml["scale"] == "n"  # yaml_model_load
+    seen = []
+
+    def trainer(overrides, _callbacks):
+        seen.append(overrides)
+        raise Chosen
+
+    with pytest.raises(Chosen):
+        stock_train(model, trainer=trainer, cfg="smartcash_cspdarknet.yaml")  # Model.train(cfg=)
+    assert seen[0]["data"] == "data/sample/data.yaml"
 
 
-def test_predict_val_train_take_the_class_to_use_and_ask_task_map_only_without_one():
-    for method, name in ((Model.predict, "predictor"), (Model.val, "validator"), (Model.train, "trainer")):
-        stock = inspect.unwrap(method)
-        assert name in inspect.signature(stock).parameters
-        assert f'({name} or self._smart_load("{name}"))' in inspect.getsource(stock)
-
-
-def test_export_metadata_is_filled_before_on_export_start_and_written_after():
-    from ultralytics.engine.exporter import Exporter
-    from ultralytics.nn.backends.base import BaseBackend
-    from ultralytics.utils.export.torchscript import torch2torchscript
-
-    call = inspect.getsource(Exporter.__call__)
-    assert call.index("self.metadata = {") < call.index('self.run_callbacks("on_export_start")')
-    assert call.index('self.run_callbacks("on_export_start")') < call.index('getattr(self, f"export_{fmt}")()')
-    exporter = inspect.getsource(inspect.getmodule(Exporter))
-
-    def method(name: str) -> str:  # the exporters are wrapped by a decorator that keeps no __wrapped__
-        body = exporter[exporter.index(f"    def {name}(") :]
-        return body[: body.index("\n    @")]
-
-    assert "for k, v in self.metadata.items():" in method("export_onnx")  # every key
-    assert "metadata=self.metadata" in method("export_torchscript")
-    assert 'extra_files = {"config.txt": json.dumps(metadata' in inspect.getsource(torch2torchscript)
-    assert 'YAML.save(Path(file).parent / "metadata.yaml", self.metadata)' in method("export_openvino")
-    assert "self.metadata = metadata" in inspect.getsource(BaseBackend.apply_metadata)  # unknown keys kept
-
-
-def test_model_train_runs_at_every_epoch_start_and_freezes_the_batchnorm_of_named_layers():
-    loop = inspect.getsource(engine.BaseTrainer._do_train)
-    assert loop.index('self.run_callbacks("on_train_epoch_start")') < loop.index("self._model_train()")
-    train = inspect.getsource(engine.BaseTrainer._model_train)
-    assert "self.freeze_layer_names" in train and "m.eval()" in train
-    assert "self.freeze_layer_names = freeze_layer_names" in inspect.getsource(engine.BaseTrainer._setup_train)
-
-
-def test_parameter_groups_carry_labels_and_warm_up_starts_only_bias_groups_high():
-    build = inspect.getsource(engine.BaseTrainer.build_optimizer)
-    for label in ("bias", "weight", "bn"):
-        assert f'"param_group": "{label}"' in build
-    loop = inspect.getsource(engine.BaseTrainer._do_train)
-    assert 'self.args.warmup_bias_lr if x.get("param_group") == "bias" else 0.0' in loop
-    assert 'x["initial_lr"] * self.lf(epoch)' in loop
+def test_predict_val_train_build_the_class_they_are_given(tmp_path):
+    model = YOLO(CSP_N_YAML)
+    calls = ((YOLO.predict, (str(tmp_path), False, chosen)), (YOLO.val, (chosen,)), (YOLO.train, (chosen,)))
+    for method, given in calls:
+        with pytest.raises(Chosen):
+            inspect.unwrap(method)(model, *given)  # positionally, as the wrappers hand it over
 
 
 def test_a_checkpoints_model_reaches_get_model_as_weights():
-    assert "self.trainer.get_model(weights=weights, cfg=self.model.yaml)" in inspect.getsource(Model.train)
-    assert "self.get_model(cfg=cfg, weights=weights" in inspect.getsource(engine.BaseTrainer.setup_model)
+    handed = []
+
+    class Recorder:
+        def __init__(self, overrides, _callbacks):
+            pass
+
+        def get_model(self, cfg=None, weights=None, verbose=True):
+            handed.append((cfg, weights))
+            raise Chosen
+
+    model = YOLO(CHECKPOINT)
+    with pytest.raises(Chosen):
+        inspect.unwrap(YOLO.train)(model, trainer=Recorder, data="data.yaml")  # Model.train, from a checkpoint
+    assert handed[0][0] is model.model.yaml and handed[0][1] is model.model
+    trainer = SimpleNamespace(model=str(CHECKPOINT), args=SimpleNamespace(pretrained=True), resume=False)
+    trainer.get_model = lambda cfg, weights, verbose: handed.append((cfg, weights))
+    engine.BaseTrainer.setup_model(trainer)  # the trainer's own rebuild from a checkpoint path
+    cfg, weights = handed[1]
+    assert isinstance(weights, SmartCashDetectionModel) and cfg is weights.yaml
 
 
-def test_inference_and_export_fuse_through_the_models_fuse_method():
-    from ultralytics.nn.backends import pytorch
+def test_inference_fuses_through_the_models_fuse_method(monkeypatch):
+    fused = []
+    fuse = SmartCashDetectionModel.fuse
+    monkeypatch.setattr(SmartCashDetectionModel, "fuse", lambda self, **kw: fused.append(kw) or fuse(self, **kw))
+    AutoBackend(SmartCashDetectionModel(CSP_N_YAML, verbose=False), fuse=True, verbose=False)  # predict, val
+    assert len(fused) == 1
 
-    assert "model.fuse(verbose=self.verbose) if isinstance(model, BaseModel)" in inspect.getsource(pytorch)
-    assert "model = model.fuse(imgsz=self.imgsz)" in inspect.getsource(Exporter)
+
+@pytest.mark.slow
+def test_export_fuses_and_carries_metadata_added_at_on_export_start(tmp_path, monkeypatch):
+    fused, seen = [], []
+    fuse = SmartCashDetectionModel.fuse
+    monkeypatch.setattr(SmartCashDetectionModel, "fuse", lambda self, **kw: fused.append(kw) or fuse(self, **kw))
+
+    def on_export_start(exporter):
+        seen.append(dict(exporter.metadata))
+        exporter.metadata["canary"] = "kept"
+
+    monkeypatch.chdir(tmp_path)  # the export is written into the working folder
+    model = YOLO(csp_n_yaml(tmp_path))
+    model.add_callback("on_export_start", on_export_start)
+    exported = model.export(format="torchscript", imgsz=64, verbose=False)
+    assert "names" in seen[0] and len(fused) == 1  # filled before the event, from the fused model
+    assert AutoBackend(exported, verbose=False).metadata["canary"] == "kept"  # written after it, unknown key kept
+
+
+def test_the_list_of_reaches_names_every_canary_here_and_no_other():
+    import re
+
+    from smartcash_ultra import integration
+
+    listed = set(re.findall(r"``(test_\w+)``", integration.__doc__))
+    here = {name for name in globals() if name.startswith("test_")}
+    assert listed == here - {"test_the_list_of_reaches_names_every_canary_here_and_no_other"}

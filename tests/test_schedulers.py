@@ -22,7 +22,7 @@ FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
 
 
 def documented(name: str, epoch: int, length: int = EPOCHS, step_size: int = 10, gamma: float | None = None) -> float:
-    """The README's formula of each schedule, written out independently of smartcash_ultra.schedules."""
+    """docs/training.md's formula of each schedule, written out independently of smartcash_ultra.schedules."""
     e = min(epoch, length - 1)
     if name == "linear":
         return LRF + (1 - LRF) * (1 - e / length)

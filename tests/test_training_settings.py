@@ -112,7 +112,7 @@ def test_yolo_command_gets_them_on_both_routes(route, tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_readme_sample_command_resolves_exactly_as_before(tmp_path):
-    """`bash scripts/train_sample.sh` (the README's mAP50 0.952 run) gets the very arguments the full cfg gave it."""
+    """`bash scripts/train_sample.sh` (the README's sample run) gets the very arguments the full cfg gave it."""
     command = (
         "model=cfg/models/smartcash_cspdarknet_yolov5n.yaml data=data/sample/data.yaml imgsz=320 epochs=20 batch=16 "
         f"workers=2 project={tmp_path} name=cspdarknet exist_ok=True"

@@ -1,10 +1,10 @@
 """SmartCash training callbacks: adaptive early stopping, metric export and progress reporting, and the run state.
 
-Each is a small object whose handlers (gathered in its ``callbacks`` dict, in Ultralytics' callback style) are
-registered with ``add_callback``. They are objects rather than module functions because each run needs its own state
-(observations, history, throttle clock); they pickle without the trainer, so Ultralytics' DDP launcher carries them
-into every worker, where they act on rank 0 only. The :class:`RunState` they share (epoch clock, ETA, outcome, stop
-request) is registered with them.
+Each is a small :class:`Callback` object whose methods named after Ultralytics' events form its ``callbacks`` dict
+(event -> handler, in Ultralytics' callback style), registered with ``add_callback``. They are objects rather than
+module functions because each run needs its own state (observations, history, throttle clock); they pickle without
+the trainer, so Ultralytics' DDP launcher carries them into every worker, where they act on rank 0 only. The
+:class:`RunState` they share (epoch clock, ETA, outcome, stop request) is registered first: it decides, they read.
 
 ``SmartCashTrainer`` registers them itself. On a stock Ultralytics model it takes one call::
 
@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from smartcash_ultra.callbacks.base import Callback, callback_settings, explicit_settings
 from smartcash_ultra.callbacks.early_stopping import AdaptiveEarlyStopping
 from smartcash_ultra.callbacks.metrics_export import MetricsExporter
 from smartcash_ultra.callbacks.progress import ProgressReporter, UICallbacks
 from smartcash_ultra.callbacks.run_state import RunState, registered
-from smartcash_ultra.utils.settings import model_settings, resolve
 
 __all__ = [
     "AdaptiveEarlyStopping",
+    "Callback",
     "MetricsExporter",
     "ProgressReporter",
     "RunState",
@@ -46,10 +47,10 @@ def add_smartcash_callbacks(
 ):
     """Register the three SmartCash callbacks and the run state on a ``YOLO`` model or a trainer (``add_callback``).
 
-    ``ui`` takes the :class:`UICallbacks` by name (``progress_callback=``...). Settings left None come from the model
-    YAML's ``smartcash.callbacks`` section, else the defaults (all on). ``early_stopping`` takes False or a mapping of
-    the names in :data:`smartcash_ultra.utils.settings.DEFAULTS`; the base patience is Ultralytics' ``patience``
-    argument. Returns ``target``.
+    ``ui`` takes the :class:`UICallbacks` by name (``progress_callback=``...). A setting given here wins over the
+    model YAML's ``smartcash.callbacks`` section, which wins over the defaults (all on). ``early_stopping`` takes
+    True, False or a mapping of the names in :data:`smartcash_ultra.utils.settings.DEFAULTS`; the base patience is
+    Ultralytics' ``patience`` argument. Returns ``target``.
 
     Raises:
         ValueError: when ``target`` already has them (they would report twice), or a setting is unknown.
@@ -71,32 +72,18 @@ def has_smartcash_callbacks(callbacks: dict[str, list]) -> bool:
     return registered(callbacks, (EarlyStoppingInstaller, MetricsExporter, ProgressReporter)) is not None
 
 
-class EarlyStoppingInstaller:
+class EarlyStoppingInstaller(Callback):
     """Builds the :class:`AdaptiveEarlyStopping` once the run's settings and ``patience`` are known, and installs it.
 
     Off (``enabled: false``) leaves Ultralytics' own fixed-patience stopper in place.
     """
 
     def __init__(self, settings: bool | dict[str, Any] | None = None):
-        """Take ``settings`` None: from the model YAML; False: off; a mapping: these settings over the defaults."""
-        self.explicit = None
-        if settings is not None:  # checked now, as the model YAML's section is
-            source = "add_smartcash_callbacks(early_stopping=...)"
-            self.explicit = resolve({"callbacks": {"early_stopping": settings}}, source)["callbacks"]
-        self.stopper: AdaptiveEarlyStopping | None = None
-
-    @property
-    def callbacks(self) -> dict[str, Any]:
-        return {"on_pretrain_routine_end": self.on_pretrain_routine_end, "on_fit_epoch_end": self.on_fit_epoch_end}
+        """Take ``settings`` None: from the model YAML; False: off; a mapping: these settings over the model YAML's."""
+        self.explicit = explicit_settings("early_stopping", settings, "early_stopping")
 
     def on_pretrain_routine_end(self, trainer) -> None:
-        settings = (self.explicit or model_settings(trainer.model)["callbacks"])["early_stopping"]
-        self.stopper = None
+        settings = callback_settings("early_stopping", self.explicit, trainer)
         if settings["enabled"]:
             kwargs = {k: v for k, v in settings.items() if k != "enabled"}
-            self.stopper = AdaptiveEarlyStopping(patience=trainer.args.patience, **kwargs)
-            self.stopper.on_pretrain_routine_end(trainer)
-
-    def on_fit_epoch_end(self, trainer) -> None:
-        if self.stopper is not None:
-            self.stopper.on_fit_epoch_end(trainer)
+            AdaptiveEarlyStopping(patience=trainer.args.patience, **kwargs).install(trainer)

@@ -11,27 +11,35 @@ The rule, applied at every validated epoch (epochs without validation are not co
   is at least ``min_rate`` (default ``min_delta``), and shrinks by one (down to the configured ``patience``)
   otherwise. So a run still climbing fast survives a plateau; a run that only creeps up gets the base patience.
 
-The state is the list of ``(epoch, value)`` observations; everything else is derived by replaying it, so the state
-saved with a checkpoint restores exactly, also under a changed ``patience`` on resume.
+The state is the list of ``(epoch, value)`` observations; everything else is derived by replaying it. It is written
+to ``early_stopping.json`` in the run dir at each validated epoch, before Ultralytics writes that epoch's checkpoint;
+a resume replays the observations up to the checkpoint's epoch, so it decides exactly as the run would have, also
+under a changed ``patience``. (results.csv cannot serve: it rounds to 6 digits, has no ``fitness`` column and repeats
+the last validation on epochs that do not validate.)
 
-Seams used (``tests/test_callbacks_integration.py`` fails if Ultralytics moves them): the trainer's ``stopper``
-attribute, which it calls as ``stopper(epoch, fitness)`` on rank 0 after validation and before saving checkpoints
-(we record the observation there, so ``last.pt`` holds it), and ``on_fit_epoch_end``, where the stop is decided,
-on rank 0 only; Ultralytics broadcasts ``trainer.stop`` to every DDP rank right after.
+Seam used: the trainer's ``stopper`` slot, which Ultralytics calls as ``stopper(epoch, fitness)`` on rank 0 after
+validation and before saving checkpoints, and whose answer stops the run (``self.stop |= self.stopper(...)``,
+broadcast to every DDP rank); also ``possible_stop``, which makes Ultralytics validate an epoch that may stop the run.
+Canary: ``tests/test_callbacks_integration.py::test_early_stopping_stops_a_real_run_and_says_why``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from ultralytics.utils import LOGGER, colorstr
 
+from smartcash_ultra.callbacks.run_state import RunState
+from smartcash_ultra.utils.files import write_atomic
 from smartcash_ultra.utils.settings import is_main_process
 
-STATE_ATTR = "smartcash_state"
-"""Attribute of the EMA model that carries callback state into every checkpoint Ultralytics writes."""
-STATE_KEY = "early_stopping"
+STATE_NAME = "early_stopping.json"
+"""The observations so far, in the run dir."""
+STATE_ATTR, STATE_KEY = "smartcash_state", "early_stopping"
+"""Where checkpoints written before the state file carry the state: an attribute of their EMA model."""
 METRIC_ALIASES = {
     "mAP50": "metrics/mAP50(B)",
     "mAP75": "metrics/mAP75(B)",
@@ -70,9 +78,8 @@ class AdaptiveEarlyStopping:
         self.min_rate = self.min_delta if min_rate is None else float(min_rate)
         self.window = max(int(window), 1)
         self.reset()
-        self._trainer = None  # set by on_pretrain_routine_end; never pickled (see __getstate__)
-        self._seen_metrics = None
-        self._announced_epoch = 0
+        self._trainer = self._run = None  # the trainer and its RunState, set by install(); never pickled
+        self.path: Path | None = None  # the state file, set by install()
 
     # ------------------------------------------------------------------------------------------------ pure rule
     def reset(self) -> None:
@@ -201,19 +208,20 @@ class AdaptiveEarlyStopping:
         }
 
     # ------------------------------------------------------------------------------------- Ultralytics seams
-    def on_pretrain_routine_end(self, trainer) -> None:
-        """Replace the trainer's stopper with this one; on resume, restore the state saved in the checkpoint."""
+    def install(self, trainer) -> None:
+        """Take the trainer's stopper slot (rank 0 only); a resume replays the run's observations to its checkpoint."""
         if not is_main_process():
             return
         check_monitor(self.monitor, trainer)
-        self._trainer, self._seen_metrics, self._announced_epoch = trainer, trainer.metrics, 0
+        self._trainer, self._run = trainer, RunState.of(trainer)
+        self.path = Path(trainer.save_dir) / STATE_NAME
         stock = trainer.stopper
         trainer.stopper = self
         if trainer.start_epoch > 0:  # resumed
-            state = checkpoint_state(getattr(trainer.args, "resume", None))
+            state = saved_state(self.path) or checkpoint_state(getattr(trainer.args, "resume", None))
             if state is not None:
                 self.load_state_dict(state, up_to_epoch=trainer.start_epoch)
-                LOGGER.info(f"{PREFIX}restored from checkpoint: {self.status_line()}")
+                LOGGER.info(f"{PREFIX}restored up to the checkpoint's epoch: {self.status_line()}")
             elif self.monitor == "fitness" and getattr(stock, "best_epoch", 0):  # checkpoint of a run without us
                 self.reset()
                 self.update(stock.best_epoch, stock.best_fitness)
@@ -229,44 +237,27 @@ class AdaptiveEarlyStopping:
             )
 
     def __call__(self, epoch: int, fitness: float | None) -> bool:
-        """Ultralytics' stopper call: record this epoch's value before the checkpoint is written; never stops here."""
-        self._observe(epoch)
-        return False
+        """Count ``epoch`` if it validated and write the state file; return True when the run should stop.
 
-    def on_fit_epoch_end(self, trainer) -> None:
-        """Decide (rank 0 only): log where the rule stands and set ``trainer.stop`` when patience ran out."""
-        if not is_main_process() or self._trainer is not trainer:
-            return
-        epoch = trainer.epoch + 1
-        if not self.history or self.history[-1][0] != epoch or self._announced_epoch == epoch:
-            return  # not validated this epoch, or the final evaluation of best.pt after training
-        self._announced_epoch = epoch
+        Ultralytics calls its stopper slot on rank 0 after validation, before the epoch's checkpoint is written.
+        """
+        if self._trainer is None or not self._run.validated:  # an epoch without validation counts for nothing
+            return False
+        value = monitored_value(self.monitor, self._trainer)
+        if not math.isfinite(value):  # Ultralytics lets a NaN first epoch go on; a stopper must not end the run
+            LOGGER.warning(f"{PREFIX}{self.monitor} is {value} at epoch {epoch}: not counted")
+            return False
+        self.update(epoch, value)
+        write_atomic(self.path, json.dumps(self.state_dict(), allow_nan=False).encode())
         if self.should_stop:
-            trainer.stop = True
             LOGGER.info(f"{PREFIX}stopping after epoch {epoch}: {self.stop_reason}.")
         elif self.base_patience:
             LOGGER.info(f"{PREFIX}{self.status_line()}")
-
-    def _observe(self, epoch: int) -> None:
-        """Record ``epoch`` if it validated (fresh ``trainer.metrics``), and stamp the state on the EMA model."""
-        trainer = self._trainer
-        if trainer is None or not is_main_process() or trainer.metrics is self._seen_metrics or not trainer.metrics:
-            return
-        self._seen_metrics = trainer.metrics
-        value = monitored_value(self.monitor, trainer)
-        if not math.isfinite(value):  # Ultralytics lets a NaN first epoch go on; a stopper must not end the run
-            LOGGER.warning(f"{PREFIX}{self.monitor} is {value} at epoch {epoch}: not counted")
-            return
-        self.update(epoch, value)
-        ema = getattr(getattr(trainer, "ema", None), "ema", None)
-        if ema is not None:
-            state = dict(getattr(ema, STATE_ATTR, None) or {})
-            state[STATE_KEY] = self.state_dict()
-            setattr(ema, STATE_ATTR, state)  # Ultralytics deep-copies the EMA model into last.pt and best.pt
+        return self.should_stop
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle settings and state only (DDP launch scripts pickle callbacks), never the trainer."""
-        return {**self.__dict__, "_trainer": None, "_seen_metrics": None}
+        return {**self.__dict__, "_trainer": None, "_run": None}
 
 
 def monitored_value(monitor: str, trainer) -> float:
@@ -296,8 +287,19 @@ def check_monitor(monitor: str, trainer) -> None:
         )
 
 
+def saved_state(path: Path) -> dict[str, Any] | None:
+    """Return the state written to ``path`` (None when there is none or it is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        LOGGER.warning(f"{PREFIX}{path} is unreadable ({e}); early stopping starts afresh")
+        return None
+
+
 def checkpoint_state(path: str | None) -> dict[str, Any] | None:
-    """Return the early-stopping state carried by the checkpoint at ``path`` (None if it has none)."""
+    """Return the state carried by a checkpoint written before the state file, at ``path`` (None if it has none)."""
     if not path or not isinstance(path, str):
         return None
     from ultralytics.utils.patches import torch_load

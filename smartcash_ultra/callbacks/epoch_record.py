@@ -88,6 +88,11 @@ def clean(value: Any) -> Any:
     return value
 
 
+def clean_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """``trainer.metrics`` as plain JSON-able numbers (see :func:`clean`)."""
+    return {k: clean(v) for k, v in (metrics or {}).items()}
+
+
 def results_epochs(path: str | Path | None) -> list[int]:
     """Return the epoch of each whole row of Ultralytics' ``results.csv`` (none when it is missing)."""
     return [epoch for epoch, _ in results_rows(path)[1]]

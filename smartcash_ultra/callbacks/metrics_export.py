@@ -10,49 +10,37 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from smartcash_ultra.callbacks.epoch_record import clean, epoch_record
-from smartcash_ultra.callbacks.run_state import OUTCOMES, RunState
+from smartcash_ultra.callbacks.base import Callback, callback_settings, explicit_settings
+from smartcash_ultra.callbacks.epoch_record import epoch_record
+from smartcash_ultra.callbacks.run_state import RunState
 from smartcash_ultra.utils.files import write_atomic
-from smartcash_ultra.utils.settings import is_main_process, model_settings
+from smartcash_ultra.utils.settings import is_main_process
 
 JSON_NAME, CSV_NAME = "metrics.json", "metrics.csv"
 
 
-class MetricsExporter:
+class MetricsExporter(Callback):
     """Writes every figure of every epoch to ``metrics.json`` and ``metrics.csv`` (rank 0 only)."""
 
     def __init__(self, enabled: bool | None = None):
         """Take ``enabled`` None from the model YAML's ``smartcash.callbacks.metrics_export`` (on by default)."""
-        self.explicit = enabled
+        self.explicit = explicit_settings("metrics_export", enabled, "metrics_export")
         self.enabled = False
         self.state: RunState | None = None
         self.save_dir: Path | None = None
         self.run: dict[str, Any] = {}
         self.epochs: list[dict[str, Any]] = []
-        self.final: dict[str, Any] | None = None
         self.status, self.reason = "running", None
-
-    @property
-    def callbacks(self) -> dict[str, Any]:
-        return {
-            "on_pretrain_routine_end": self.on_pretrain_routine_end,
-            "on_fit_epoch_end": self.on_fit_epoch_end,
-            "on_train_end": self.on_train_end,
-            "teardown": self.teardown,
-        }
 
     def on_pretrain_routine_end(self, trainer) -> None:
         """Decide whether to export; on resume, load the history up to the checkpoint's epoch."""
-        enabled = self.explicit
-        if enabled is None:
-            enabled = model_settings(trainer.model)["callbacks"]["metrics_export"]["enabled"]
+        enabled = callback_settings("metrics_export", self.explicit, trainer)["enabled"]
         self.enabled = bool(enabled) and is_main_process()
         if not self.enabled:
             return
@@ -65,7 +53,7 @@ class MetricsExporter:
             "epochs": trainer.epochs,
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        self.epochs, self.final, self.status, self.reason = [], None, "running", None
+        self.epochs, self.status, self.reason = [], "running", None
         if trainer.start_epoch > 0:
             self.epochs = self.load_history(up_to_epoch=trainer.start_epoch)
 
@@ -92,8 +80,6 @@ class MetricsExporter:
             return
         if self.state.end_epoch(trainer):
             self.add(epoch_record(trainer, self.state))
-        else:
-            self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
         self.write(trainer)
 
     def add(self, record: dict[str, Any]) -> None:
@@ -112,7 +98,7 @@ class MetricsExporter:
         The run state decided it (its teardown runs first) and closed an epoch Ultralytics had already written to
         results.csv; a closed epoch without its record (the exception came before this handler's turn) gets it now.
         """
-        if not self.enabled or sys.exc_info()[1] is None or self.state.state not in OUTCOMES:
+        if not self.enabled or self.state.exception is None:
             return
         closed, recorded = self.state.closed, [r["epoch"] for r in self.epochs[-1:]]
         if closed is not None and closed == getattr(trainer, "epoch", None) and recorded != [closed + 1]:
@@ -132,7 +118,7 @@ class MetricsExporter:
             "epochs_completed": self.state.done,
             "best_epoch": best["epoch"] if best else None,
             "best": best,
-            "final": self.final,
+            "final": self.state.final_metrics,
             "weights": weights,
             "early_stopping": stopper() if callable(stopper) else None,
         }
@@ -144,7 +130,7 @@ class MetricsExporter:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle settings only (DDP launch scripts pickle callbacks); the worker finds its run state again."""
-        return {**self.__dict__, "epochs": [], "final": None, "state": None}
+        return {**self.__dict__, "epochs": [], "state": None}
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:

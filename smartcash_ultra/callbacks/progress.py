@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +17,10 @@ from typing import Any
 
 from ultralytics.utils import LOGGER, remove_colorstr
 
-from smartcash_ultra.callbacks.epoch_record import clean, epoch_record
+from smartcash_ultra.callbacks.base import Callback, callback_settings, explicit_settings
+from smartcash_ultra.callbacks.epoch_record import epoch_record
 from smartcash_ultra.callbacks.run_state import RunState
-from smartcash_ultra.utils.settings import DEFAULTS, is_main_process, model_settings
+from smartcash_ultra.utils.settings import DEFAULTS, is_main_process
 
 EVENTS_NAME = "events.jsonl"
 
@@ -53,48 +53,28 @@ class UICallbacks:
     completion_callback: Callable[[dict], Any] | None = None
 
 
-class ProgressReporter:
+class ProgressReporter(Callback):
     """Turns Ultralytics' training events into progress, metrics, error and completion events (rank 0 only)."""
 
     def __init__(self, events_file: bool | None = None, min_interval: float | None = None, **ui):
         """Take the :class:`UICallbacks` by name; ``events_file``, ``min_interval`` None: from the model YAML."""
         self.ui = UICallbacks(**ui)
-        self.explicit = {"enabled": events_file, "min_interval": min_interval}
-        self.events_file = events_file is not False
-        self.min_interval = (
-            DEFAULTS["callbacks"]["progress"]["min_interval"] if min_interval is None else float(min_interval)
-        )
+        given = {"enabled": events_file, "min_interval": min_interval}
+        self.explicit = explicit_settings("progress", {k: v for k, v in given.items() if v is not None}, "progress")
+        self._configure({**DEFAULTS["callbacks"]["progress"], **self.explicit})  # until the model YAML is read
         self.state: RunState | None = None
         self.events_path: Path | None = None
         self.stage = "setup"
         self.batch = self.val_batch = self.epoch_total = self.train_batches = 0
-        self.final: dict[str, Any] | None = None
         self.reported: int | None = None  # the last epoch whose metrics went out
         self._last_emit: dict[str, float] = {}
         self._failed_callbacks: set[str] = set()
         self._file = None
 
-    @property
-    def callbacks(self) -> dict[str, Any]:
-        return {
-            "on_pretrain_routine_end": self.on_pretrain_routine_end,
-            "on_train_start": self.on_train_start,
-            "on_train_epoch_start": self.on_train_epoch_start,
-            "on_train_batch_end": self.on_train_batch_end,
-            "on_train_epoch_end": self.on_train_epoch_end,
-            "on_val_batch_end": self.on_val_batch_end,
-            "on_val_end": self.on_val_end,
-            "on_fit_epoch_end": self.on_fit_epoch_end,
-            "on_train_end": self.on_train_end,
-            "teardown": self.teardown,
-        }
-
     # ------------------------------------------------------------------------------------------------ events
     def on_pretrain_routine_end(self, trainer) -> None:
         """Read the settings and open the run's event log."""
-        explicit = {k: v for k, v in self.explicit.items() if v is not None}
-        settings = {**model_settings(trainer.model)["callbacks"]["progress"], **explicit}
-        self.events_file, self.min_interval = bool(settings["enabled"]), float(settings["min_interval"])
+        self._configure(callback_settings("progress", self.explicit, trainer))
         self.state = RunState.of(trainer)
         self._open(trainer)
         resumed = trainer.start_epoch > 0
@@ -107,10 +87,14 @@ class ProgressReporter:
         self.emit("overall", start, total, f"epoch {start + 1}/{total} starting", force=True)
 
     def on_train_epoch_start(self, trainer) -> None:
-        """Open the epoch: its total is the training batches plus, when it will validate, the validation batches."""
+        """Open the epoch: its total is the training batches plus the validation batches.
+
+        An epoch that does not validate (``val=False``, a validation interval) skips the validation share: its
+        progress goes from the last training batch to the total when it closes.
+        """
         self.stage, self.batch, self.val_batch = "train", 0, 0
         self.train_batches = len(trainer.train_loader)
-        self.epoch_total = self.train_batches + (len(trainer.test_loader) if expects_validation(trainer) else 0)
+        self.epoch_total = self.train_batches + len(trainer.test_loader or ())
         self.emit("epoch", 0, self.epoch_total, f"epoch {trainer.epoch + 1}/{trainer.epochs}", force=True)
 
     def on_train_batch_end(self, trainer) -> None:
@@ -126,8 +110,12 @@ class ProgressReporter:
         self.emit("epoch", min(self.batch, self.epoch_total), self.epoch_total, f"{epoch} training", edge)
 
     def on_train_epoch_end(self, trainer) -> None:
-        """Move on to validation, or straight to saving on an epoch that does not validate."""
-        self.stage = "validation" if expects_validation(trainer) else "saving"
+        """Training is done: what follows is saving, unless a validation starts first (``on_val_start``)."""
+        self.stage = "saving"
+
+    def on_val_start(self, validator) -> None:
+        if self.state is not None and self.state.in_epoch:  # the final evaluation is not an epoch's
+            self.stage = "validation"
 
     def on_val_batch_end(self, validator) -> None:
         """Per validation batch of an epoch: ``epoch`` progress, throttled (the final evaluation is not an epoch)."""
@@ -144,8 +132,7 @@ class ProgressReporter:
 
     def on_fit_epoch_end(self, trainer) -> None:
         """Finish the epoch at 100 %, send its metrics, advance the overall progress."""
-        if not self.state.end_epoch(trainer):
-            self.final = {k: clean(v) for k, v in (trainer.metrics or {}).items()}  # final evaluation of best.pt
+        if not self.state.end_epoch(trainer):  # the final evaluation of best.pt
             return
         epoch, total = trainer.epoch + 1, trainer.epochs
         self.emit("epoch", self.epoch_total, self.epoch_total, f"epoch {epoch}/{total} done", force=True)
@@ -181,7 +168,7 @@ class ProgressReporter:
             "epochs_completed": done,
             "epochs": total,
             "reason": reason,
-            "final_metrics": self.final,
+            "final_metrics": self.state.final_metrics,
             "best": str(trainer.best) if Path(trainer.best).exists() else None,
             "last": str(trainer.last) if Path(trainer.last).exists() else None,
             "save_dir": str(trainer.save_dir),
@@ -191,14 +178,15 @@ class ProgressReporter:
         self.event("completed", **summary)
 
     def teardown(self, trainer) -> None:
-        """Report a run an exception is ending (Ultralytics runs teardown in a ``finally``), then its completion.
+        """Report a run an exception ended, then its completion; close the event log.
 
-        A failure goes to ``error_callback`` and an ``error`` event first; a second Ctrl-C is no failure. The run
-        state decided the outcome and closed an epoch already in results.csv; its metrics go out now if they had not.
+        The run state decided the outcome (its teardown runs first) and closed an epoch already in results.csv; its
+        metrics go out now if they had not. A failure goes to ``error_callback`` and an ``error`` event first; a
+        second Ctrl-C is no failure.
         """
-        exc = sys.exc_info()[1]
+        self.state = self.state or RunState.of(trainer)
+        exc = self.state.exception
         if exc is not None and self.stage != "done" and is_main_process():
-            self.state = self.state or RunState.of(trainer)
             epoch = getattr(trainer, "epoch", None)  # a stock trainer has none before its loop
             if self._file is None and getattr(trainer, "save_dir", None) and Path(trainer.save_dir).is_dir():
                 self._open(trainer)  # ended during setup, before the log was opened
@@ -216,6 +204,9 @@ class ProgressReporter:
                 self.report_epoch(trainer)
             self.complete(trainer)
         self.close()
+
+    def _configure(self, settings: dict[str, Any]) -> None:
+        self.events_file, self.min_interval = bool(settings["enabled"]), float(settings["min_interval"])
 
     # ------------------------------------------------------------------------------------------------ output
     def wants(self, level: str) -> bool:
@@ -284,12 +275,3 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
-
-
-def expects_validation(trainer) -> bool:
-    """Whether the current epoch will validate (Ultralytics' condition, and a validation interval, as known now)."""
-    final = trainer.epoch + 1 >= trainer.epochs
-    stopping = bool(getattr(trainer, "stop", False))  # Ultralytics validates an epoch that is stopping the run
-    planned = bool(trainer.args.val or final or getattr(trainer.stopper, "possible_stop", False) or stopping)
-    validates = getattr(trainer, "validates_epoch", None)  # SmartCashTrainer: smartcash.training.val_interval
-    return planned and (validates(trainer.epoch) if callable(validates) else True)

@@ -11,8 +11,9 @@ current training batch (Ultralytics then validates, writes ``last.pt``, the metr
 evaluation); under DDP, where a per-batch stop is not shared between ranks and would hang them, the end of the epoch,
 decided on rank 0 and broadcast by Ultralytics.
 
-It is a callback object like the others, registered by ``add_smartcash_callbacks``, so a stock model with the
-SmartCash callbacks has one too; the trainer, the exporter and the reporter find it with :func:`registered`.
+It is a callback object like the others, registered by ``add_smartcash_callbacks`` before them, so a stock model with
+the SmartCash callbacks has one too; the trainer, the exporter and the reporter find it with :func:`registered`. It
+alone decides the outcome and closes each epoch; the exporter and the reporter read what it decided.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 
 from ultralytics.utils import remove_colorstr
 
-from smartcash_ultra.callbacks.epoch_record import clean, results_epochs
+from smartcash_ultra.callbacks.base import Callback
+from smartcash_ultra.callbacks.epoch_record import clean, clean_metrics, results_epochs
 from smartcash_ultra.utils.settings import is_main_process
 
 OUTCOMES = ("completed", "stopped_early", "stopped", "failed")
@@ -36,7 +38,7 @@ def registered(callbacks: dict[str, list], kinds: type | tuple[type, ...]):
     return next((owner for owner in owners if isinstance(owner, kinds)), None)
 
 
-class RunState:
+class RunState(Callback):
     """Where a run stands; ``snapshot()`` may be called from any thread while Ultralytics' events update it."""
 
     def __init__(self):
@@ -50,6 +52,8 @@ class RunState:
         self.best_fitness: float | None = None
         self.best_epoch: int | None = None
         self.last_metrics: dict[str, Any] = {}
+        self.final_metrics: dict[str, Any] | None = None  # Ultralytics' final evaluation of best.pt
+        self.exception: BaseException | None = None  # the exception that ended the run
         self.in_epoch = self.validated = False  # in_epoch: False outside the loop, e.g. in the final evaluation
         self.closed: int | None = None  # trainer.epoch of the last epoch closed
         self.epoch_start = self.val_start = self.train_time = self.val_time = 0.0
@@ -65,21 +69,6 @@ class RunState:
                 target.add_callback(event, fn)
         return state
 
-    @property
-    def callbacks(self) -> dict[str, Any]:
-        return {
-            "on_pretrain_routine_end": self.on_pretrain_routine_end,
-            "on_train_start": self.on_train_start,
-            "on_train_epoch_start": self.on_train_epoch_start,
-            "on_train_batch_end": self.on_train_batch_end,
-            "on_train_epoch_end": self.on_train_epoch_end,
-            "on_val_start": self.on_val_start,
-            "on_val_end": self.on_val_end,
-            "on_fit_epoch_end": self.on_fit_epoch_end,
-            "on_train_end": self.on_train_end,
-            "teardown": self.teardown,
-        }
-
     # ------------------------------------------------------------------------------------------- state machine
     def start(self) -> None:
         """Enter ``running``, or ``stopping`` when a stop was asked for before the start; no-op once under way."""
@@ -89,7 +78,7 @@ class RunState:
             if self.started is None:
                 self.started = time.perf_counter()
             self.state = "running" if self.stop_reason is None else "stopping"
-            self.reason = self.stop_reason or self.reason
+            self.reason, self.exception = self.stop_reason or self.reason, None
 
     def request_stop(self, reason: str = "stop requested") -> bool:
         """Ask the run to stop at the next safe point; False when a stop was already requested (its reason is kept)."""
@@ -124,6 +113,7 @@ class RunState:
         """
         with self._lock:
             forced = isinstance(exc, KeyboardInterrupt) and self.stop_reason is not None
+            self.exception = exc
             self._end("stopped" if forced else "failed", remove_colorstr(f"{type(exc).__name__}: {exc}"))
 
     def _end(self, outcome: str, reason: str | None) -> None:
@@ -218,20 +208,23 @@ class RunState:
         self.end_epoch(trainer)
 
     def end_epoch(self, trainer) -> bool:
-        """Close the epoch at ``on_fit_epoch_end``, for whichever handler asks first; False if this is no epoch.
+        """Close the epoch at ``on_fit_epoch_end``, for whichever handler asks first; False for the final evaluation.
 
-        Ultralytics reports the final evaluation of best.pt after training with a second ``on_fit_epoch_end``.
+        Ultralytics' ``final_eval`` validates best.pt after the loop and reports it with a second ``on_fit_epoch_end``
+        (outside any epoch, ``trainer.epoch`` one past the last): its figures become :attr:`final_metrics`.
         """
         with self._lock:
             if self.in_epoch:
                 self._close(trainer, trainer.epoch_time or time.perf_counter() - self.epoch_start)
+            elif self.closed != trainer.epoch:
+                self.final_metrics = clean_metrics(trainer.metrics)
             return self.closed == trainer.epoch
 
     def _close(self, trainer, epoch_time: float) -> None:
         self.in_epoch, self.closed, self.done = False, trainer.epoch, trainer.epoch + 1
         self.epoch_times.append(float(epoch_time))
         self.epochs = trainer.epochs  # time= mode re-estimates it every epoch
-        self.last_metrics = {k: clean(v) for k, v in (trainer.metrics or {}).items()}
+        self.last_metrics = clean_metrics(trainer.metrics)
         if trainer.fitness is not None and trainer.best_fitness == trainer.fitness:
             self.best_fitness, self.best_epoch = clean(trainer.fitness), trainer.epoch + 1
 
@@ -240,10 +233,12 @@ class RunState:
         self.finish(trainer)
 
     def teardown(self, trainer) -> None:
-        """End a run an exception is ending (teardown runs in a ``finally``): ``failed``, or ``stopped`` (forced).
+        """End a run an exception is ending: ``failed``, or ``stopped`` (forced); the others' teardown reads it.
 
-        An epoch whose row Ultralytics already appended to results.csv is closed first (the exception came while it
-        saved its checkpoints or reported it), so that the metric files and events that follow record it too.
+        Ultralytics runs ``teardown`` in the ``finally`` of ``BaseTrainer.train``, the one place a callback sees the
+        exception in flight (``sys.exc_info()``). An epoch whose row Ultralytics already appended to results.csv is
+        closed first (the exception came while it saved its checkpoints or reported it), so that the metric files and
+        events that follow record it too.
         """
         exc = sys.exc_info()[1]
         if exc is None or self.state in OUTCOMES:

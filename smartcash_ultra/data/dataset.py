@@ -3,18 +3,17 @@
 Arrays are converted to uint8 BGR when loaded, so Mosaic, HSV, flips, perspective and LetterBox run exactly as on
 JPEGs, and validation sees the unaugmented array. Four stock behaviours are replaced because they would touch a
 user's files or run a dataset's code: image discovery (it ignores ``.npy``), verification (PIL, which rewrites
-"corrupt" JPEGs in place), the ``<image>.npy`` disk cache (for a SmartCash tree that *is* the user's array, which
-stock code deletes on error) and the label cache (a pickle, which runs code when loaded).
+"corrupt" JPEGs in place), image loading of arrays (stock reads ``<image>.npy`` as its own disk cache: for an array
+that is the user's file, which stock deletes when it fails to load) and the label cache (a pickle, which runs code
+when loaded). ``cache=disk`` reads arrays where they are, as they already are what a disk cache would hold; ordinary
+images in the same tree keep Ultralytics' ``<image>.npy`` cache beside them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
-import re
-import shutil
 from itertools import repeat
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -24,9 +23,15 @@ import cv2
 import numpy as np
 from PIL import Image
 from ultralytics.data import YOLODataset
-from ultralytics.data.utils import FORMATS_HELP_MSG, HELP_URL, check_file_speeds, exif_size, get_split_fraction
+from ultralytics.data.utils import (
+    FORMATS_HELP_MSG,
+    HELP_URL,
+    check_file_speeds,
+    exif_size,
+    get_hash,
+    get_split_fraction,
+)
 from ultralytics.utils import LOCAL_RANK, LOGGER, NUM_THREADS, TQDM, colorstr
-from ultralytics.utils.patches import imread
 
 from smartcash_ultra.data.arrays import (
     DEFAULT_VALUE_RANGE,
@@ -36,22 +41,15 @@ from smartcash_ultra.data.arrays import (
     is_array_file,
     load_bgr_uint8,
     open_array,
-    to_uint8,
 )
 from smartcash_ultra.data.image_dataset import DatasetError, list_images, read_declarations
 from smartcash_ultra.data.label_cache import Scan, label_cache_path, label_dict, read_label_cache, write_label_cache
 from smartcash_ultra.data.labels import ClassIdError, parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
-from smartcash_ultra.utils.files import file_fingerprint, write_atomic
 
-CACHE_DIRNAME = ".smartcash_cache"
-"""Own folder for Ultralytics' ``cache=disk`` files, beside ``images/``; hidden, so image discovery never reads it.
-A dataset declaring another ``value_range`` caches into ``.smartcash_cache-<low>-<high>`` (other uint8 pixels)."""
-_CACHE_NAME = re.compile(r"(?P<stem>.+?)(\.[0-9a-f]{16})?\.npy")
-"""A disk-cache file name: ``<stem>.npy`` (not yet keyed, or written by an older version) or ``<stem>.<key>.npy``."""
 CORRUPT = "ignoring corrupt image/label: "
 """How a left-out item's message starts (Ultralytics' wording), after the dataset's prefix."""
-VERIFIER_VERSION = "smartcash-3"
+VERIFIER_VERSION = "smartcash-4"
 """Part of the label-cache hash and version: a cache written by an older verifier is rebuilt."""
 
 
@@ -93,6 +91,7 @@ class SmartCashDataset(YOLODataset):
     def __init__(self, *args, data: dict, **kwargs):
         """Initialise like ``YOLODataset`` with the data YAML's ``channel_order``, ``value_range`` and ``strict``."""
         self.channel_order, self.value_range, self.strict = read_declarations(data)
+        self._samples: list[Sample] = []
         super().__init__(*args, data=data, **kwargs)
 
     # Discovery -------------------------------------------------------------------------------------------------------
@@ -111,25 +110,15 @@ class SmartCashDataset(YOLODataset):
         check_file_speeds(im_files, prefix=self.prefix)
         return im_files
 
-    @property
-    def npy_files(self) -> list[Path]:
-        """Ultralytics' per-image disk-cache paths, kept in :data:`CACHE_DIRNAME`, never on a user's file.
-
-        ``<stem>.npy`` until :meth:`check_cache_disk` names each after its source's fingerprint, ``<stem>.<key>.npy``:
-        a cache file is then used only for the very source it was made from.
-        """
-        return self._npy_files
-
-    @npy_files.setter
-    def npy_files(self, files: list[Path]) -> None:
-        tag = "" if self.value_range == DEFAULT_VALUE_RANGE else "-{:g}-{:g}".format(*self.value_range)
-        self._npy_files = [_cache_path(Path(f), CACHE_DIRNAME + tag) for f in files]
-        self._unkeyed = list(self._npy_files)
-
     # Verification ----------------------------------------------------------------------------------------------------
     def get_cache_hash(self) -> str:
-        """Tie the label cache to this verifier and the declared value range (it decides which arrays pass)."""
-        return f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}"
+        """Tie the label cache to this verifier, the declared value range and the images' disk-cache files.
+
+        The value range decides which arrays pass, a ``<image>.npy`` that is no cache of its image whether the image
+        does (:func:`inspect_sample`).
+        """
+        disk_caches = [str(Path(f).with_suffix(".npy")) for f in self.im_files if not is_array_file(f)]
+        return f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}-{get_hash(disk_caches)}"
 
     def get_labels(self) -> list[dict]:
         """Verify every item (or read the label cache of an identical earlier scan) and return the usable labels.
@@ -141,7 +130,7 @@ class SmartCashDataset(YOLODataset):
         """
         label_files = self.get_label_files()
         stock_cache = Path(label_files[0]).parent.with_suffix(".cache")
-        cache_path = label_cache_path(label_files[0], CACHE_DIRNAME)
+        cache_path = label_cache_path(label_files[0])
         if stock_cache.is_file():
             LOGGER.warning(
                 f"{self.prefix}ignoring {stock_cache}: Ultralytics' label cache is a pickle, which can run code when "
@@ -149,7 +138,7 @@ class SmartCashDataset(YOLODataset):
             )
         scan = read_label_cache(cache_path, VERIFIER_VERSION, self.get_cache_hash())
         if scan is None:
-            scan = self.cache_labels(cache_path)
+            scan = self.scan_labels(cache_path)
         elif LOCAL_RANK in {-1, 0}:
             nf, nm, ne, nc, n = scan.results
             TQDM(
@@ -158,7 +147,9 @@ class SmartCashDataset(YOLODataset):
                 total=n,
                 initial=n,
             )
-            self._log_messages(scan)
+            messages = [f"{self.prefix}{CORRUPT}{p}" for p in scan.problems] + [f"{self.prefix}{f}" for f in scan.fixes]
+            if messages:  # as cache_labels logs them when it scans
+                LOGGER.info("\n".join(messages))
         if scan.refusal:
             raise DatasetError(self.data.get("yaml_file") or self.img_path, scan.refusal)
         if self.strict and scan.problems + scan.fixes:
@@ -167,55 +158,54 @@ class SmartCashDataset(YOLODataset):
             issues = "\n  ".join(sorted(scan.problems)) or "no error details"
             raise RuntimeError(f"{self.prefix}No valid images found in {self.img_path}.\n  {issues}\n{HELP_URL}")
         self.im_files = [lb["im_file"] for lb in scan.labels]
-        self.source_shapes = {lb["im_file"]: lb["shape"] for lb in scan.labels}  # set_rectangle pops each label's shape
         self.verify_labels(scan.labels, cache_path)
         return scan.labels
 
-    def cache_labels(self, path: Path) -> Scan:
-        """Verify every item with :func:`inspect_sample` in Ultralytics' threads, then save the label cache at ``path``.
+    def scan_labels(self, path: Path) -> Scan:
+        """Verify every item in Ultralytics' ``cache_labels``, through its hooks below, and keep the scan at ``path``.
 
-        Where the cache cannot be written (a read-only tree) the scan is used all the same and runs again next time.
+        ``cache_labels`` saves its result as a pickle at ``path``; that file is replaced at once by the code-free
+        cache. Where it cannot be written (a read-only tree) the scan is used all the same and runs again next time.
         """
-        num_cls = None if self.single_cls else len(self.data["names"])  # single_cls: any class id, all become 0
-        desc = f"{self.prefix}Scanning {Path(self.label_files[0]).parent}..."
-        samples, nm, nf, ne, nc = [], 0, 0, 0, 0
-        with ThreadPool(NUM_THREADS) as pool:
-            args = zip(self.im_files, self.label_files, repeat(num_cls), repeat(self.value_range))
-            pbar = TQDM(pool.imap(_inspect, args), desc=desc, total=len(self.im_files))
-            for x in pbar:
-                samples.append(x)
-                nm, nf = nm + (not x.label_found), nf + x.label_found
-                ne += not x.problem and x.label_found and not len(x.labels)
-                nc += bool(x.problem)
-                pbar.desc = f"{desc} {self.scan_summary(nf, nm, ne, nc)}"
-            pbar.close()
+        with contextlib.suppress(OSError):  # unwritable: Ultralytics says its cache was not saved
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._samples = []
+        x = self.cache_labels(path)
+        samples, self._samples = self._samples, []
         scan = Scan(
-            [label_dict(x.im_file, x.shape, x.labels) for x in samples if not x.problem],
-            (nf, nm, ne, nc, len(samples)),
-            [x.problem for x in samples if x.problem],
-            [x.fixed for x in samples if x.fixed],
-            unknown_class_refusal(samples, num_cls, self.img_path),
-            self.get_cache_hash(),
+            x["labels"],
+            x["results"],
+            [s.problem for s in samples if s.problem],
+            [s.fixed for s in samples if s.fixed],
+            unknown_class_refusal(samples, self.label_classes, self.img_path),
+            x["hash"],
         )
-        self._log_messages(scan)
-        if nf == 0 and scan.labels:  # as Ultralytics: training needs labels, a validation split only warns
-            if self.augment:
-                raise ValueError(f"{self.prefix}No labels found in {self.img_path}. {HELP_URL}")
-            LOGGER.warning(f"{self.prefix}No labels found in {self.img_path}. {HELP_URL}")
         if scan.labels:
             try:
                 write_label_cache(path, scan, VERIFIER_VERSION)
-                LOGGER.info(f"{self.prefix}New cache created: {path}")
             except OSError as e:
                 LOGGER.warning(
                     f"{self.prefix}label cache not saved to {path} ({e.strerror or e}); verified again next run"
                 )
         return scan
 
-    def _log_messages(self, scan: Scan) -> None:
-        messages = [f"{self.prefix}{CORRUPT}{p}" for p in scan.problems] + [f"{self.prefix}{f}" for f in scan.fixes]
-        if messages:
-            LOGGER.info("\n".join(messages))
+    @property
+    def label_classes(self) -> int | None:
+        """Number of classes a label row may use; None for ``single_cls`` (any class id, all become 0)."""
+        return None if self.single_cls else len(self.data["names"])
+
+    def verify_args(self) -> tuple:
+        """``cache_labels`` hook: verify each item with :func:`inspect_sample` (no PIL repair, no unpickling)."""
+        return _inspect, zip(self.im_files, self.label_files, repeat(self.label_classes), repeat(self.value_range))
+
+    def result_to_label(self, sample: Sample) -> tuple[dict | None, int, int, int, int, str]:
+        """``cache_labels`` hook: a :class:`Sample` as Ultralytics' label dict, counts and message, kept for later."""
+        self._samples.append(sample)
+        found, problem = sample.label_found, sample.problem
+        label = None if problem else label_dict(sample.im_file, sample.shape, sample.labels)
+        msg = f"{self.prefix}{CORRUPT}{problem}" if problem else f"{self.prefix}{sample.fixed}" if sample.fixed else ""
+        empty = found and not problem and not len(sample.labels)
+        return label, int(not found), int(found), int(empty), int(bool(problem)), msg
 
     def meta(self, i: int) -> dict | None:
         """Return the ``.meta.json`` geometry of item ``i`` (original shape, scale, padding); None when it has none."""
@@ -223,11 +213,14 @@ class SmartCashDataset(YOLODataset):
 
     # Loading ---------------------------------------------------------------------------------------------------------
     def load_image(self, i: int, rect_mode: bool = True, resize_short: bool = False):
-        """Load image ``i`` as uint8 BGR resized for ``imgsz``; arrays take the SmartCash path, images the stock one."""
+        """Load image ``i`` as uint8 BGR resized for ``imgsz``; arrays take the SmartCash path, images the stock one.
+
+        Arrays never reach stock ``load_image``: it would read the array as its own ``<image>.npy`` disk cache, and
+        delete it when loading fails. Recent images are kept for Mosaic as stock keeps them (its ``buffer``).
+        """
         if self.ims[i] is not None or not is_array_file(self.im_files[i]):
             return super().load_image(i, rect_mode, resize_short)
-        use_cache = self.cache == "disk" and self.npy_files[i].exists()  # a uint8 array in the source's channel order
-        im = load_bgr_uint8(self.npy_files[i] if use_cache else self.im_files[i], self.channel_order, self.value_range)
+        im = load_bgr_uint8(self.im_files[i], self.channel_order, self.value_range)
         h0, w0 = im.shape[:2]
         im = _resize(im, self.imgsz, rect_mode, resize_short)
         if self.augment and self.cache != "ram":  # keep recent images for Mosaic, as BaseDataset.load_image does
@@ -239,68 +232,19 @@ class SmartCashDataset(YOLODataset):
         return im, (h0, w0), im.shape[:2]
 
     def check_cache_disk(self, safety_margin: float = 0.1) -> bool:
-        """Name each cache file after its source's fingerprint, then check free space and write access for the rest.
-
-        Stock sizes the cache by decoding sample images with ``imread``, which reads no ``.npy`` (an array tree
-        would need 0 bytes, and writing would then fail part-way on a full disk); here the verified shapes give the
-        uint8 size of every image not cached yet.
-        """
-        with ThreadPool(NUM_THREADS) as pool:
-            pool.map(self._key_cache_file, range(len(self.im_files)))
-        need = sum(
-            h * w * self.channels
-            for (h, w), f in zip((self.source_shapes[f] for f in self.im_files), self.npy_files, strict=True)
-            if not f.exists()
-        )
-        need *= 1 + safety_margin
-        where = next(p for p in self.npy_files[0].parents if p.exists())  # the split folder until the cache exists
-        free, writable = shutil.disk_usage(where).free, os.access(where, os.W_OK)
-        if need > free or not writable:
-            LOGGER.warning(
-                f"{self.prefix}not caching images to disk: {need / (1 << 30):.2f}GB needed (with "
-                f"{safety_margin:.0%} margin), {free / (1 << 30):.2f}GB free in {where}"
-                + ("" if writable else ", which is not writable")
+        """Say that arrays are read where they are; check room for the ordinary images' cache as Ultralytics does."""
+        arrays = sum(map(is_array_file, self.im_files))
+        if arrays:
+            LOGGER.info(
+                f"{self.prefix}cache=disk: {arrays} .npy arrays are read where they are, they already are what a disk "
+                "cache would hold" + ("; images are cached beside them" if arrays < len(self.im_files) else "")
             )
-            self.cache = None
-            return False
-        return True
-
-    def _key_cache_file(self, i: int) -> None:
-        """Point ``npy_files[i]`` at ``<stem>.<fingerprint of the source>.npy``; an unreadable source keeps no key."""
-        with contextlib.suppress(OSError):  # load_image names the file when the item is used
-            key = file_fingerprint(self.im_files[i])
-            self._npy_files[i] = self._unkeyed[i].with_name(f"{self._unkeyed[i].stem}.{key}.npy")
-
-    def cache_images(self) -> None:
-        """Cache as Ultralytics does, then remove cache files made from earlier versions of these sources."""
-        super().cache_images()
-        if self.cache == "disk":
-            _remove_superseded(self._unkeyed, self._npy_files)
+        return arrays < len(self.im_files) and super().check_cache_disk(safety_margin)
 
     def cache_images_to_disk(self, i: int) -> None:
-        """Write image ``i`` into the cache folder (atomically) unless its file for this very source exists.
-
-        An array is cached as uint8 in its own channel order (the declared order is applied when it is loaded, so
-        changing ``channel_order`` needs no new cache), an image as ``imread`` gives it. The file is named after the
-        source's fingerprint (size, mtime and sampled content): a source changed in any of them, also one carrying
-        an older mtime (a restored backup, ``cp -p``, ``rsync -a``), is cached anew. The source is only read.
-        """
-        if self._npy_files[i] == self._unkeyed[i]:
-            self._key_cache_file(i)
-        f, im_file = self.npy_files[i], self.im_files[i]
-        if f == self._unkeyed[i] or f.exists():  # unreadable source, or cached already
-            return
-        im = (
-            to_uint8(open_array(im_file), self.value_range)
-            if is_array_file(im_file)
-            else imread(im_file, self.cv2_flag)
-        )
-        if im is None:  # unreadable image: load_image raises with its name when the item is used
-            return
-        f.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, im, allow_pickle=False)
-        write_atomic(f, buffer.getvalue())
+        """Cache an ordinary image as Ultralytics does (``<image>.npy`` beside it); an array is never written."""
+        if not is_array_file(self.im_files[i]):
+            super().cache_images_to_disk(i)
 
 
 def build_smartcash_dataset(
@@ -394,7 +338,27 @@ def _image_shape(im_file: str, value_range: tuple[float, float]) -> tuple[int, i
         w, h = exif_size(im)
     if min(h, w) < 10:
         raise ValueError(f"image size {(h, w)} is smaller than 10 pixels")
+    _check_disk_cache(Path(im_file).with_suffix(".npy"))
     return h, w
+
+
+def _check_disk_cache(cache: Path) -> None:
+    """Raise unless ``cache``, the ``<image>.npy`` Ultralytics reads in an image's place, is absent or its uint8 cache.
+
+    Stock ``load_image`` takes that file as the image, and deletes it when it fails to load: where it is a SmartCash
+    array (float) or no readable array, the image is left out, so the file is never read in its place nor deleted.
+    """
+    if not cache.exists():
+        return
+    try:
+        dtype = open_array(cache).dtype
+    except ArrayFormatError as e:
+        dtype = e.problem
+    if dtype != np.uint8:
+        raise ValueError(
+            f"{cache.name} beside it is not Ultralytics' disk cache of this image ({dtype}), which Ultralytics would "
+            "read in its place or delete; rename one of the two"
+        )
 
 
 def _read_labels(lb_file: str, num_cls: int | None) -> tuple[np.ndarray, str]:
@@ -437,31 +401,3 @@ def _resize(im: np.ndarray, imgsz: int | tuple[int, int], rect_mode: bool, resiz
     else:
         w, h = min(math.ceil(w0 * r), size), min(math.ceil(h0 * r), size)
     return cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def _remove_superseded(unkeyed: list[Path], current: list[Path]) -> None:
-    """Remove the cache files of these sources other than the current ones (earlier versions, or unkeyed ones).
-
-    Only names this plugin gives (``<stem>.npy``, ``<stem>.<16 hex>.npy``) inside its own cache folders are removed;
-    one listing per folder.
-    """
-    keep = set(current)
-    stems: dict[Path, set[str]] = {}
-    for f in unkeyed:
-        stems.setdefault(f.parent, set()).add(f.stem)
-    for folder, names in stems.items():
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(folder):
-                m = _CACHE_NAME.fullmatch(entry.name)
-                if m and m["stem"] in names and Path(entry.path) not in keep:
-                    with contextlib.suppress(OSError):
-                        os.remove(entry.path)
-
-
-def _cache_path(im_file: Path, dirname: str = CACHE_DIRNAME) -> Path:
-    """Disk-cache file of an image: ``<split>/.smartcash_cache/<path below split>.npy``, never the source itself."""
-    parts = im_file.parts
-    if "images" in parts:
-        k = len(parts) - 1 - parts[::-1].index("images")  # the last 'images' folder, as Ultralytics' label paths use
-        return Path(*parts[:k], dirname, *parts[k:]).with_suffix(".npy")
-    return im_file.parent / dirname / (im_file.name + ".npy")

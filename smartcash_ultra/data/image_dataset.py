@@ -22,7 +22,7 @@ from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.nn.autobackend import check_class_names
 from ultralytics.utils import DATASETS_DIR
 
-from smartcash_ultra.data.arrays import CHANNEL_ORDERS, DEFAULT_VALUE_RANGE
+from smartcash_ultra.data.arrays import CHANNEL_ORDERS, DEFAULT_VALUE_RANGE, is_array_file
 from smartcash_ultra.utils.classes import NAMES
 
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
@@ -215,7 +215,8 @@ def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
     """List the image files of a split entry: a folder (recursively, hidden folders skipped) or a ``.txt`` list.
 
     The one discovery of the package: the converter, ``check``/``stats``, ``SmartCashDataset`` and the predictor's
-    folder sources all use it.
+    folder sources all use it. An ``x.npy`` beside a listed image ``x.jpg`` is that image's Ultralytics ``cache=disk``
+    file, not an image of its own.
     """
     if path.is_dir():
         pattern = os.path.join(glob.escape(str(path)), "**", "*.*")
@@ -228,7 +229,9 @@ def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
             raise DatasetError(path, f"cannot be read as a list of image files ({e})") from None
         # As in Ultralytics: './x' is relative to the list file, any other relative path to the working folder.
         files = [path.parent / x[2:] if x.startswith("./") else Path(x) for x in (s.strip() for s in lines) if x]
-    return [f.absolute() for f in files if f.suffix[1:].lower() in suffixes]
+    files = [f.absolute() for f in files if f.suffix[1:].lower() in suffixes]
+    images = {f.with_suffix("") for f in files if not is_array_file(f)}
+    return [f for f in files if not (is_array_file(f) and f.with_suffix("") in images)]
 
 
 def _class_names(yaml_file: Path, data: dict) -> dict[int, str]:

@@ -22,6 +22,9 @@ import numpy as np
 
 from smartcash_ultra.utils.files import write_atomic
 
+CACHE_DIRNAME = ".smartcash_cache"
+"""The plugin's folder beside a split's ``images/`` and ``labels/``; hidden, so image discovery never reads it."""
+
 
 @dataclass
 class Scan:
@@ -40,13 +43,13 @@ class Scan:
     hash: str = ""
 
 
-def label_cache_path(label_file: str | Path, cache_dirname: str) -> Path:
-    """Return the label cache of the split a label file belongs to: ``<split>/<cache_dirname>/labels.cache``.
+def label_cache_path(label_file: str | Path) -> Path:
+    """Return the label cache of the split a label file belongs to: ``<split>/.smartcash_cache/labels.cache``.
 
-    Ultralytics' own pickle sits at ``<split>/labels.cache``; this one lives in the plugin's cache folder.
+    Ultralytics' own pickle sits at ``<split>/labels.cache``; this one lives in the plugin's hidden folder.
     """
     labels_dir = Path(label_file).parent
-    return labels_dir.parent / cache_dirname / f"{labels_dir.name}.cache"
+    return labels_dir.parent / CACHE_DIRNAME / f"{labels_dir.name}.cache"
 
 
 def label_dict(im_file: str, shape: tuple[int, int], lb: np.ndarray) -> dict:

@@ -43,7 +43,10 @@ class SmartCashPredictor(DetectionPredictor):
 class ArraySource(LoadPilAndNumpy):
     """Batches of SmartCash arrays (and images beside them) read lazily from files or given in memory, named by path.
 
-    A ``LoadPilAndNumpy`` subclass, so Ultralytics takes it as a ready loader.
+    A ``LoadPilAndNumpy`` subclass because Ultralytics passes an instance of its own loader classes (``LOADERS``)
+    through as a ready loader, and then reads only its loader protocol (batches of paths, images and log lines;
+    ``source_type``, ``mode``, ``count``, ``len``); its file loader lists only ``IMG_FORMATS`` and decodes through
+    ``imread``, with no hook for another format.
     """
 
     def __init__(
@@ -118,7 +121,7 @@ def array_source(
     if all(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in items):
         return ArraySource(list(items), batch, channel_order, value_range)
     if all(isinstance(x, (str, Path)) for x in items):
-        if len(items) == 1 and Path(items[0]).is_dir():  # as training lists it: the .smartcash_cache is hidden
+        if len(items) == 1 and Path(items[0]).is_dir():  # as training lists it
             items = sorted(list_images(Path(items[0]), IMAGE_SUFFIXES))
         files = [str(x) for x in items]
         if any(is_array_file(f) for f in files) and all(Path(f).suffix[1:].lower() in IMAGE_SUFFIXES for f in files):

@@ -451,7 +451,7 @@ def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str,
         return dict(vars(cfg))
     source, loaded = "training cfg", cfg
     if not isinstance(cfg, dict):
-        source = path = Path(find_shipped_yaml(cfg, model=False) or cfg)
+        source = path = Path(find_shipped_yaml(cfg) or cfg)
         if not path.is_file():
             raise FileNotFoundError(f"training cfg {path} does not exist")
         loaded = {**YAML.load(path), "cfg": str(path)}  # YAML.load names the file if it is no mapping

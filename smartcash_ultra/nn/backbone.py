@@ -8,6 +8,7 @@ so any timm backbone name works from the model YAML.
 from __future__ import annotations
 
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,43 +123,47 @@ class TimmBackbone(nn.Module):
         return f"mean {mean}, std {std}"
 
     def fuse(self) -> int:
-        """Fold every BatchNorm that takes a convolution's output straight into that convolution; return how many.
+        """Fold each BatchNorm into the convolution declared just before it in the same module; return how many.
 
-        The pairs are found by tracing one forward pass (a BatchNorm whose input is the very tensor a convolution
-        returned), so any timm family works; a timm ``BatchNormAct2d`` keeps its activation. The fused backbone is
-        checked against the unfused one on the traced input and left unfused, with a warning, if they disagree (a
-        convolution output that something else reads too). Call in eval mode, for inference, as Ultralytics' own
-        ``fuse()``.
+        timm declares a convolution and the BatchNorm that reads its output side by side (``conv_pw``, ``bn1``), so
+        that pairing covers its families; torch's ``fuse_conv_bn_weights`` does the arithmetic, and a timm
+        ``BatchNormAct2d`` leaves its activation in its place. The fused backbone is checked against the unfused one
+        on a random input and left unfused, with a warning, if they disagree (a family wired otherwise). Call in eval
+        mode, for inference, as Ultralytics' own ``fuse()``.
         """
         import copy
 
-        if not any(isinstance(m, nn.BatchNorm2d) for m in self.body.modules()):
-            return 0
-        training = self.body.training
-        self.body.eval()
-        x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-        x = x.to(self.mean.device, self.mean.dtype)
-        pairs = _conv_bn_pairs(self.body, (x - self.mean) / self.std)
+        from timm.layers import BatchNormAct2d
+        from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+        pairs = []
+        for parent in self.body.modules():
+            for (_, conv), (name, bn) in pairwise(parent.named_children()):
+                if isinstance(conv, nn.Conv2d) and type(bn) in (nn.BatchNorm2d, BatchNormAct2d):
+                    pairs.append((parent, conv, name, bn))
         if not pairs:
-            self.body.train(training)
             return 0
-        before = copy.deepcopy(self.body)
+        training, before = self.body.training, copy.deepcopy(self.body)
+        self.body.eval()
+        x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(self.mean.device, self.mean.dtype)
         with torch.no_grad():
             expected = self(x)
             for parent, conv, name, bn in pairs:
-                _fold(conv, bn)
-                setattr(parent, name, _after_fold(bn))
+                conv.weight, conv.bias = fuse_conv_bn_weights(
+                    conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+                )
+                conv.requires_grad_(False)
+                setattr(parent, name, nn.Sequential(bn.drop, bn.act) if type(bn) is BatchNormAct2d else nn.Identity())
             got = self(x)
-        if not all(
+        fused = all(
             torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(a.abs().max()) + 1e-6)
             for a, b in zip(expected, got, strict=True)
-        ):
+        )
+        if not fused:
             self.body = before
-            self.body.train(training)
             LOGGER.warning(f"TimmBackbone '{self.name}': BatchNorm not fused (fused outputs differ); left as it was")
-            return 0
         self.body.train(training)
-        return len(pairs)
+        return len(pairs) if fused else 0
 
     def _create(self, pretrained: bool) -> nn.Module:
         import timm
@@ -180,64 +185,6 @@ SUPPLY = (
     "(smartcash.backbone_weights: null)."
 )
 """How to supply backbone weights, said by every error about them."""
-
-
-def _conv_bn_pairs(body: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, nn.Conv2d, str, nn.BatchNorm2d]]:
-    """Return (parent, conv, BN attribute name, BN) for each BatchNorm fed directly by a convolution, traced on ``x``.
-
-    Only BatchNorms that fold exactly are returned: plain ``nn.BatchNorm2d`` and timm's ``BatchNormAct2d``, each
-    called once, after a convolution called once.
-    """
-    from timm.layers import BatchNormAct2d
-
-    outputs: dict[int, nn.Conv2d] = {}
-    calls: dict[nn.Module, int] = {}
-    fed: dict[nn.Module, nn.Conv2d | None] = {}
-    keep = []  # the traced tensors stay alive, so no id() is reused during the pass
-
-    def after_conv(module, inputs, output):
-        calls[module] = calls.get(module, 0) + 1
-        outputs[id(output)] = module
-        keep.append(output)
-
-    def before_bn(module, inputs):
-        calls[module] = calls.get(module, 0) + 1
-        fed[module] = outputs.get(id(inputs[0]))
-
-    handles = []
-    for m in body.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(after_conv))
-        elif type(m) is nn.BatchNorm2d or type(m) is BatchNormAct2d:
-            handles.append(m.register_forward_pre_hook(before_bn))
-    try:
-        with torch.no_grad():
-            body(x)
-    finally:
-        for h in handles:
-            h.remove()
-    pairs = []
-    for parent in body.modules():
-        for name, child in parent.named_children():
-            conv = fed.get(child)
-            if conv is not None and calls[child] == 1 and calls[conv] == 1:
-                pairs.append((parent, conv, name, child))
-    return pairs
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold ``bn`` (eval statistics) into ``conv`` in place, keeping the conv's class (timm's padding-'same' convs)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
-    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
-
-
-def _after_fold(bn: nn.BatchNorm2d) -> nn.Module:
-    """Return what replaces a folded BatchNorm: nothing, or the activation (and drop) of timm's BatchNormAct2d."""
-    rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
-    return nn.Sequential(*rest) if rest else nn.Identity()
 
 
 def feature_indices(name: str, strides: tuple[int, ...]) -> tuple[int, ...]:

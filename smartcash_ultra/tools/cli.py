@@ -13,8 +13,8 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 
-from smartcash_ultra import __version__
 from smartcash_ultra.data.image_dataset import DatasetError
 from smartcash_ultra.tools.convert import check_size, check_workers, convert_dataset
 from smartcash_ultra.tools.report import scan_dataset
@@ -107,9 +107,17 @@ COMMANDS: dict[str, Command] = {
 """Subcommand name -> :class:`Command`; a new tool is one more entry."""
 
 
+def _version() -> str:
+    """Return the installed distribution's version (the package's top module sits above this layer)."""
+    try:
+        return metadata.version("smartcash-ultra")
+    except metadata.PackageNotFoundError:  # run from a clone that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartcash-ultra", description="SmartCash dataset tools.")
-    parser.add_argument("--version", action="version", version=f"smartcash-ultra {__version__}")
+    parser.add_argument("--version", action="version", version=f"smartcash-ultra {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.add_arguments(subparsers.add_parser(name, help=command.help, description=command.help))

@@ -1,4 +1,4 @@
-"""The YAMLs the package ships (model YAMLs and training cfgs), and how their names resolve.
+"""The YAMLs the package ships (model YAMLs under ``models/``, training cfgs at the top), and how their names resolve.
 
 The repository's ``cfg/`` is their one copy: the wheel carries it as ``smartcash_ultra/cfg`` (hatch ``force-include``),
 and a clone or editable install reads it where it lies, beside the package. Names resolve the way Ultralytics
@@ -40,15 +40,11 @@ def defaults_file() -> Path:
     return cfg_dir() / DEFAULTS_NAME
 
 
-def find_shipped_yaml(file: object, model: bool) -> str | None:
+def find_shipped_yaml(file: object) -> str | None:
     """Return the shipped YAML a name means, or None where the name is no shipped YAML (or exists as given).
 
-    ``file`` may carry folders below the cfg folder (``models/smartcash_effb4.yaml``), as Ultralytics' search allows.
-    One name can mean a model YAML and a training cfg (``smartcash_effb4.yaml``): ``model`` says which is wanted. A
-    model lookup gets only model YAMLs; any other lookup prefers the training cfg.
-
-    Raises:
-        FileNotFoundError: for a model lookup of a name that is only a training cfg, saying to pass it as ``cfg=``.
+    ``file`` may carry folders below the cfg folder (``models/smartcash_effb4_yolov5.yaml``), as Ultralytics' search
+    allows. Every shipped name is one file: model YAMLs and training cfgs are named apart (``tests/test_models.py``).
     """
     if not isinstance(file, (str, Path)):
         return None
@@ -61,10 +57,4 @@ def find_shipped_yaml(file: object, model: bool) -> str | None:
         root = cfg_dir()
     except FileNotFoundError:
         return None
-    found = sorted(p for p in root.glob(f"**/{name}") if p.is_file())
-    models = [p for p in found if MODELS in p.relative_to(root).parts[:-1]]
-    configs = [p for p in found if p not in models]
-    if model and configs and not models:
-        raise FileNotFoundError(f"{name} is a training cfg ({configs[0]}), not a model YAML: pass it as cfg={name}")
-    pick = models if model else configs or models
-    return str(pick[0]) if pick else None
+    return next((str(p) for p in sorted(root.glob(f"**/{name}")) if p.is_file()), None)
