@@ -161,9 +161,9 @@ class CliRun(NamedTuple):
 
 def yolo_train_tiny(tiny_data: Path, project: Path, model: Path, backbone: str) -> CliRun:
     """``yolo train cfg=cfg/smartcash_<backbone>.yaml model=...`` for 1 epoch on ``tiny_data``, in ``project/cli``."""
-    fast = [f"{k}={v}" for k, v in FAST.items()]
-    cfg, run = f"cfg=cfg/smartcash_{backbone}.yaml", [f"data={tiny_data}", "epochs=1", f"project={project}", "name=cli"]
-    return CliRun(run_yolo("train", cfg, f"model={model}", *run, *fast), project / "cli")
+    args = [f"cfg=cfg/smartcash_{backbone}.yaml", f"model={model}", f"data={tiny_data}", "epochs=1"]
+    args += [f"{k}={v}" for k, v in {**FAST, "project": project, "name": "cli"}.items()]
+    return CliRun(run_yolo("train", *args), project / "cli")
 
 
 @pytest.fixture(scope="session")

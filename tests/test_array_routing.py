@@ -181,9 +181,10 @@ def test_routing_decides_by_source_and_data(tiny_data, tiny_jpeg_data, tmp_path)
 
 
 @pytest.mark.slow
-def test_routing_is_off_with_the_disable_switch(plugin_off):
+def test_routing_is_off_with_the_disable_switch(plugin_on, plugin_off):
     outcome, message = plugin_off["predict_npy"]  # YOLO("yolov8n.yaml").predict(<an .npy file>) (conftest's probe)
     assert outcome == "error" and "No images or videos found" in message
+    assert plugin_on["predict_npy"][0] == "ok"  # what the switch turns off
 
 
 @pytest.mark.slow
