@@ -14,6 +14,7 @@ import logging  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any, NamedTuple  # noqa: E402
 
@@ -136,20 +137,29 @@ def train_tiny_run(tiny_data: Path, project: Path, model: Path, backbone: str) -
     return TrainedRun(trainer, trainer.train())
 
 
+def shared(run, save_dir: Path):
+    """Yield ``run`` to the session's tests, then fail if any of them changed a file below its ``save_dir``."""
+    before = tree_digest(save_dir)
+    yield run
+    assert tree_digest(save_dir) == before, f"a test wrote into the shared run {save_dir}: copy it to tmp_path first"
+
+
 @pytest.fixture(scope="session")
-def cspdarknet_run(tiny_data, tmp_path_factory) -> TrainedRun:
+def cspdarknet_run(tiny_data, tmp_path_factory) -> Iterator[TrainedRun]:
     """The session's finished 1-epoch CSPDarknet-n run on ``tiny_data``: read it, never write into it.
 
     Every test that only needs a trained model, its checkpoints or its run folder shares it; a test that writes into
     a run (resume, extend, a second run into the same folder) copies ``result.save_dir`` to its ``tmp_path`` first.
     """
-    return train_tiny_run(tiny_data, tmp_path_factory.mktemp("cspdarknet_run"), CSP_N_YAML, "cspdarknet")
+    run = train_tiny_run(tiny_data, tmp_path_factory.mktemp("cspdarknet_run"), CSP_N_YAML, "cspdarknet")
+    yield from shared(run, run.result.save_dir)
 
 
 @pytest.fixture(scope="session")
-def effb4_run(tiny_data, effb4_random, tmp_path_factory) -> TrainedRun:
+def effb4_run(tiny_data, effb4_random, tmp_path_factory) -> Iterator[TrainedRun]:
     """The session's finished 1-epoch EfficientNet-B4 run (random init) on ``tiny_data``: read it, never write in it."""
-    return train_tiny_run(tiny_data, tmp_path_factory.mktemp("effb4_run"), effb4_random, "effb4")
+    run = train_tiny_run(tiny_data, tmp_path_factory.mktemp("effb4_run"), effb4_random, "effb4")
+    yield from shared(run, run.result.save_dir)
 
 
 class CliRun(NamedTuple):
@@ -167,15 +177,17 @@ def yolo_train_tiny(tiny_data: Path, project: Path, model: Path, backbone: str) 
 
 
 @pytest.fixture(scope="session")
-def cspdarknet_cli_run(tiny_data, tmp_path_factory) -> CliRun:
+def cspdarknet_cli_run(tiny_data, tmp_path_factory) -> Iterator[CliRun]:
     """The session's ``yolo train`` 1-epoch run of CSPDarknet-n on ``tiny_data``: read it, never write into it."""
-    return yolo_train_tiny(tiny_data, tmp_path_factory.mktemp("cspdarknet_cli"), CSP_N_YAML, "cspdarknet")
+    run = yolo_train_tiny(tiny_data, tmp_path_factory.mktemp("cspdarknet_cli"), CSP_N_YAML, "cspdarknet")
+    yield from shared(run, run.save_dir)
 
 
 @pytest.fixture(scope="session")
-def effb4_cli_run(tiny_data, effb4_random, tmp_path_factory) -> CliRun:
+def effb4_cli_run(tiny_data, effb4_random, tmp_path_factory) -> Iterator[CliRun]:
     """The session's ``yolo train`` 1-epoch run of EfficientNet-B4 (random init): read it, never write into it."""
-    return yolo_train_tiny(tiny_data, tmp_path_factory.mktemp("effb4_cli"), effb4_random, "effb4")
+    run = yolo_train_tiny(tiny_data, tmp_path_factory.mktemp("effb4_cli"), effb4_random, "effb4")
+    yield from shared(run, run.save_dir)
 
 
 @pytest.fixture(scope="session")
