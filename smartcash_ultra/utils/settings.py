@@ -21,8 +21,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "schedule_epochs": None,  # length of the LR schedule; null: the run's epochs (extensions keep the original)
         "val_interval": 1,  # validate every N epochs, and always at the last
         "checkpoint_name": "best_{backbone}_{date}.pt",  # a copy of best.pt under this name; null: none
-        "freeze_backbone": 0,  # epochs the backbone (the model YAML's backbone: layers) stays frozen, BN stats included
-        "backbone_lr": 1.0,  # factor on the backbone's learning rate (its own parameter groups when not 1)
     },
     "callbacks": {
         "early_stopping": {
@@ -39,6 +37,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 """Every setting and its default; in ``callbacks``, ``name: false`` is short for ``{enabled: false}``."""
+FREEZE = "To freeze the backbone for a whole run: Ultralytics' freeze=N (4 for EfficientNet-B4, 10 for CSPDarknet)."
+REMOVED = {
+    "freeze_backbone": (0, "freezing the backbone for the first epochs measured worse"),
+    "backbone_lr": (1.0, "a lower backbone learning rate measured worse; the backbone trains at lr0"),
+}
+"""Settings that were removed: the value that meant "off" (checkpoints of earlier runs carry it), and why."""
 
 
 def resolve(section: dict[str, Any] | None, source: str = "smartcash") -> dict[str, dict[str, Any]]:
@@ -65,6 +69,11 @@ def model_settings(model) -> dict[str, dict[str, Any]]:
 
 
 def _training(section: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    if isinstance(section, dict):  # a removed setting asking for its old behaviour is an error; "off" is dropped
+        for key, (off, why) in REMOVED.items():
+            if key in section and section[key] != off:
+                raise ValueError(f"{source}.{key} was removed ({why}): delete it from the YAML. {FREEZE}")
+        section = {k: v for k, v in section.items() if k not in REMOVED}
     settings = _merge(DEFAULTS["training"], section, source)
     if settings["scheduler"] is not None and settings["scheduler"] not in SCHEDULERS:
         raise ValueError(f"{source}.scheduler must be one of {SCHEDULERS} or null, got {settings['scheduler']!r}")
@@ -77,15 +86,6 @@ def _training(section: dict[str, Any] | None, source: str) -> dict[str, Any]:
     epochs = settings["schedule_epochs"]
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
         raise ValueError(f"{source}.schedule_epochs must be an integer >= 1 or null, got {epochs!r}")
-    frozen = settings["freeze_backbone"]
-    if not isinstance(frozen, int) or isinstance(frozen, bool) or frozen < 0:
-        raise ValueError(
-            f"{source}.freeze_backbone must be a number of epochs >= 0, got {frozen!r} (a whole-run freeze is "
-            "Ultralytics' own freeze= argument)"
-        )
-    factor = settings["backbone_lr"]
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 10:
-        raise ValueError(f"{source}.backbone_lr must be a factor in (0, 10], got {factor!r}")
     name = settings["checkpoint_name"]
     if name is not None and (not isinstance(name, str) or not name.endswith(".pt") or "/" in name or "\\" in name):
         raise ValueError(f"{source}.checkpoint_name must be a file name ending in .pt (or null), got {name!r}")
