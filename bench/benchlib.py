@@ -107,7 +107,8 @@ def make_trainer(spec: Spec, trees: dict[str, Path], overrides: dict):
     """
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from smartcash_ultra.engine.trainer import SmartCashTrainer, load_train_cfg, smartcash_defaults
+    from smartcash_ultra.engine.trainer import SmartCashTrainer
+    from smartcash_ultra.utils.settings import load_train_cfg, smartcash_defaults
 
     models = trees["npy"].parents[2] / "models"  # beside the data, in the part's working folder
     args = {**overrides, "model": spec.model_arg(models), "data": str(trees[spec.images])}

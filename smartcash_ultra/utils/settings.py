@@ -4,13 +4,20 @@ They sit in the model YAML, not the training cfg, because Ultralytics rejects un
 because the model YAML is saved in every checkpoint and re-read by DDP workers, so resume and DDP keep them.
 Everything Ultralytics has an argument for (optimizer, lr0, lrf, warmup_epochs, box, cls, amp, patience, ...) stays an
 Ultralytics argument. The section's other keys (``backbone_weights``, ``scale``) are the model's own.
+
+Ultralytics' own arguments for a SmartCash run start from ``cfg/smartcash_defaults.yaml``, merged here under the
+user's (:func:`with_smartcash_defaults`).
 """
 
 from __future__ import annotations
 
 import os
 from copy import deepcopy
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+from smartcash_ultra.utils.shipped import defaults_file, find_shipped_yaml
 
 SCHEDULERS = ("linear", "cosine", "step", "exponential")
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -130,3 +137,73 @@ def is_main_process() -> bool:
     if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return True
     return int(os.environ.get("RANK", -1)) in {-1, 0}
+
+
+def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str, Any]:
+    """Return a training cfg as a dict of overrides; a YAML path is also recorded under Ultralytics' ``cfg`` key.
+
+    A YAML that is no file is looked up by name among the package's training cfgs (``smartcash_effb4.yaml``).
+    """
+    from ultralytics.utils import DEFAULT_CFG, YAML
+
+    if cfg is None or cfg is DEFAULT_CFG:
+        return {}
+    if isinstance(cfg, SimpleNamespace):
+        return dict(vars(cfg))
+    source, loaded = "training cfg", cfg
+    if not isinstance(cfg, dict):
+        source = path = Path(find_shipped_yaml(cfg, model=False) or cfg)
+        if not path.is_file():
+            raise FileNotFoundError(f"training cfg {path} does not exist")
+        loaded = {**YAML.load(path), "cfg": str(path)}  # YAML.load names the file if it is no mapping
+    if "smartcash" in loaded:
+        raise ValueError(
+            f"{source}: 'smartcash:' settings belong in the model YAML (Ultralytics rejects unknown keys in a "
+            "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
+        )
+    return dict(loaded)
+
+
+NOT_SETTINGS = frozenset({"model", "data", "task", "mode", "cfg"})
+"""Arguments that choose what is trained, not how: never taken from the settings file, not listed as settings."""
+
+
+def smartcash_defaults() -> dict[str, Any]:
+    """Return the SmartCash training settings: ``cfg/smartcash_defaults.yaml``, their one source.
+
+    Raises:
+        ValueError: naming the file, when it holds a key that chooses what is trained (model, data, ...).
+    """
+    from ultralytics.utils import YAML
+
+    path = defaults_file()
+    settings = YAML.load(path)
+    if NOT_SETTINGS & set(settings):
+        raise ValueError(f"{path}: holds {sorted(NOT_SETTINGS & set(settings))}, which are no training settings")
+    return settings
+
+
+def with_smartcash_defaults(given: dict[str, Any]) -> dict[str, Any]:
+    """Return the run's arguments: the SmartCash training settings under the ones ``given``; log where each came from.
+
+    Every route that trains a SmartCash model reaches the trainer with only the arguments the user chose (Ultralytics
+    fills the rest from its own defaults later), so this one merge serves ``yolo train model=``, ``cfg=``,
+    ``YOLO(...).train()`` and ``SmartCashTrainer`` alike. A resumed run keeps its checkpoint's arguments, as
+    Ultralytics decides: settings merged here would count as changes to them.
+    """
+    from ultralytics.utils import LOGGER
+
+    if given.get("resume"):
+        return given
+    path, defaults = defaults_file(), smartcash_defaults()
+    taken = {k: v for k, v in defaults.items() if k not in given}
+    yours = {k: v for k, v in given.items() if k in defaults}
+    LOGGER.info(
+        f"SmartCash training settings from {path}: {_listing(taken)}; yours instead: {_listing(yours)}; "
+        "your other arguments as given, every other setting Ultralytics' default"
+    )
+    return {**taken, **given}
+
+
+def _listing(args: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items()) or "none"
