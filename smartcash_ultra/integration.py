@@ -245,7 +245,7 @@ def refuse_unresumable(stock_train):
     @functools.wraps(stock_train)
     def train(self, trainer=None, **kwargs):
         if kwargs.get("resume") is True and is_smartcash_model(self):
-            from smartcash_ultra.engine.trainer import resumable
+            from smartcash_ultra.engine.checkpoints import resumable
 
             if not self.ckpt_path:
                 raise ValueError(f"{self.cfg}: resume continues a run from its weights/last.pt, not from a model YAML")
