@@ -201,7 +201,7 @@ class SmartCashTrainer(SmartCashDataTrainer):
         with keep_last_whole(self.last):
             super().final_eval()
         if RANK in {-1, 0} and self.last.exists():
-            LOGGER.info(f"Kept {self.last} whole (optimizer, EMA) so the run can be extended (README: Extend)")
+            LOGGER.info(f"Kept {self.last} whole (optimizer, EMA) so the run can be extended (additional_epochs=N)")
         if RANK in {-1, 0} and self._named_best is not None and self.best.exists():
             self._named_best = write_named_best(self, self._named_best)
 
