@@ -53,32 +53,14 @@ class Spec:
 
 RANDOM_INIT = {"backbone_weights": None}  # the bench runs offline: the shipped EfficientNet-B4 YAML asks for timm's
 IMAGENET_LITE0 = "imagenet-lite0"  # backbone_weights placeholder: bench/imagenet_lite0.py's real ImageNet weights
-NO_RECIPE = {"training": {"freeze_backbone": 0, "backbone_lr": 1.0}}  # whatever fine-tuning recipe the YAML ships
 LITE0 = {"backbone": "tf_efficientnet_lite0"}
-RECIPES = {
-    "freeze1": ("backbone frozen 1 epoch", {"freeze_backbone": 1, "backbone_lr": 1.0}),
-    "freeze3": ("backbone frozen 3 epochs", {"freeze_backbone": 3, "backbone_lr": 1.0}),
-    "lr0.1": ("backbone lr x 0.1", {"freeze_backbone": 0, "backbone_lr": 0.1}),
-    "lr0.3": ("backbone lr x 0.3", {"freeze_backbone": 0, "backbone_lr": 0.3}),
-}
-"""Fine-tuning recipes of ``bench/pretrained.py``: ``smartcash.training`` settings for the pretrained backbone."""
 MODELS = {
     "cspdarknet-s": Spec("SmartCash CSPDarknet-s", "cfg/models/smartcash_cspdarknet_yolov5s.yaml", CSP_CFG, True),
-    "effb4": Spec("SmartCash EfficientNet-B4", EFF_YAML, EFF_CFG, True, changes=RANDOM_INIT | NO_RECIPE),
-    "lite0": Spec("Lite0, random init", EFF_YAML, EFF_CFG, True, changes=LITE0 | RANDOM_INIT | NO_RECIPE),
+    "effb4": Spec("SmartCash EfficientNet-B4", EFF_YAML, EFF_CFG, True, changes=RANDOM_INIT),
+    "lite0": Spec("Lite0, random init", EFF_YAML, EFF_CFG, True, changes=LITE0 | RANDOM_INIT),
     "lite0-imagenet": Spec(
-        "Lite0, ImageNet", EFF_YAML, EFF_CFG, True, changes=LITE0 | {"backbone_weights": IMAGENET_LITE0} | NO_RECIPE
+        "Lite0, ImageNet", EFF_YAML, EFF_CFG, True, changes=LITE0 | {"backbone_weights": IMAGENET_LITE0}
     ),
-    **{
-        f"lite0-imagenet-{key}": Spec(
-            f"Lite0, ImageNet, {label}",
-            EFF_YAML,
-            EFF_CFG,
-            True,
-            changes=LITE0 | {"backbone_weights": IMAGENET_LITE0, "training": training},
-        )
-        for key, (label, training) in RECIPES.items()
-    },
     "stock-yolov5s": Spec("stock yolov5s.yaml (JPEG)", "yolov5s.yaml", CSP_CFG, False, "jpeg"),
     "stock-yolov8n": Spec("stock yolov8n.yaml (JPEG)", "yolov8n.yaml", CSP_CFG, False, "jpeg"),
     "stock-yolov5s-png": Spec("stock yolov5s.yaml (PNG)", "yolov5s.yaml", CSP_CFG, False, "png"),
@@ -125,7 +107,8 @@ def make_trainer(spec: Spec, trees: dict[str, Path], overrides: dict):
     """
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from smartcash_ultra.engine.trainer import SmartCashTrainer, load_train_cfg, smartcash_defaults
+    from smartcash_ultra.engine.trainer import SmartCashTrainer
+    from smartcash_ultra.utils.settings import load_train_cfg, smartcash_defaults
 
     models = trees["npy"].parents[2] / "models"  # beside the data, in the part's working folder
     args = {**overrides, "model": spec.model_arg(models), "data": str(trees[spec.images])}

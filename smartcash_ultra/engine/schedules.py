@@ -12,8 +12,9 @@ Ultralytics' final-lr fraction (min_lr = lr0 * lrf). From epoch ``length`` on it
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
+
+from ultralytics.utils.torch_utils import one_cycle
 
 from smartcash_ultra.utils.settings import SCHEDULERS
 
@@ -54,13 +55,11 @@ class Schedule:
     def __call__(self, epoch: int) -> float:
         """Return the multiplier of lr0 for 0-based ``epoch``."""
         x = min(epoch, self.length - 1)
-        if self.name == "linear":  # the very expressions of Ultralytics' _setup_scheduler, so the values are identical
-            return max(1 - x / self.length, 0) * (1.0 - self.lrf) + self.lrf
         if self.name == "cosine":
-            return max((1 - math.cos(x * math.pi / self.length)) / 2, 0) * (self.lrf - 1) + 1
-        if self.name == "step":
-            return max(self.gamma ** (x // self.step_size), self.lrf)
-        return max(self.gamma**x, self.lrf)
+            return one_cycle(1, self.lrf, self.length)(x)
+        if self.name == "linear":  # the very expression of Ultralytics' _setup_scheduler, which has it inline
+            return max(1 - x / self.length, 0) * (1.0 - self.lrf) + self.lrf
+        return max(self.gamma ** (x // (self.step_size if self.name == "step" else 1)), self.lrf)
 
     @property
     def label(self) -> str:

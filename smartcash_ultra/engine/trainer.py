@@ -3,41 +3,37 @@
 ``SmartCashDataTrainer`` is the data path alone, for stock models trained on SmartCash arrays.
 
 Only what differs is here; the loop, loss, assigner, augmentation, EMA, schedulers, plots and loggers are
-Ultralytics'. The ``(cfg, overrides, _callbacks)`` signature is kept, as Ultralytics' DDP launcher rebuilds the
-trainer with it in every worker.
+Ultralytics'. The settings merge is in :mod:`smartcash_ultra.utils.settings`, the resume checks and checkpoint files
+in :mod:`smartcash_ultra.engine.checkpoints`. The ``(cfg, overrides, _callbacks)`` signature is kept, as
+Ultralytics' DDP launcher rebuilds the trainer with it in every worker.
 """
 
 from __future__ import annotations
 
-import glob
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from copy import copy
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from torch import optim
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
+from ultralytics.utils.patches import torch_load
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.callbacks.epoch_record import trim_results
 from smartcash_ultra.data.dataset import build_smartcash_dataset
+from smartcash_ultra.engine.checkpoints import AtomicPath, keep_last_whole, resumable, write_named_best
 from smartcash_ultra.engine.declarations import record
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
 from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
-from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
-from smartcash_ultra.utils.files import atomic_target, write_atomic
-from smartcash_ultra.utils.settings import model_settings
-from smartcash_ultra.utils.shipped import defaults_file, find_shipped_yaml
+from smartcash_ultra.utils.settings import load_train_cfg, model_settings, with_smartcash_defaults
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ class SmartCashTrainer(SmartCashDataTrainer):
     """Train a SmartCash detector: ``SmartCashTrainer("cfg/smartcash_effb4.yaml", overrides={"epochs": 3}).train()``.
 
     ``cfg`` is a training cfg YAML (path or shipped name) or dict (Ultralytics keys, as for ``yolo train cfg=...``);
-    ``overrides`` win over it, and both over the SmartCash training settings (:func:`with_smartcash_defaults`). The
+    ``overrides`` win over it, and both over the SmartCash training settings (``cfg/smartcash_defaults.yaml``). The
     model must be a SmartCash model YAML (any Ultralytics model YAML with a ``smartcash:`` section).
     """
 
@@ -154,18 +150,6 @@ class SmartCashTrainer(SmartCashDataTrainer):
         self.args.epochs = self.epochs = epochs
         self._schedule_epochs = schedule_epochs
 
-    def resume_training(self, ckpt) -> None:
-        """Resume as Ultralytics does, then drop the rows of results.csv after the checkpoint's epoch.
-
-        Ultralytics appends to results.csv, so epochs that ran after the checkpoint was saved (before a kill or a
-        second Ctrl-C, or a resume from an older checkpoint) would appear twice once they run again.
-        """
-        super().resume_training(ckpt)
-        if self.resume and RANK in {-1, 0}:
-            dropped = trim_results(self.csv, self.start_epoch)
-            if dropped:
-                LOGGER.info(f"{self.csv}: {dropped} row(s) after the checkpoint's epoch {self.start_epoch} dropped")
-
     def stop_training(self, reason: str = "stop requested") -> bool:
         """Ask the run to stop at the next batch end (thread-safe); it validates, saves and ends ``stopped``.
 
@@ -203,105 +187,39 @@ class SmartCashTrainer(SmartCashDataTrainer):
         """Save last.pt/best.pt as Ultralytics does, plus the named copy of best.pt when it was just written."""
         saved = super().save_model()
         if saved and self.fitness is not None and self.best_fitness == self.fitness:
-            self._write_named_best()
+            self._named_best = write_named_best(self, self._named_best)
         return saved
 
     def final_eval(self) -> None:
         """Run Ultralytics' final evaluation with last.pt left whole, so that the run can always be extended.
 
         Ultralytics strips the optimizer and EMA from last.pt in place here, before validating best.pt (minutes on
-        a large split): a kill meanwhile would leave no resumable checkpoint. Under :func:`keep_last_whole` last.pt
+        a large split): a kill meanwhile would leave no resumable checkpoint. Under ``keep_last_whole`` last.pt
         is never rewritten, and best.pt (the deployable one) is stripped into a temp file and renamed; its named copy
         is refreshed from it after.
         """
         with keep_last_whole(self.last):
             super().final_eval()
         if RANK in {-1, 0} and self.last.exists():
-            LOGGER.info(f"Kept {self.last} whole (optimizer, EMA) so the run can be extended (README: Extend)")
+            LOGGER.info(f"Kept {self.last} whole (optimizer, EMA) so the run can be extended (additional_epochs=N)")
         if RANK in {-1, 0} and self._named_best is not None and self.best.exists():
-            self._write_named_best()
-
-    def _write_named_best(self) -> None:
-        """Copy best.pt to its name from ``smartcash.training.checkpoint_name`` (atomically; never another run's)."""
-        if self._named_best is None:
-            self._named_best = named_best_path(self)
-        if self._named_best is not None:
-            write_atomic(self._named_best, self.best.read_bytes())
+            self._named_best = write_named_best(self, self._named_best)
 
     def _setup_train(self):
-        """Settle the precision offline (see :mod:`smartcash_ultra.engine.precision`), then run Ultralytics' setup.
+        """Settle the precision offline, run Ultralytics' setup, then on resume drop results.csv's rows after the epoch.
 
-        Ultralytics' AMP check would download a reference model: the SmartCash model is checked instead.
+        Ultralytics' AMP check would download a reference model: the SmartCash model is checked instead
+        (:mod:`smartcash_ultra.engine.precision`). Ultralytics appends to results.csv, so epochs that ran after the
+        checkpoint was saved (before a kill or a second Ctrl-C, or a resume from an older checkpoint) would appear
+        twice once they run again.
         """
         settle(self.args, self.device)
         with offline_check_amp():
             super()._setup_train()
-        if self.world_size > 1 and self.training_settings()["freeze_backbone"]:
-            raise ValueError(
-                "smartcash.training.freeze_backbone does not run under DDP (the trainable parameters cannot change "
-                "once DDP wraps the model); train on one device, or freeze for the whole run with freeze="
-            )
-
-    def backbone_layers(self) -> list[int]:
-        """Return the layer indices of the model YAML's ``backbone:`` section: what ``freeze_backbone`` freezes.
-
-        EfficientNet-B4: 0-3 (the timm network and the three ``Index`` picks), CSPDarknet: 0-9 (through SPPF); the
-        same layers as Ultralytics' ``freeze=4`` and ``freeze=10``.
-        """
-        return list(range(len(unwrap_model(self.model).yaml["backbone"])))
-
-    def backbone_frozen(self, epoch: int) -> bool:
-        """Return True when ``smartcash.training.freeze_backbone`` keeps the backbone frozen in ``epoch`` (0-based)."""
-        return epoch < self.training_settings()["freeze_backbone"]
-
-    def _model_train(self):
-        """Ultralytics' train mode, with the backbone frozen during the first ``freeze_backbone`` epochs.
-
-        Frozen as Ultralytics' ``freeze=`` freezes (no gradients, and ``_model_train`` keeps the BatchNorm statistics
-        of the layers named in ``freeze_layer_names``), then trained from the epoch after; layers the run's own
-        ``freeze=`` names stay frozen throughout.
-        """
-        if self.training_settings()["freeze_backbone"] and hasattr(self, "freeze_layer_names"):
-            if not hasattr(self, "_own_freeze_names"):
-                self._own_freeze_names = list(self.freeze_layer_names)
-            names = tuple(f"model.{i}." for i in self.backbone_layers())
-            frozen = self.backbone_frozen(getattr(self, "epoch", self.start_epoch))
-            for k, p in unwrap_model(self.model).named_parameters():
-                if k.startswith(names) and not any(f in k for f in self._own_freeze_names):
-                    p.requires_grad = not frozen
-            was = self.freeze_layer_names != self._own_freeze_names
-            self.freeze_layer_names = self._own_freeze_names + (list(names) if frozen else [])
-            if frozen != was:
-                first, last = names[0][6:-1], names[-1][6:-1]
-                LOGGER.info(
-                    f"backbone (layers {first}-{last}) "
-                    + ("frozen, BatchNorm statistics included" if frozen else "unfrozen: it trains from this epoch on")
-                )
-        super()._model_train()
-
-    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
-        """Build Ultralytics' optimizer; with ``smartcash.training.backbone_lr`` the backbone gets its own groups.
-
-        Each of Ultralytics' groups (weight, bn, bias) gives its backbone parameters to a ``backbone_<group>`` group at
-        ``backbone_lr`` times the learning rate, through warm-up and schedule alike. The backbone's biases warm up
-        from 0 as weights do, not from ``warmup_bias_lr`` (Ultralytics starts only groups named ``bias`` there).
-        """
-        optimizer = super().build_optimizer(model, name, lr, momentum, decay, iterations)
-        factor = self.training_settings()["backbone_lr"]
-        if factor == 1:
-            return optimizer
-        names = tuple(f"model.{i}." for i in self.backbone_layers())
-        backbone = {id(p) for k, p in unwrap_model(model).named_parameters() if k.startswith(names)}
-        for group in list(optimizer.param_groups):
-            mine = [p for p in group["params"] if id(p) in backbone]
-            if not mine:
-                continue
-            group["params"] = [p for p in group["params"] if id(p) not in backbone]
-            settings = {k: v for k, v in group.items() if k != "params"}
-            label = f"backbone_{group.get('param_group', 'params')}"
-            optimizer.add_param_group({**settings, "params": mine, "lr": group["lr"] * factor, "param_group": label})
-        LOGGER.info(f"backbone (layers 0-{len(names) - 1}): learning rate x {factor}, in groups of its own")
-        return optimizer
+        if self.resume and RANK in {-1, 0}:  # Ultralytics' resume_training has just set start_epoch
+            dropped = trim_results(self.csv, self.start_epoch)
+            if dropped:
+                LOGGER.info(f"{self.csv}: {dropped} row(s) after the checkpoint's epoch {self.start_epoch} dropped")
 
     def get_model(self, cfg: str | dict | None = None, weights=None, verbose: bool = True) -> SmartCashDetectionModel:
         """Build the SmartCash model for the data's classes, loading ``weights`` when given.
@@ -356,8 +274,6 @@ class SmartCashTrainer(SmartCashDataTrainer):
         :meth:`stop_training` returns normally. The status ends ``completed``, ``stopped_early``, ``stopped`` or
         ``failed``.
         """
-        from ultralytics.utils.patches import torch_load
-
         self.run_state.start()
         try:
             # a DDP parent only waits for torchrun: its workers run train() and handle the signals themselves
@@ -391,191 +307,3 @@ def resume_training(
 ) -> TrainResult:
     """Continue the run of ``checkpoint``, extended by ``additional_epochs``: :meth:`SmartCashTrainer.resume`."""
     return SmartCashTrainer.resume(checkpoint, additional_epochs, overrides, **ui).train()
-
-
-def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
-    """Return the epochs done and planned by the run of ``checkpoint``, or say why it cannot be continued.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: naming the checkpoint: unreadable (torch's own errors name neither the file nor the problem),
-            stripped, or finished while no ``additional_epochs`` are asked for.
-    """
-    from ultralytics.utils.patches import torch_load
-
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    try:
-        ckpt = torch_load(checkpoint, map_location="cpu")
-    except Exception as e:
-        detail = "an empty file" if not checkpoint.stat().st_size else f"{type(e).__name__}: {first_sentence(e)}"
-        raise ValueError(
-            f"{checkpoint}: not a training checkpoint, it cannot be read ({detail}); a truncated or damaged copy?"
-            + run_last(checkpoint, " Resume from {}.")
-        ) from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("train_args"), dict):
-        raise ValueError(f"{checkpoint}: not a training checkpoint of an Ultralytics run (no train_args)")
-    done, planned = ckpt.get("epoch", -1) + 1, int(ckpt["train_args"].get("epochs") or 0)
-    if not done or ckpt.get("optimizer") is None:
-        raise ValueError(
-            f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from "
-            + run_last(checkpoint, "{}", otherwise="the run's weights/last.pt")
-        )
-    if done >= planned and not additional_epochs:
-        raise ValueError(
-            f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it "
-            f"(resume_training('{checkpoint}', additional_epochs=N))"
-        )
-    return done, planned
-
-
-def run_last(checkpoint: Path, template: str, otherwise: str = "") -> str:
-    """``template`` filled with the last.pt beside ``checkpoint`` when there is one and it is another file."""
-    last = checkpoint.with_name("last.pt")
-    return template.format(last) if last.is_file() and not last.samefile(checkpoint) else otherwise
-
-
-def first_sentence(exc: BaseException) -> str:
-    """Return the first sentence of an exception's message (torch appends paragraphs of advice to load errors)."""
-    return str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
-
-
-def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str, Any]:
-    """Return a training cfg as a dict of overrides; a YAML path is also recorded under Ultralytics' ``cfg`` key.
-
-    A YAML that is no file is looked up by name among the package's training cfgs (``smartcash_effb4.yaml``).
-    """
-    if cfg is None or cfg is DEFAULT_CFG:
-        return {}
-    if isinstance(cfg, SimpleNamespace):
-        return dict(vars(cfg))
-    source, loaded = "training cfg", cfg
-    if not isinstance(cfg, dict):
-        source = path = Path(find_shipped_yaml(cfg) or cfg)
-        if not path.is_file():
-            raise FileNotFoundError(f"training cfg {path} does not exist")
-        loaded = {**YAML.load(path), "cfg": str(path)}  # YAML.load names the file if it is no mapping
-    if SECTION in loaded:
-        raise ValueError(
-            f"{source}: '{SECTION}:' settings belong in the model YAML (Ultralytics rejects unknown keys in a "
-            "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
-        )
-    return dict(loaded)
-
-
-NOT_SETTINGS = frozenset({"model", "data", "task", "mode", "cfg"})
-"""Arguments that choose what is trained, not how: never taken from the settings file, not listed as settings."""
-
-
-def smartcash_defaults() -> dict[str, Any]:
-    """Return the SmartCash training settings: ``cfg/smartcash_defaults.yaml``, their one source.
-
-    Raises:
-        ValueError: naming the file, when it holds a key that chooses what is trained (model, data, ...).
-    """
-    path = defaults_file()
-    settings = YAML.load(path)
-    if NOT_SETTINGS & set(settings):
-        raise ValueError(f"{path}: holds {sorted(NOT_SETTINGS & set(settings))}, which are no training settings")
-    return settings
-
-
-def with_smartcash_defaults(given: dict[str, Any]) -> dict[str, Any]:
-    """Return the run's arguments: the SmartCash training settings under the ones ``given``; log where each came from.
-
-    Every route that trains a SmartCash model reaches the trainer with only the arguments the user chose (Ultralytics
-    fills the rest from its own defaults later), so this one merge serves ``yolo train model=``, ``cfg=``,
-    ``YOLO(...).train()`` and ``SmartCashTrainer`` alike. A resumed run keeps its checkpoint's arguments, as
-    Ultralytics decides: settings merged here would count as changes to them.
-    """
-    if given.get("resume"):
-        return given
-    path, defaults = defaults_file(), smartcash_defaults()
-    taken = {k: v for k, v in defaults.items() if k not in given}
-    yours = {k: v for k, v in given.items() if k in defaults}
-    LOGGER.info(
-        f"SmartCash training settings from {path}: {_listing(taken)}; yours instead: {_listing(yours)}; "
-        "your other arguments as given, every other setting Ultralytics' default"
-    )
-    return {**taken, **given}
-
-
-def _listing(args: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in args.items()) or "none"
-
-
-def backbone_name(model) -> str:
-    """Name the backbone of a SmartCash model for file names: the timm model name, or ``cspdarknet_<scale>``."""
-    model = unwrap_model(model)
-    timm = next((m for m in model.model if isinstance(m, TimmBackbone)), None)
-    if timm is not None:
-        return timm.name
-    return f"cspdarknet_{model.yaml.get('scale') or 'custom'}"
-
-
-def named_best_path(trainer: SmartCashTrainer) -> Path | None:
-    """Choose the file name of the named best checkpoint, or None when ``checkpoint_name`` is null.
-
-    Fields: ``{backbone}``, ``{date}`` (YYYYMMDD when the name is chosen) and ``{run}`` (the run folder's name). A
-    resumed run keeps the name its first session chose; a new run never takes a file that exists (``_2``, ``_3``...
-    are added), so no earlier run's checkpoint is overwritten.
-    """
-    template = trainer.training_settings()["checkpoint_name"]
-    if not template:
-        return None
-    fields = {"backbone": backbone_name(trainer.model), "run": Path(trainer.save_dir).name}
-    try:
-        name = template.format(date=time.strftime("%Y%m%d"), **fields)
-        pattern = template.format(date="*", **{k: glob.escape(v) for k, v in fields.items()})
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(
-            f"smartcash.training.checkpoint_name {template!r}: unknown field {e}; fields: {{backbone}} {{date}} {{run}}"
-        ) from None
-    wdir = Path(trainer.wdir)
-    if trainer.resume:
-        stem = Path(pattern).stem
-        mine = [p for p in wdir.glob("*.pt") if fnmatch(p.stem, stem) or fnmatch(p.stem, f"{stem}_[0-9]*")]
-        earlier = sorted(mine, key=lambda p: p.stat().st_mtime)
-        if earlier:
-            return earlier[-1]
-    path, n = wdir / name, 2
-    while path.exists():
-        path, n = wdir / f"{Path(name).stem}_{n}.pt", n + 1
-    return path
-
-
-@contextmanager
-def keep_last_whole(last: Path) -> Iterator[None]:
-    """Put a ``strip_optimizer`` in place of Ultralytics' for its ``final_eval`` that never rewrites ``last``.
-
-    For ``last`` it returns the checkpoint as it is (``final_eval`` reads its ``train_results`` for best.pt); any
-    other file is stripped by Ultralytics' own function into a temp file that is then renamed over it, so a kill
-    mid-strip leaves the previous best.pt. Scoped, so stock trainers strip as they always do.
-    """
-    import ultralytics.engine.trainer as engine
-    from ultralytics.utils.patches import torch_load
-
-    stock = engine.strip_optimizer
-
-    def strip_optimizer(f, updates=None):
-        if Path(f) == Path(last):
-            return torch_load(f, map_location="cpu")
-        with atomic_target(f) as tmp:
-            return stock(f, s=tmp, updates=updates)
-
-    engine.strip_optimizer = strip_optimizer
-    try:
-        yield
-    finally:
-        engine.strip_optimizer = stock
-
-
-class AtomicPath(type(Path())):
-    """A path whose ``write_bytes`` writes a temp file beside it and renames it into place.
-
-    A run killed mid-save then leaves the previous checkpoint intact instead of a truncated one.
-    """
-
-    def write_bytes(self, data: bytes) -> int:
-        """Write ``data`` with :func:`smartcash_ultra.utils.files.write_atomic`; on failure the old file stays."""
-        return write_atomic(self, data)

@@ -4,13 +4,20 @@ They sit in the model YAML, not the training cfg, because Ultralytics rejects un
 because the model YAML is saved in every checkpoint and re-read by DDP workers, so resume and DDP keep them.
 Everything Ultralytics has an argument for (optimizer, lr0, lrf, warmup_epochs, box, cls, amp, patience, ...) stays an
 Ultralytics argument. The section's other keys (``backbone_weights``, ``scale``) are the model's own.
+
+Ultralytics' own arguments for a SmartCash run start from ``cfg/smartcash_defaults.yaml``, merged here under the
+user's (:func:`with_smartcash_defaults`).
 """
 
 from __future__ import annotations
 
 import os
 from copy import deepcopy
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+from smartcash_ultra.utils.shipped import defaults_file, find_shipped_yaml
 
 SCHEDULERS = ("linear", "cosine", "step", "exponential")
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -21,8 +28,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "schedule_epochs": None,  # length of the LR schedule; null: the run's epochs (extensions keep the original)
         "val_interval": 1,  # validate every N epochs, and always at the last
         "checkpoint_name": "best_{backbone}_{date}.pt",  # a copy of best.pt under this name; null: none
-        "freeze_backbone": 0,  # epochs the backbone (the model YAML's backbone: layers) stays frozen, BN stats included
-        "backbone_lr": 1.0,  # factor on the backbone's learning rate (its own parameter groups when not 1)
     },
     "callbacks": {
         "early_stopping": {
@@ -39,6 +44,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 """Every setting and its default; in ``callbacks``, ``name: false`` is short for ``{enabled: false}``."""
+FREEZE = "To freeze the backbone for a whole run: Ultralytics' freeze=N (4 for EfficientNet-B4, 10 for CSPDarknet)."
+REMOVED = {
+    "freeze_backbone": (0, "freezing the backbone for the first epochs measured worse"),
+    "backbone_lr": (1.0, "a lower backbone learning rate measured worse; the backbone trains at lr0"),
+}
+"""Settings that were removed: the value that meant "off" (checkpoints of earlier runs carry it), and why."""
 
 
 def resolve(section: dict[str, Any] | None, source: str = "smartcash") -> dict[str, dict[str, Any]]:
@@ -65,6 +76,11 @@ def model_settings(model) -> dict[str, dict[str, Any]]:
 
 
 def _training(section: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    if isinstance(section, dict):  # a removed setting asking for its old behaviour is an error; "off" is dropped
+        for key, (off, why) in REMOVED.items():
+            if key in section and section[key] != off:
+                raise ValueError(f"{source}.{key} was removed ({why}): delete it from the YAML. {FREEZE}")
+        section = {k: v for k, v in section.items() if k not in REMOVED}
     settings = _merge(DEFAULTS["training"], section, source)
     if settings["scheduler"] is not None and settings["scheduler"] not in SCHEDULERS:
         raise ValueError(f"{source}.scheduler must be one of {SCHEDULERS} or null, got {settings['scheduler']!r}")
@@ -77,15 +93,6 @@ def _training(section: dict[str, Any] | None, source: str) -> dict[str, Any]:
     epochs = settings["schedule_epochs"]
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
         raise ValueError(f"{source}.schedule_epochs must be an integer >= 1 or null, got {epochs!r}")
-    frozen = settings["freeze_backbone"]
-    if not isinstance(frozen, int) or isinstance(frozen, bool) or frozen < 0:
-        raise ValueError(
-            f"{source}.freeze_backbone must be a number of epochs >= 0, got {frozen!r} (a whole-run freeze is "
-            "Ultralytics' own freeze= argument)"
-        )
-    factor = settings["backbone_lr"]
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 10:
-        raise ValueError(f"{source}.backbone_lr must be a factor in (0, 10], got {factor!r}")
     name = settings["checkpoint_name"]
     if name is not None and (not isinstance(name, str) or not name.endswith(".pt") or "/" in name or "\\" in name):
         raise ValueError(f"{source}.checkpoint_name must be a file name ending in .pt (or null), got {name!r}")
@@ -130,3 +137,73 @@ def is_main_process() -> bool:
     if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return True
     return int(os.environ.get("RANK", -1)) in {-1, 0}
+
+
+def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str, Any]:
+    """Return a training cfg as a dict of overrides; a YAML path is also recorded under Ultralytics' ``cfg`` key.
+
+    A YAML that is no file is looked up by name among the package's training cfgs (``smartcash_effb4.yaml``).
+    """
+    from ultralytics.utils import DEFAULT_CFG, YAML
+
+    if cfg is None or cfg is DEFAULT_CFG:
+        return {}
+    if isinstance(cfg, SimpleNamespace):
+        return dict(vars(cfg))
+    source, loaded = "training cfg", cfg
+    if not isinstance(cfg, dict):
+        source = path = Path(find_shipped_yaml(cfg) or cfg)
+        if not path.is_file():
+            raise FileNotFoundError(f"training cfg {path} does not exist")
+        loaded = {**YAML.load(path), "cfg": str(path)}  # YAML.load names the file if it is no mapping
+    if "smartcash" in loaded:
+        raise ValueError(
+            f"{source}: 'smartcash:' settings belong in the model YAML (Ultralytics rejects unknown keys in a "
+            "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
+        )
+    return dict(loaded)
+
+
+NOT_SETTINGS = frozenset({"model", "data", "task", "mode", "cfg"})
+"""Arguments that choose what is trained, not how: never taken from the settings file, not listed as settings."""
+
+
+def smartcash_defaults() -> dict[str, Any]:
+    """Return the SmartCash training settings: ``cfg/smartcash_defaults.yaml``, their one source.
+
+    Raises:
+        ValueError: naming the file, when it holds a key that chooses what is trained (model, data, ...).
+    """
+    from ultralytics.utils import YAML
+
+    path = defaults_file()
+    settings = YAML.load(path)
+    if NOT_SETTINGS & set(settings):
+        raise ValueError(f"{path}: holds {sorted(NOT_SETTINGS & set(settings))}, which are no training settings")
+    return settings
+
+
+def with_smartcash_defaults(given: dict[str, Any]) -> dict[str, Any]:
+    """Return the run's arguments: the SmartCash training settings under the ones ``given``; log where each came from.
+
+    Every route that trains a SmartCash model reaches the trainer with only the arguments the user chose (Ultralytics
+    fills the rest from its own defaults later), so this one merge serves ``yolo train model=``, ``cfg=``,
+    ``YOLO(...).train()`` and ``SmartCashTrainer`` alike. A resumed run keeps its checkpoint's arguments, as
+    Ultralytics decides: settings merged here would count as changes to them.
+    """
+    from ultralytics.utils import LOGGER
+
+    if given.get("resume"):
+        return given
+    path, defaults = defaults_file(), smartcash_defaults()
+    taken = {k: v for k, v in defaults.items() if k not in given}
+    yours = {k: v for k, v in given.items() if k in defaults}
+    LOGGER.info(
+        f"SmartCash training settings from {path}: {_listing(taken)}; yours instead: {_listing(yours)}; "
+        "your other arguments as given, every other setting Ultralytics' default"
+    )
+    return {**taken, **given}
+
+
+def _listing(args: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items()) or "none"
