@@ -9,12 +9,14 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hashlib  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING, Any, NamedTuple  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -114,6 +116,80 @@ def tiny_data(tmp_path_factory) -> Path:
     )
 
 
+FAST = {"imgsz": 64, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
+"""Training arguments of the tiny real runs: 64 px, four images a batch, no worker processes, no plots."""
+
+
+class TrainedRun(NamedTuple):
+    """A finished real run: the trainer that ran it and what its ``train()`` returned (``result.save_dir``, ...)."""
+
+    trainer: Any
+    result: Any
+
+
+def train_tiny_run(tiny_data: Path, project: Path, model: Path, backbone: str) -> TrainedRun:
+    """One real 1-epoch run of ``model`` from the shipped training cfg of ``backbone``, in ``project/backbone``."""
+    from smartcash_ultra import SmartCashTrainer
+
+    cfg = ROOT / f"cfg/smartcash_{backbone}.yaml"
+    overrides = {"model": str(model), "data": str(tiny_data), "epochs": 1, **FAST, "project": str(project)}
+    trainer = SmartCashTrainer(cfg, overrides={**overrides, "name": backbone})
+    return TrainedRun(trainer, trainer.train())
+
+
+def shared(run, save_dir: Path):
+    """Yield ``run`` to the session's tests, then fail if any of them changed a file below its ``save_dir``."""
+    before = tree_digest(save_dir)
+    yield run
+    assert tree_digest(save_dir) == before, f"a test wrote into the shared run {save_dir}: copy it to tmp_path first"
+
+
+@pytest.fixture(scope="session")
+def cspdarknet_run(tiny_data, tmp_path_factory) -> Iterator[TrainedRun]:
+    """The session's finished 1-epoch CSPDarknet-n run on ``tiny_data``: read it, never write into it.
+
+    Every test that only needs a trained model, its checkpoints or its run folder shares it; a test that writes into
+    a run (resume, extend, a second run into the same folder) copies ``result.save_dir`` to its ``tmp_path`` first.
+    """
+    run = train_tiny_run(tiny_data, tmp_path_factory.mktemp("cspdarknet_run"), CSP_N_YAML, "cspdarknet")
+    yield from shared(run, run.result.save_dir)
+
+
+@pytest.fixture(scope="session")
+def effb4_run(tiny_data, effb4_random, tmp_path_factory) -> Iterator[TrainedRun]:
+    """The session's finished 1-epoch EfficientNet-B4 run (random init) on ``tiny_data``: read it, never write in it."""
+    run = train_tiny_run(tiny_data, tmp_path_factory.mktemp("effb4_run"), effb4_random, "effb4")
+    yield from shared(run, run.result.save_dir)
+
+
+class CliRun(NamedTuple):
+    """A finished ``yolo train`` run: its process (return code, output) and its save dir."""
+
+    proc: subprocess.CompletedProcess
+    save_dir: Path
+
+
+def yolo_train_tiny(tiny_data: Path, project: Path, model: Path, backbone: str) -> CliRun:
+    """``yolo train cfg=cfg/smartcash_<backbone>.yaml model=...`` for 1 epoch on ``tiny_data``, in ``project/cli``."""
+    args = [f"cfg=cfg/smartcash_{backbone}.yaml", f"model={model}", f"data={tiny_data}", "epochs=1"]
+    args += [f"{k}={v}" for k, v in {**FAST, "project": project, "name": "cli"}.items()]
+    return CliRun(run_yolo("train", *args), project / "cli")
+
+
+@pytest.fixture(scope="session")
+def cspdarknet_cli_run(tiny_data, tmp_path_factory) -> Iterator[CliRun]:
+    """The session's ``yolo train`` 1-epoch run of CSPDarknet-n on ``tiny_data``: read it, never write into it."""
+    run = yolo_train_tiny(tiny_data, tmp_path_factory.mktemp("cspdarknet_cli"), CSP_N_YAML, "cspdarknet")
+    yield from shared(run, run.save_dir)
+
+
+@pytest.fixture(scope="session")
+def effb4_cli_run(tiny_data, effb4_random, tmp_path_factory) -> Iterator[CliRun]:
+    """The session's ``yolo train`` 1-epoch run of EfficientNet-B4 (random init): read it, never write into it."""
+    run = yolo_train_tiny(tiny_data, tmp_path_factory.mktemp("effb4_cli"), effb4_random, "effb4")
+    yield from shared(run, run.save_dir)
+
+
 @pytest.fixture(scope="session")
 def tiny_jpeg_data(tiny_data, tmp_path_factory) -> Path:
     """The same tiny tree saved as JPEG images (what stock Ultralytics reads)."""
@@ -155,15 +231,76 @@ def write_data_yaml(root: Path, names: dict[int, str], **extra) -> Path:
     return path
 
 
-def run_python(code: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run Python code in a fresh interpreter (the installed package, its start-up hook included)."""
+def run_python(
+    code: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run Python code with ``args`` in a fresh interpreter (the installed package, its start-up hook included)."""
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         text=True,
         capture_output=True,
         timeout=timeout,
+    )
+
+
+STARTUP_PROBE = """
+import json, sys
+seen = {"torch": "torch" in sys.modules, "ultralytics": "ultralytics" in sys.modules}  # after the start-up hook
+
+
+def outcome(call):
+    try:
+        return ["ok", call()]
+    except Exception as e:
+        return ["error", f"{type(e).__name__}: {e}"]
+
+
+from ultralytics.cfg import entrypoint  # what the `yolo` command imports first
+from ultralytics.utils import checks
+
+seen["check_file_patched"] = getattr(checks.check_file, "smartcash", False)
+seen["yolo_model_imported"] = "ultralytics.models.yolo.model" in sys.modules
+from ultralytics import YOLO
+
+seen["task_map_patched"] = getattr(YOLO.task_map.fget, "smartcash", False)
+seen["check_yaml"] = outcome(lambda: str(checks.check_yaml("smartcash_effb4.yaml")))
+seen["effb4_random"] = outcome(lambda: type(YOLO(sys.argv[1]).model).__name__)
+seen["predict_npy"] = outcome(lambda: YOLO("yolov8n.yaml").predict(sys.argv[2], imgsz=64, verbose=False)[0].path)
+import smartcash_ultra
+
+smartcash_ultra.SmartCashTrainer  # a package name, resolved lazily
+seen["task_map_patched_after_package"] = getattr(YOLO.task_map.fget, "smartcash", False)
+print(json.dumps(seen))
+"""
+"""What a fresh interpreter sees, step by step, from its start (the start-up hook) to a SmartCash name and a YOLO call.
+
+Its argv: the EfficientNet-B4 model YAML (random init) and one ``.npy`` file. Run in an empty folder, so a YAML name
+resolves only through the package.
+"""
+
+
+def startup_probe(effb4_random: Path, tiny_data: Path, folder: Path, env: dict | None = None) -> dict:
+    """Run :data:`STARTUP_PROBE` in a fresh interpreter in the empty ``folder``; return what it saw."""
+    npy = sorted((tiny_data.parent / "test/images").glob("*.npy"))[0]
+    folder.mkdir(parents=True)
+    proc = run_python(STARTUP_PROBE, str(effb4_random), str(npy), cwd=folder, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def plugin_on(effb4_random, tiny_data, tmp_path_factory) -> dict:
+    """:data:`STARTUP_PROBE` with the plugin installed as it is: one interpreter for every test that asks."""
+    return startup_probe(effb4_random, tiny_data, tmp_path_factory.mktemp("probe") / "on")
+
+
+@pytest.fixture(scope="session")
+def plugin_off(effb4_random, tiny_data, tmp_path_factory) -> dict:
+    """:data:`STARTUP_PROBE` with ``SMARTCASH_ULTRA_DISABLE=1``: one interpreter for every test of the switch."""
+    return startup_probe(
+        effb4_random, tiny_data, tmp_path_factory.mktemp("probe") / "off", {"SMARTCASH_ULTRA_DISABLE": "1"}
     )
 
 

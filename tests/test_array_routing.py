@@ -181,11 +181,10 @@ def test_routing_decides_by_source_and_data(tiny_data, tiny_jpeg_data, tmp_path)
 
 
 @pytest.mark.slow
-def test_routing_is_off_with_the_disable_switch(tiny_data):
-    npy = sorted((tiny_data.parent / "test/images").glob("*.npy"))[0]
-    code = f"from ultralytics import YOLO; YOLO('yolov8n.yaml').predict({str(npy)!r}, imgsz=64)"
-    proc = run_python(code, env={"SMARTCASH_ULTRA_DISABLE": "1"})
-    assert proc.returncode != 0 and "No images or videos found" in proc.stderr
+def test_routing_is_off_with_the_disable_switch(plugin_on, plugin_off):
+    outcome, message = plugin_off["predict_npy"]  # YOLO("yolov8n.yaml").predict(<an .npy file>) (conftest's probe)
+    assert outcome == "error" and "No images or videos found" in message
+    assert plugin_on["predict_npy"][0] == "ok"  # what the switch turns off
 
 
 @pytest.mark.slow

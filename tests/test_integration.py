@@ -5,10 +5,8 @@ The canaries of the Ultralytics internals this relies on are in ``test_patch_poi
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import CSP_N_YAML, run_python
+from conftest import CSP_N_YAML
 from ultralytics import YOLO
 from ultralytics.models.yolo import detect
 from ultralytics.nn import tasks
@@ -61,40 +59,26 @@ def test_install_is_idempotent():
 
 
 @pytest.mark.slow
-def test_startup_hook_patches_lazily_and_can_be_switched_off(effb4_random):
-    probe = (
-        "import json, sys; start = {'torch': 'torch' in sys.modules, 'ultralytics': 'ultralytics' in sys.modules}; "
-        "from ultralytics import YOLO; "
-        f"m = YOLO({str(effb4_random)!r}); "
-        "print(json.dumps({**start, 'patched': getattr(YOLO.task_map.fget, 'smartcash', False), "
-        "'model': type(m.model).__name__}))"
-    )
-    on = json.loads(run_python(probe).stdout.strip().splitlines()[-1])
-    assert on == {"torch": False, "ultralytics": False, "patched": True, "model": "SmartCashDetectionModel"}
-    off = run_python(probe, env={"SMARTCASH_ULTRA_DISABLE": "1"})
-    assert "KeyError: 'TimmBackbone'" in off.stderr  # without the plugin Ultralytics cannot build the YAML
-    stock = run_python(
-        "from ultralytics import YOLO; print(getattr(YOLO.task_map.fget, 'smartcash', False))",
-        env={"SMARTCASH_ULTRA_DISABLE": "1"},
-    )
-    assert stock.stdout.strip().splitlines()[-1] == "False"
+def test_startup_hook_patches_lazily_and_can_be_switched_off(plugin_on, plugin_off):
+    on = {k: plugin_on[k] for k in ("torch", "ultralytics", "task_map_patched", "effb4_random")}
+    assert on == {
+        "torch": False,
+        "ultralytics": False,
+        "task_map_patched": True,
+        "effb4_random": ["ok", "SmartCashDetectionModel"],
+    }
+    # without the plugin Ultralytics cannot build the YAML
+    assert plugin_off["effb4_random"] == ["error", "KeyError: 'TimmBackbone'"]
+    assert plugin_off["task_map_patched"] is False
 
 
 @pytest.mark.slow
-def test_startup_hook_resolves_yaml_names_before_yolo_is_imported():
-    probe = (
-        "import sys; from ultralytics.cfg import entrypoint; from ultralytics.utils import checks; "
-        "print(getattr(checks.check_file, 'smartcash', False), 'ultralytics.models.yolo.model' in sys.modules)"
-    )
-    assert run_python(probe).stdout.strip().splitlines()[-1] == "True False"
-    assert run_python(probe, env={"SMARTCASH_ULTRA_DISABLE": "1"}).stdout.strip().splitlines()[-1] == "False False"
+def test_startup_hook_resolves_yaml_names_before_yolo_is_imported(plugin_on, plugin_off):
+    assert [plugin_on["check_file_patched"], plugin_on["yolo_model_imported"]] == [True, False]
+    assert [plugin_off["check_file_patched"], plugin_off["yolo_model_imported"]] == [False, False]
 
 
 @pytest.mark.slow
-def test_disable_switch_also_holds_for_the_package_names():
-    probe = (
-        "import smartcash_ultra; smartcash_ultra.SmartCashTrainer; from ultralytics import YOLO; "
-        "print(getattr(YOLO.task_map.fget, 'smartcash', False))"
-    )
-    assert run_python(probe).stdout.strip().splitlines()[-1] == "True"
-    assert run_python(probe, env={"SMARTCASH_ULTRA_DISABLE": "1"}).stdout.strip().splitlines()[-1] == "False"
+def test_disable_switch_also_holds_for_the_package_names(plugin_on, plugin_off):
+    assert plugin_on["task_map_patched_after_package"] is True
+    assert plugin_off["task_map_patched_after_package"] is False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,12 +185,12 @@ def test_sigterm_exits_143_a_failure_exits_1_and_the_files_agree_after_each(tiny
 
 
 @pytest.mark.slow
-def test_yolo_train_exit_codes_say_how_the_run_ended(tiny_data, tmp_path):
+def test_yolo_train_exit_codes_say_how_the_run_ended(cspdarknet_cli_run, tiny_data, tmp_path):
     """``yolo train``: 0 for a finished run, 130 after a Ctrl-C that stopped it (everything saved)."""
     args = [f"model={csp_n_yaml(tmp_path)}", f"data={tiny_data}", "imgsz=64", "batch=4", "workers=0", "plots=False"]
-    done = run_yolo("train", *args, "epochs=1", f"project={tmp_path}", "name=done", cwd=tmp_path)
+    done, save_dir = cspdarknet_cli_run  # the session's finished `yolo train` run (conftest)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_run_files_agree(tmp_path / "done", "completed", [1])
+    assert_run_files_agree(save_dir, "completed", [1])
 
     yolo = Path(sys.executable).with_name("yolo")
     cmd = [str(yolo), "train", *args, "epochs=3", f"project={tmp_path}", "name=stopped"]
@@ -219,13 +220,10 @@ def test_a_resume_drops_the_results_rows_after_its_checkpoint(tiny_data, tmp_pat
     assert_run_files_agree(save_dir, "completed", [1, 2], session=[2])
 
 
-@pytest.fixture(scope="module")
-def finished(tiny_data, tmp_path_factory) -> Path:
-    """A finished one-epoch run (its save dir), for tests that only read it."""
-    project = tmp_path_factory.mktemp("finished")
-    overrides = {"model": str(csp_n_yaml(project)), "data": str(tiny_data), "epochs": 1, **FAST}
-    SmartCashTrainer(overrides={**overrides, "project": str(project), "name": "run"}).train()
-    return project / "run"
+@pytest.fixture
+def finished(cspdarknet_run) -> Path:
+    """A finished one-epoch run (its save dir), for tests that only read it: the session's (conftest)."""
+    return cspdarknet_run.result.save_dir
 
 
 @pytest.mark.slow
@@ -355,10 +353,10 @@ def test_validation_interval_validates_every_n_epochs_and_the_last(tiny_data, tm
 
 
 @pytest.mark.slow
-def test_named_best_checkpoint_never_overwrites_another_run(tiny_data, tmp_path):
+def test_named_best_checkpoint_never_overwrites_another_run(cspdarknet_run, tiny_data, tmp_path):
     overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 1, **FAST}
     overrides |= {"project": str(tmp_path), "name": "named"}
-    SmartCashTrainer(overrides=overrides).train()
+    shutil.copytree(cspdarknet_run.result.save_dir, tmp_path / "named")  # the first run into the folder
     weights = tmp_path / "named/weights"
     (first,) = weights.glob("best_cspdarknet_n_2*.pt")  # best_<backbone>_<YYYYMMDD>.pt (a run may cross midnight)
     assert len(first.stem.rsplit("_", 1)[1]) == 8

@@ -20,18 +20,37 @@ import yaml
 from conftest import ROOT, hub_cache, run_python
 
 PROBE = """
-import json
+import json, os, sys
 from ultralytics import YOLO
 from ultralytics.utils import YAML, checks
+
+
+def outcome(call):
+    try:
+        return ["ok", call()]
+    except Exception as e:
+        return ["error", f"{type(e).__name__}: {e}"]
+
+
+empty, users = sys.argv[1:]
 out = {}
+os.chdir(empty)  # any folder: the names resolve to the package's cfg/
 for name in ("smartcash_effb4_yolov5.yaml", "smartcash_cspdarknet_yolov5s.yaml", "smartcash_cspdarknet_yolov5n.yaml"):
     m = YOLO(name)
     out[name] = [type(m.model).__name__, m.model.yaml["scale"], m.model.yaml.get("backbone")[0][2]]
 for name in ("smartcash_effb4.yaml", "smartcash_cspdarknet.yaml"):
     cfg = YAML.load(checks.check_yaml(name))
     out["cfg " + name] = [cfg["task"], cfg["model"], "backbone" in cfg]
+out["stock"] = [checks.check_yaml("yolov8.yaml"), checks.check_yaml("smartcash_nothing.yaml", hard=False)]
+out["missing"] = outcome(lambda: checks.check_yaml("smartcash_nothing.yaml"))
+out["training cfg as model"] = outcome(lambda: YOLO("smartcash_defaults.yaml"))
+os.chdir(users)  # a folder holding a user's copies
+a = YOLO("smartcash_cspdarknet_yolov5n.yaml").model.yaml
+b = YOLO("sub/smartcash_effb4_yolov5.yaml").model.yaml
+out["users copy"] = [a["smartcash"]["training"]["val_interval"], a["scale"], b["smartcash"]["training"]["val_interval"]]
 print(json.dumps(out))
 """
+"""What a fresh interpreter resolves YAML names to, from an empty folder and from a folder with a user's copies."""
 
 
 def last_json(proc: subprocess.CompletedProcess) -> dict:
@@ -39,15 +58,29 @@ def last_json(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(tmp_path):
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory) -> dict:
+    """:data:`PROBE` run once, for every test of name resolution."""
     import timm
 
+    tmp_path = tmp_path_factory.mktemp("names")
     # the shipped EfficientNet-B4 YAML asks for timm's weights: a machine that fetched them once has them cached
     hf_home = tmp_path / "hf_home"
     hub_cache(hf_home, "timm/efficientnet_b4.ra2_in1k", timm.create_model("efficientnet_b4").state_dict())
-    (tmp_path / "work").mkdir()
-    out = last_json(run_python(PROBE, cwd=tmp_path / "work", env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}))
+    d = yaml.safe_load((ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml").read_text())
+    d["smartcash"]["training"]["val_interval"] = 3  # mark the user's copy
+    users = tmp_path / "users"
+    (users / "sub").mkdir(parents=True)
+    (users / "smartcash_cspdarknet_yolov5.yaml").write_text(yaml.safe_dump(d))
+    (users / "sub/smartcash_effb4_yolov5.yaml").write_text(yaml.safe_dump(d))
+    (tmp_path / "empty").mkdir()
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    return last_json(run_python(PROBE, str(tmp_path / "empty"), str(users), cwd=tmp_path / "empty", env=env))
+
+
+@pytest.mark.slow
+def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(resolved):
+    out = resolved
     assert out["smartcash_effb4_yolov5.yaml"] == ["SmartCashDetectionModel", "", "TimmBackbone"]
     assert out["smartcash_cspdarknet_yolov5s.yaml"] == ["SmartCashDetectionModel", "s", "Conv"]
     assert out["smartcash_cspdarknet_yolov5n.yaml"] == ["SmartCashDetectionModel", "n", "Conv"]
@@ -57,52 +90,29 @@ def test_model_yamls_and_training_cfgs_resolve_by_name_from_any_folder(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_users_copy_given_by_path_wins(tmp_path):
-    d = yaml.safe_load((ROOT / "cfg/models/smartcash_cspdarknet_yolov5.yaml").read_text())
-    d["smartcash"]["training"]["val_interval"] = 3  # mark the user's copy
-    (tmp_path / "smartcash_cspdarknet_yolov5.yaml").write_text(yaml.safe_dump(d))
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub/smartcash_effb4_yolov5.yaml").write_text(yaml.safe_dump(d))
-    code = """
-import json
-from ultralytics import YOLO
-a = YOLO("smartcash_cspdarknet_yolov5n.yaml").model.yaml
-b = YOLO("sub/smartcash_effb4_yolov5.yaml").model.yaml
-print(json.dumps([a["smartcash"]["training"]["val_interval"], a["scale"], b["smartcash"]["training"]["val_interval"]]))
-"""
-    assert last_json(run_python(code, cwd=tmp_path)) == [3, "n", 3]
+def test_a_users_copy_given_by_path_wins(resolved):
+    assert resolved["users copy"] == [3, "n", 3]
 
 
 @pytest.mark.slow
-def test_stock_names_and_missing_names_resolve_as_stock(tmp_path):
-    code = """
-import json
-from ultralytics.utils import checks
-out = [checks.check_yaml("yolov8.yaml"), checks.check_yaml("smartcash_nothing.yaml", hard=False)]
-try:
-    checks.check_yaml("smartcash_nothing.yaml")
-except FileNotFoundError as e:
-    out.append(str(e))
-print(json.dumps(out))
-"""
-    stock, soft, error = last_json(run_python(code, cwd=tmp_path))
+def test_stock_names_and_missing_names_resolve_as_stock(resolved):
+    stock, soft = resolved["stock"]
     assert stock.endswith("ultralytics/cfg/models/v8/yolov8.yaml")
-    assert soft == [] and error == "'smartcash_nothing.yaml' does not exist"
+    assert soft == [] and resolved["missing"] == ["error", "FileNotFoundError: 'smartcash_nothing.yaml' does not exist"]
 
 
 @pytest.mark.slow
-def test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg(tmp_path):
-    proc = run_python("from ultralytics import YOLO; YOLO('smartcash_defaults.yaml')", cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "smartcash_defaults.yaml is a training cfg (" in proc.stderr
-    assert "not a model YAML: pass it as cfg=smartcash_defaults.yaml" in proc.stderr
+def test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg(resolved):
+    outcome, message = resolved["training cfg as model"]
+    assert outcome == "error"
+    assert "smartcash_defaults.yaml is a training cfg (" in message
+    assert "not a model YAML: pass it as cfg=smartcash_defaults.yaml" in message
 
 
 @pytest.mark.slow
-def test_disable_switch_turns_name_resolution_off(tmp_path):
-    code = "from ultralytics.utils import checks; checks.check_yaml('smartcash_effb4.yaml')"
-    proc = run_python(code, cwd=tmp_path, env={"SMARTCASH_ULTRA_DISABLE": "1"})
-    assert proc.returncode != 0 and "'smartcash_effb4.yaml' does not exist" in proc.stderr
+def test_disable_switch_turns_name_resolution_off(plugin_on, plugin_off):
+    assert plugin_on["check_yaml"] == ["ok", str(ROOT / "cfg/smartcash_effb4.yaml")]  # checks.check_yaml(name)
+    assert plugin_off["check_yaml"] == ["error", "FileNotFoundError: 'smartcash_effb4.yaml' does not exist"]
 
 
 def build_wheel(dest: Path) -> Path:
@@ -116,9 +126,15 @@ def build_wheel(dest: Path) -> Path:
     return next(dest.glob("smartcash_ultra-*.whl"))
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel of the working tree, built once for every test that reads or installs it."""
+    return build_wheel(tmp_path_factory.mktemp("dist"))
+
+
 @pytest.mark.slow
-def test_wheel_carries_every_yaml_of_cfg_unchanged(tmp_path):
-    with zipfile.ZipFile(build_wheel(tmp_path)) as z:
+def test_wheel_carries_every_yaml_of_cfg_unchanged(wheel):
+    with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         shipped = {p.relative_to(ROOT / "cfg").as_posix(): p for p in (ROOT / "cfg").rglob("*.yaml")}
         assert shipped, "cfg/ holds no YAML"
@@ -142,7 +158,7 @@ def test_editable_install_reads_the_checkouts_cfg_in_place(tmp_path):
 
 
 @pytest.fixture
-def wheel_venv(tmp_path):
+def wheel_venv(wheel, tmp_path):
     """A fresh venv holding only the built wheel; the project's dependencies come from this environment's packages.
 
     A ``.pth`` line puts this environment's site-packages after the venv's own, so torch is not installed twice. Its
@@ -157,7 +173,6 @@ def wheel_venv(tmp_path):
         ).strip()
     )
     (site / "_project_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    wheel = build_wheel(tmp_path / "dist")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True,
@@ -184,18 +199,18 @@ def test_installed_wheel_trains_by_model_name_and_predicts_from_an_empty_folder(
         assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-3000:])
         return proc
 
-    where = run("python", "-c", "import smartcash_ultra; print(smartcash_ultra.__file__)").stdout.strip()
-    assert where.startswith(str(wheel_venv)), where  # the wheel's copy, not this checkout
     fast = ["epochs=1", "imgsz=64", "batch=4", "workers=0", "plots=False", f"project={work / 'runs'}"]
     run("yolo", "train", "model=smartcash_cspdarknet_yolov5n.yaml", f"data={tiny_data}", *fast, "name=cli")
     best = work / "runs/cli/weights/best.pt"
     assert best.is_file()
     code = (
-        "from ultralytics import YOLO; "
+        "import sys; from ultralytics import YOLO; "
         f"YOLO('smartcash_cspdarknet_yolov5n.yaml').train(data={str(tiny_data)!r}, epochs=1, imgsz=64, batch=4, "
-        f"workers=0, plots=False, project={str(work / 'runs')!r}, name='py')"
+        f"workers=0, plots=False, project={str(work / 'runs')!r}, name='py'); "
+        "print(sys.modules['smartcash_ultra'].__file__)"  # the copy the start-up hook imported
     )
-    run("python", "-c", code)
+    where = run("python", "-c", code).stdout.strip().splitlines()[-1]
+    assert where.startswith(str(wheel_venv)), where  # the wheel's copy, not this checkout
     assert (work / "runs/py/weights/best.pt").is_file()
     run(
         "yolo",

@@ -4,47 +4,27 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CSP_N_YAML, ROOT, run_python, run_yolo
+from conftest import run_python, run_yolo
 
 from smartcash_ultra.engine.checkpoints import AtomicPath
 from smartcash_ultra.engine.trainer import SmartCashTrainer
 from smartcash_ultra.utils.classes import NAMES
 
 IMGSZ = 64
-BACKBONES = {"effb4": "effb4_random", "cspdarknet": CSP_N_YAML}  # a fixture name, or a path
-FAST = {"imgsz": IMGSZ, "batch": 4, "workers": 0, "plots": False, "exist_ok": True}
+BACKBONES = ["effb4", "cspdarknet"]  # each has a session run of its own, in-process and by `yolo` (conftest)
 
 
-@pytest.fixture(scope="module", params=list(BACKBONES))
-def trained(request, tiny_data, tmp_path_factory):
-    """One real 1-epoch SmartCashTrainer run per backbone, from the shipped training cfg."""
-    project = tmp_path_factory.mktemp(f"runs_{request.param}")
-    cfg = ROOT / f"cfg/smartcash_{'effb4' if request.param == 'effb4' else 'cspdarknet'}.yaml"
-    trainer = SmartCashTrainer(
-        cfg,
-        overrides={
-            "model": str(model_yaml(request, request.param)),
-            "data": str(tiny_data),
-            "epochs": 1,
-            **FAST,
-            "project": str(project),
-            "name": request.param,
-        },
-    )
-    result = trainer.train()
-    return request.param, trainer, result
-
-
-def model_yaml(request, backbone: str) -> Path:
-    """The model YAML of ``backbone``: EfficientNet-B4 at random init (offline), CSPDarknet-n."""
-    value = BACKBONES[backbone]
-    return request.getfixturevalue(value) if isinstance(value, str) else value
+@pytest.fixture(params=BACKBONES)
+def trained(request):
+    """The session's real 1-epoch SmartCashTrainer run of each backbone, from the shipped training cfg (conftest)."""
+    return request.param, *request.getfixturevalue(f"{request.param}_run")
 
 
 def read_results_csv(save_dir: Path) -> list[dict[str, str]]:
@@ -110,12 +90,12 @@ print(json.dumps(dict(
 
 
 @pytest.mark.slow
-def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
+def test_onnx_export_gives_the_same_outputs(trained, tiny_data, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from ultralytics import YOLO
 
     _, _, result = trained
-    model = YOLO(result.best)
+    model = YOLO(shutil.copy(result.best, tmp_path))  # the export is written beside it, not into the shared run
     onnx_path = Path(model.export(format="onnx", imgsz=IMGSZ, simplify=False, verbose=False))
     assert onnx_path.is_file()
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
@@ -137,24 +117,11 @@ def test_onnx_export_gives_the_same_outputs(trained, tiny_data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", list(BACKBONES))
-def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_data, tmp_path, request):
-    cfg = "cfg/smartcash_effb4.yaml" if backbone == "effb4" else "cfg/smartcash_cspdarknet.yaml"
-    proc = run_yolo(
-        "train",
-        f"cfg={cfg}",
-        f"model={model_yaml(request, backbone)}",
-        f"data={tiny_data}",
-        "epochs=1",
-        f"imgsz={IMGSZ}",
-        "batch=4",
-        "workers=0",
-        "plots=False",
-        f"project={tmp_path}",
-        "name=cli",
-    )
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_yolo_cli_trains_with_smartcash_classes_and_overrides(backbone, tiny_data, request):
+    proc, save_dir = request.getfixturevalue(f"{backbone}_cli_run")  # cfg=cfg/smartcash_<backbone>.yaml (conftest)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    best = tmp_path / "cli/weights/best.pt"
+    best = save_dir / "weights/best.pt"
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     assert type(ckpt["model"]).__name__ == "SmartCashDetectionModel"
     assert ckpt["model"].yaml["smartcash"] is not None

@@ -7,6 +7,7 @@ the run right after the trainer resolved its arguments (``on_pretrain_routine_st
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -83,45 +84,63 @@ def test_smartcash_trainer_without_cfg_gets_them_and_finds_a_cfg_by_name(tiny_da
 
 
 STOP_AT_DATASET = """
-import json
+import json, os, sys
 from smartcash_ultra.engine.trainer import SmartCashTrainer
 from ultralytics.cfg import entrypoint
 def resolved(self):  # the first thing the trainer does with its resolved arguments
-    print(json.dumps(vars(self.args), default=str))
-    raise SystemExit(0)
+    raise SystemExit(json.dumps(vars(self.args), default=str))
 SmartCashTrainer.get_dataset = resolved
-entrypoint({command!r})
+out = []
+for command, cwd in json.loads(sys.argv[1]):
+    os.chdir(cwd)
+    try:
+        entrypoint(command)
+    except SystemExit as stop:
+        out.append(json.loads(stop.code))
+print(json.dumps(out))
 """
 
 
-def yolo_args(command: str, cwd) -> dict:
-    """The arguments a `yolo` command line resolves to in the trainer (in a fresh interpreter, as `yolo` runs)."""
-    proc = run_python(STOP_AT_DATASET.format(command=command), cwd=cwd)
+def yolo_args(commands: dict[str, tuple[str, Path]]) -> dict[str, dict]:
+    """The arguments each `yolo` command line resolves to in the trainer, run from its folder (one fresh interpreter,
+    as `yolo` runs, for them all)."""
+    proc = run_python(STOP_AT_DATASET, json.dumps([[command, str(cwd)] for command, cwd in commands.values()]))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(zip(commands, json.loads(proc.stdout.strip().splitlines()[-1]), strict=True))
+
+
+@pytest.fixture(scope="module")
+def resolved(tiny_data, tmp_path_factory) -> dict[str, dict]:
+    """What the `yolo` commands of the tests below resolve to: both routes, and the README's on two cfgs."""
+    tmp_path = tmp_path_factory.mktemp("commands")
+    mine = " ".join(f"{k}={v}" for k, v in MINE.items())
+    routes = {"model": "model=smartcash_cspdarknet_yolov5n.yaml", "cfg": "cfg=smartcash_cspdarknet.yaml"}
+    commands = {
+        k: (f"yolo train {v} data={tiny_data} project={tmp_path} name=cli {mine}", tmp_path) for k, v in routes.items()
+    }
+    full = tmp_path / "full_cfg.yaml"  # the shipped cfg as it was, every setting written in it
+    full.write_text(yaml.safe_dump({"task": "detect", "mode": "train", **SPEC}))
+    readme = (
+        "model=cfg/models/smartcash_cspdarknet_yolov5n.yaml data=data/sample/data.yaml imgsz=320 epochs=20 batch=16 "
+        f"workers=2 project={tmp_path} name=cspdarknet exist_ok=True"
+    )
+    commands["readme now"] = (f"yolo train cfg=cfg/smartcash_cspdarknet.yaml {readme}", ROOT)
+    commands["readme before"] = (f"yolo train cfg={full} {readme}", ROOT)
+    return yolo_args(commands)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("route", ["model", "cfg"])
-def test_yolo_command_gets_them_on_both_routes(route, tiny_data, tmp_path):
-    model = "model=smartcash_cspdarknet_yolov5n.yaml" if route == "model" else "cfg=smartcash_cspdarknet.yaml"
-    mine = " ".join(f"{k}={v}" for k, v in MINE.items())
-    args = yolo_args(f"yolo train {model} data={tiny_data} project={tmp_path} name=cli {mine}", cwd=tmp_path)
+def test_yolo_command_gets_them_on_both_routes(route, resolved):
+    args = resolved[route]
     assert_settings(args, expected())
     assert args["model"] == "smartcash_cspdarknet_yolov5" + ("n" if route == "model" else "s") + ".yaml"
 
 
 @pytest.mark.slow
-def test_readme_sample_command_resolves_exactly_as_before(tmp_path):
+def test_readme_sample_command_resolves_exactly_as_before(resolved):
     """`bash scripts/train_sample.sh` (the README's sample run) gets the very arguments the full cfg gave it."""
-    command = (
-        "model=cfg/models/smartcash_cspdarknet_yolov5n.yaml data=data/sample/data.yaml imgsz=320 epochs=20 batch=16 "
-        f"workers=2 project={tmp_path} name=cspdarknet exist_ok=True"
-    )
-    full = tmp_path / "full_cfg.yaml"  # the shipped cfg as it was, every setting written in it
-    full.write_text(yaml.safe_dump({"task": "detect", "mode": "train", **SPEC}))
-    now = yolo_args(f"yolo train cfg=cfg/smartcash_cspdarknet.yaml {command}", cwd=ROOT)
-    before = yolo_args(f"yolo train cfg={full} {command}", cwd=ROOT)
+    now, before = resolved["readme now"], resolved["readme before"]
     assert now == before
     spec = {k: v for k, v in SPEC.items() if k != "workers"}  # the trainer sets 0 on a CPU
     assert_settings(now, {**spec, "imgsz": 320, "epochs": 20, "model": "cfg/models/smartcash_cspdarknet_yolov5n.yaml"})
