@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_python, run_yolo
+from conftest import ROOT, effb4_yaml, run_python, run_yolo
 from ultralytics import YOLO
 from ultralytics.nn import tasks
 
@@ -127,6 +127,15 @@ def test_a_checkpoint_from_before_the_layout_loads_in_safe_mode(safe_mode):
     model = YOLO(PRE_LAYOUT)
     assert isinstance(model.model, SmartCashDetectionModel)
     assert any(isinstance(m, TimmBackbone) for m in model.model.model)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "convnext_atto"])
+def test_other_timm_backbones_load_in_safe_mode(backbone, safe_mode, tmp_path):
+    """Other families pickle other timm classes (``FeatureListNet``, the ``Format`` enum): allowed by the same rule."""
+    model = YOLO(effb4_yaml(tmp_path, backbone=backbone)).model
+    torch.save({"model": model, "train_args": {}}, tmp_path / "model.pt")
+    loaded = YOLO(tmp_path / "model.pt").model
+    assert type(loaded) is SmartCashDetectionModel and loaded.model[0].name == backbone
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ which every ``weights_only`` load honours; :func:`install` hooks the one place U
 
 - the plugin: ``SmartCashDetectionModel`` and ``TimmBackbone``, under their present paths and the paths the flat layout
   before it pickled (``smartcash_ultra/_moved.py``);
-- timm: a class defined in a ``timm.*`` module that is an ``nn.Module`` (the layers of any timm backbone), and
-  ``FeatureInfo``, the plain record of feature channels and strides a ``features_only`` model carries.
+- timm: a class defined in a ``timm.*`` module that is an ``nn.Module`` (the layers of any timm backbone) or an enum
+  (``Format``, the layout of the feature maps), and ``FeatureInfo``, the plain record of feature channels and strides
+  a ``features_only`` model carries.
 
 Only classes are allowed, never a function: a class can be built and given its pickled state, as torch and Ultralytics
 classes are (``nn.Module.__setstate__`` stores attributes; an ``__init__`` the pickle calls gets data only, as no
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,9 @@ TIMM_RECORDS = {"timm.models._features.FeatureInfo"}
 def allowed_classes(names: list[str]) -> dict[str, type]:
     """Return, of the global ``names`` a checkpoint pickles, those a SmartCash checkpoint may rebuild: name -> class.
 
-    The plugin's model classes (:data:`PLUGIN_CLASSES`) and timm's backbone classes (``nn.Module`` subclasses defined
-    in the ``timm.*`` module named, and :data:`TIMM_RECORDS`); a name that resolves to anything else is left out.
+    The plugin's model classes (:data:`PLUGIN_CLASSES`) and timm's backbone classes, defined in the ``timm.*`` module
+    named: ``nn.Module`` subclasses, enums (``Format``, the feature maps' layout, which a pickle calls with a value:
+    a member lookup) and :data:`TIMM_RECORDS`; a name that resolves to anything else is left out.
     """
     allowed = {}
     for name in names:
@@ -65,7 +68,11 @@ def allowed_classes(names: list[str]) -> dict[str, type]:
             obj = getattr(importlib.import_module(module), attr, None)
         except ImportError:  # no such timm module: torch refuses the name, naming it
             continue
-        if isinstance(obj, type) and obj.__module__ == module and (issubclass(obj, nn.Module) or name in TIMM_RECORDS):
+        if (
+            isinstance(obj, type)
+            and obj.__module__ == module
+            and (issubclass(obj, (nn.Module, Enum)) or name in TIMM_RECORDS)
+        ):
             allowed[name] = obj
     return allowed
 
