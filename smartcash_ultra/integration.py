@@ -45,7 +45,12 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
    of ``results.csv`` after the checkpoint's epoch are dropped: it relies on Ultralytics' ``_setup_train`` calling
    ``resume_training``, which sets ``start_epoch``, and on ``save_metrics`` appending to ``trainer.csv``; the run
    state reads that file too (canary
-   ``tests/test_lifecycle.py::test_a_resume_drops_the_results_rows_after_its_checkpoint``).
+   ``tests/test_lifecycle.py::test_a_resume_drops_the_results_rows_after_its_checkpoint``). That file is the run's
+   own: on resume ``SmartCashDataTrainer.check_resume`` sets ``args.save_dir`` to the folder holding the checkpoint
+   (``engine/checkpoints.run_folder``), where Ultralytics keeps the ``save_dir`` recorded in it (a copied run's
+   original); it relies on ``BaseTrainer.__init__`` calling it before it makes ``save_dir`` from ``args.save_dir``
+   and writes ``args.yaml`` there (canary
+   ``test_check_resume_sets_the_save_dir_before_init_makes_it_and_writes_args_yaml``).
 6. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
    also after each epoch in ``time=`` mode (``engine/trainer.py``). Canary:
    ``test_the_schedule_is_built_by_one_private_method_also_in_time_mode``.

@@ -340,6 +340,92 @@ def test_a_destination_where_listed_images_live_is_refused_even_with_overwrite(t
     assert tree_digest(images) == before  # the source label pre_a.txt was never rewritten
 
 
+def symlinked_source(work: Path, real_yaml: bool) -> Path:
+    """The layout of issue 18: ``real/`` a YOLO tree of 10 SmartCash-named images (their output names are their own),
+    ``link -> real``, and ``lists/data.yaml`` whose split lists name the images as ``link/...`` (relative to the
+    working folder, as Ultralytics reads them); ``real/data.yaml`` only with ``real_yaml``. Returns ``real``."""
+    real = work / "real"
+    for i in range(5):
+        add_image(real, "train", f"pre_t{i}.png")
+        add_image(real, "valid", f"pre_v{i}.png")
+    if real_yaml:
+        write_yaml(real)
+    (work / "link").symlink_to("real", target_is_directory=True)
+    (work / "lists").mkdir()
+    for split in ("train", "valid"):
+        listed = sorted(p.name for p in (real / split / "images").iterdir())
+        (work / "lists" / f"{split}.txt").write_text("".join(f"link/{split}/images/{name}\n" for name in listed))
+    (work / "lists/data.yaml").write_text(yaml.safe_dump({"train": "train.txt", "val": "valid.txt", "names": NAMES}))
+    return real
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry below ``root``, symlinks not followed, hidden ones too: a file's SHA-256, a link's target, 'dir'."""
+    entries = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder, name)
+            key = str(path.relative_to(root))
+            if path.is_symlink():
+                entries[key] = f"-> {os.readlink(path)}"
+            elif path.is_dir():
+                entries[key] = "dir"
+            else:
+                entries[key] = tree_digest(path.parent)[name]
+    return entries
+
+
+def assert_refused(err: str, dst: Path, source: Path) -> None:
+    """The one error line names the resolved destination and a source path at or below ``source``."""
+    [line] = err.strip().splitlines()
+    prefix = f"smartcash-ultra convert: error: {dst}: overlaps the source dataset "
+    assert line.startswith(prefix), line
+    named = Path(line[len(prefix) :].split(" ", 1)[1].split(";")[0])
+    assert named == source or source in named.parents, line
+
+
+@pytest.mark.parametrize(
+    ("src", "flags", "real_yaml"),
+    [
+        ("lists/data.yaml", ["--overwrite"], True),  # rewrote the 10 source labels and real/data.yaml
+        ("lists/data.yaml", [], False),  # wrote .npy, .meta.json and data.yaml into real/
+        ("real/data.yaml", ["--overwrite"], True),  # DST is the source itself
+    ],
+)
+def test_a_destination_that_is_the_source_behind_a_symlink_is_refused_by_the_cli(tmp_path, src, flags, real_yaml):
+    work = tmp_path.resolve()
+    real = symlinked_source(work, real_yaml)
+    before = snapshot(work)
+    cmd = [sys.executable, "-m", "smartcash_ultra.tools.cli", "convert", src, "real", "--size", str(SIZE), *flags]
+    done = subprocess.run([*cmd, "--workers", "0"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr  # EXIT_ERROR: a usage error, nothing converted
+    assert_refused(done.stderr, real, real)
+    assert snapshot(work) == before  # no source byte changed, nothing new anywhere
+
+
+def test_every_way_into_the_source_is_refused_even_with_overwrite(tmp_path, monkeypatch, capsys):
+    work = tmp_path.resolve()
+    real = symlinked_source(work, real_yaml=True)
+    (work / "cfg").mkdir()  # a data YAML alone in its folder, naming its dataset by 'path'
+    data = {"path": "../real", **yaml.safe_load((real / "data.yaml").read_text())}
+    (work / "cfg/data.yaml").write_text(yaml.safe_dump(data))
+    (work / "earlier").mkdir()  # an earlier conversion whose split folder links into the source
+    (work / "earlier/train").symlink_to(real / "train", target_is_directory=True)
+    monkeypatch.chdir(work)  # the lists name link/... relative to the working folder
+    before = snapshot(work)
+    cases = [
+        ("lists/data.yaml", "link", real),  # DST named through the link
+        ("lists/data.yaml", "link/train/labels", real / "train"),  # DST inside a source folder, through the link
+        ("lists/data.yaml", "earlier", real / "train"),  # the written split folder resolves into the source
+        ("cfg/data.yaml", "cfg", work / "cfg"),  # DST/data.yaml would replace the source data YAML
+        ("real", ".", real),  # DST containing the source
+    ]
+    for src, dst, source in cases:
+        assert main(["convert", src, dst, "--size", str(SIZE), "--workers", "0", "--overwrite"]) == 2, (src, dst)
+        assert_refused(capsys.readouterr().err, (work / dst).resolve(), source)
+    assert snapshot(work) == before
+
+
 def test_a_non_empty_destination_is_refused_unless_it_is_an_earlier_conversion(source, tmp_path, capsys):
     busy = tmp_path / "busy"  # e.g. /tmp or a home folder
     (busy / "photos").mkdir(parents=True)

@@ -12,11 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, assert_run_files_agree, csp_n_yaml, run_yolo
+import yaml
+from conftest import ROOT, assert_run_files_agree, csp_n_yaml, run_yolo, shared, tree_digest
 
 from smartcash_ultra.engine.checkpoints import keep_last_whole
 from smartcash_ultra.engine.trainer import SmartCashTrainer, resume_training
@@ -391,3 +394,133 @@ def test_extending_a_finished_run_keeps_optimizer_ema_and_the_final_learning_rat
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[2]["lr/pg0"] == pytest.approx(rows[1]["lr/pg0"]) == pytest.approx(rows[3]["lr/pg0"])
     assert extended["ema"].yaml["smartcash"]["training"]["schedule_epochs"] == 2
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tiny_data, tmp_path_factory) -> Iterator[Path]:
+    """A 2-epoch CSPDarknet-n run stopped after epoch 1 (resumable), its save dir: tests copy it, never write in it."""
+    project = tmp_path_factory.mktemp("stopped_run")
+    overrides = {"model": str(csp_n_yaml(project)), "data": str(tiny_data), "epochs": 2, **FAST}
+    trainer = SmartCashTrainer(overrides={**overrides, "project": str(project), "name": "run"})
+    trainer.add_callback("on_train_epoch_end", lambda tr: tr.stop_training("resumable") if tr.epoch == 0 else 0)
+    trainer.train()
+    assert ckpt(project / "run/weights/last.pt")["epoch"] == 0
+    yield from shared(project / "run", project / "run")
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make ``folder`` read-only for this process: no write bits, and immutable for root, whom modes do not stop."""
+    mode, immutable = folder.stat().st_mode, False
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):  # root
+            try:
+                immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+            except FileNotFoundError:
+                pass
+            if not immutable:
+                pytest.skip("root writes into any folder here and chattr +i is not available")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(mode)
+
+
+@pytest.mark.slow
+def test_yolo_train_resume_of_a_copied_run_writes_into_the_copy_never_the_original(stopped_run, tmp_path):
+    """The run's folder is where its checkpoint lies, not the ``save_dir`` recorded in it (the original's)."""
+    copy = tmp_path / "backup/run"
+    shutil.copytree(stopped_run, copy)
+    before = tree_digest(stopped_run)
+    out = run_yolo("train", "resume", f"model={copy / 'weights/last.pt'}", cwd=tmp_path)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert tree_digest(stopped_run) == before  # last.pt, best.pt, results.csv, args.yaml: byte-identical
+    assert_run_files_agree(copy, "completed", [1, 2], session=[2])
+    assert ckpt(copy / "weights/last.pt")["epoch"] == 1
+    assert ckpt(copy / "weights/last.pt")["train_args"]["save_dir"] == str(copy)  # the next resume starts here
+    assert yaml.safe_load((copy / "args.yaml").read_text())["save_dir"] == str(copy)
+
+
+@pytest.mark.slow
+def test_resume_and_extend_of_a_copied_run_write_into_the_copy_never_the_original(
+    stopped_run, cspdarknet_run, tmp_path
+):
+    """``SmartCashTrainer.resume`` (an interrupted run) and ``resume_training`` (extending a finished one)."""
+    originals = [stopped_run, cspdarknet_run.result.save_dir]
+    before = [tree_digest(run) for run in originals]
+    resumed, extended = tmp_path / "resumed/run", tmp_path / "extended/cspdarknet"
+    shutil.copytree(stopped_run, resumed)
+    shutil.copytree(cspdarknet_run.result.save_dir, extended)
+
+    result = SmartCashTrainer.resume(resumed / "weights/last.pt").train()
+    assert result.save_dir == resumed and result.last == resumed / "weights/last.pt"
+    assert_run_files_agree(resumed, "completed", [1, 2], session=[2])
+    result = resume_training(extended / "weights/last.pt", additional_epochs=1)
+    assert result.save_dir == extended and ckpt(result.last)["epoch"] == 1
+    assert_run_files_agree(extended, "completed", [1, 2], session=[2])
+    assert [tree_digest(run) for run in originals] == before
+
+
+@pytest.mark.slow
+def test_a_checkpoint_outside_a_runs_weights_folder_is_refused_and_a_link_into_one_resumes_there(stopped_run, tmp_path):
+    loose = tmp_path / "loose/last.pt"
+    loose.parent.mkdir()
+    loose.write_bytes((stopped_run / "weights/last.pt").read_bytes())
+    before = tree_digest(stopped_run)
+    for call in (SmartCashTrainer.resume, resume_training):
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(loose))}: not in a run's weights/ folder"):
+            call(loose)
+    assert os.listdir(loose.parent) == ["last.pt"] and tree_digest(stopped_run) == before
+
+    copy = tmp_path / "copy"
+    shutil.copytree(stopped_run, copy)
+    link = tmp_path / "link.pt"
+    link.symlink_to(copy / "weights/last.pt")
+    trainer = SmartCashTrainer(overrides={"resume": str(link)})  # the run folder is the file's, not the link's
+    assert trainer.save_dir == copy and (copy / "args.yaml").read_text() != (stopped_run / "args.yaml").read_text()
+    assert tree_digest(stopped_run) == before
+
+
+@pytest.mark.slow
+def test_resuming_a_read_only_run_is_refused_naming_the_folder_before_anything_is_written(stopped_run, tmp_path):
+    copy = tmp_path / "readonly/run"
+    shutil.copytree(stopped_run, copy)
+    before = tree_digest(copy), tree_digest(stopped_run)
+    last = copy / "weights/last.pt"
+    for folder in (copy, copy / "weights"):
+        with read_only(folder), pytest.raises(PermissionError, match=rf"^{re.escape(str(folder))}: read-only"):
+            SmartCashTrainer.resume(last)
+    with read_only(copy):
+        out = run_yolo("train", "resume", f"model={last}", cwd=tmp_path)
+    assert out.returncode != 0 and f"{copy}: read-only" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+    assert (tree_digest(copy), tree_digest(stopped_run)) == before
+
+
+def test_a_stock_model_resumed_on_arrays_takes_its_checkpoints_run_folder_too(tiny_data, tmp_path):
+    """``SmartCashDataTrainer`` (a stock model on ``.npy`` data) takes the run folder as the SmartCash trainer does."""
+    from ultralytics import YOLO
+
+    from smartcash_ultra.engine.trainer import SmartCashDataTrainer
+
+    recorded, run = tmp_path / "recorded", tmp_path / "copy"
+    (run / "weights").mkdir(parents=True)
+    train_args = {"model": "yolov8n.yaml", "data": str(tiny_data), "epochs": 2, "imgsz": 64, "save_dir": str(recorded)}
+    checkpoint = {"model": YOLO("yolov8n.yaml").model, "epoch": 0, "optimizer": {}, "train_args": train_args}
+    torch.save(checkpoint, run / "weights/last.pt")
+    trainer = SmartCashDataTrainer(overrides={"resume": str(run / "weights/last.pt")})
+    assert trainer.save_dir == run and (run / "args.yaml").is_file() and not recorded.exists()
+
+
+@pytest.mark.slow
+def test_a_resume_refuses_a_save_dir_elsewhere_and_ddp_workers_rebuild_it_in_the_same_folder(stopped_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(stopped_run, copy)
+    last = copy / "weights/last.pt"
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(last))}: a resume continues the run in its own folder"):
+        SmartCashTrainer.resume(last, overrides={"save_dir": str(tmp_path / "elsewhere")})
+    assert sorted(os.listdir(tmp_path)) == ["copy"]
+    trainer = SmartCashTrainer.resume(last, overrides={"save_dir": str(copy)})  # its own folder: as asked
+    worker = SmartCashTrainer(overrides=vars(trainer.args))  # what Ultralytics' DDP launcher hands each worker
+    assert trainer.save_dir == worker.save_dir == copy

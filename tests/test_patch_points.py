@@ -16,10 +16,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import CSP_N_YAML, csp_n_yaml, effb4_yaml
 from ultralytics import YOLO
 from ultralytics.engine import trainer as engine
-from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
 from ultralytics.nn import tasks
 from ultralytics.nn.autobackend import AutoBackend
 from ultralytics.utils.metrics import Metric
@@ -104,6 +105,25 @@ def test_checkpoints_are_written_by_rename_and_final_eval_strips_best_only(watch
     assert watched_run.renamed.count("last.pt") == 1 and watched_run.renamed.count("best.pt") == 2
     assert torch_load(trainer.last, map_location="cpu")["optimizer"] is not None
     assert torch_load(trainer.best, map_location="cpu")["optimizer"] is None
+
+
+def test_check_resume_sets_the_save_dir_before_init_makes_it_and_writes_args_yaml(tiny_data, tmp_path):
+    recorded, chosen, last = tmp_path / "recorded", tmp_path / "chosen", tmp_path / "copy/weights/last.pt"
+    checkpoint = torch_load(CHECKPOINT, map_location="cpu")
+    checkpoint["train_args"]["save_dir"] = str(recorded)  # the run folder the checkpoint was written in
+    last.parent.mkdir(parents=True)
+    torch.save(checkpoint, last)
+
+    class Elsewhere(DetectionTrainer):
+        def check_resume(self, overrides):
+            super().check_resume(overrides)  # the checkpoint's arguments, its recorded save_dir among them
+            self.args.save_dir = str(chosen)
+
+    trainer = Elsewhere(overrides={"resume": str(last), "data": str(tiny_data)})
+    assert trainer.resume and (trainer.save_dir, trainer.wdir) == (chosen, chosen / "weights")
+    assert trainer.csv == chosen / "results.csv"  # the file a resume trims and appends to
+    assert yaml.safe_load((chosen / "args.yaml").read_text())["save_dir"] == str(chosen)
+    assert not recorded.exists()
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The checkpoint files of a SmartCash run: whether one can be resumed or extended, and how they are written.
+"""The checkpoint files of a SmartCash run: whether one can be resumed or extended, where, and how they are written.
 
 A run killed at any moment leaves a checkpoint it can continue from: every write of ``last.pt``/``best.pt`` goes
 through a temp file and a rename (:class:`AtomicPath`), and Ultralytics' final stripping never rewrites ``last.pt``
@@ -9,6 +9,7 @@ through a temp file and a rename (:class:`AtomicPath`), and Ultralytics' final s
 from __future__ import annotations
 
 import glob
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,40 @@ def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
             f"(resume_training('{checkpoint}', additional_epochs=N))"
         )
     return done, planned
+
+
+def run_folder(checkpoint: Path, save_dir: str | Path | None = None) -> Path:
+    """Return the folder a resume of ``checkpoint`` writes into: the run that holds it, its resolved ``weights/..``.
+
+    Ultralytics takes the ``save_dir`` recorded in the checkpoint, so a resume of a copied or moved run would write
+    its checkpoints, ``args.yaml`` and ``results.csv`` rows into the original run. A run belongs to its folder: the
+    checkpoint's own. Called before anything is written.
+
+    Raises:
+        ValueError: naming the checkpoint, when it lies in no ``weights/`` folder (no run to continue: its
+            ``results.csv`` and state files are beside ``weights/``), or ``save_dir`` (given to the resume) names
+            another folder.
+        PermissionError: naming the folder, when the run folder or its ``weights/`` cannot be written.
+    """
+    weights = checkpoint.resolve().parent
+    if weights.name != "weights":
+        raise ValueError(
+            f"{checkpoint}: not in a run's weights/ folder; a resume continues the run in the folder that holds "
+            "weights/ (results.csv and the state files are there): resume from <run>/weights/last.pt"
+        )
+    run = weights.parent
+    if save_dir and Path(save_dir).resolve() != run:
+        raise ValueError(
+            f"{checkpoint}: a resume continues the run in its own folder {run}, not in save_dir={save_dir}; to "
+            "continue it elsewhere, copy the run folder there and resume the copy's weights/last.pt"
+        )
+    for folder in (run, weights):
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(
+                f"{folder}: read-only, and the resume of {checkpoint} writes its checkpoints and results there; make "
+                "it writable, or copy the run folder to a writable place and resume the copy's weights/last.pt"
+            )
+    return run
 
 
 def run_last(checkpoint: Path, template: str, otherwise: str = "") -> str:

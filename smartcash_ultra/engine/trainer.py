@@ -25,7 +25,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.callbacks.epoch_record import trim_results
 from smartcash_ultra.data.dataset import build_smartcash_dataset
-from smartcash_ultra.engine.checkpoints import AtomicPath, keep_last_whole, resumable, write_named_best
+from smartcash_ultra.engine.checkpoints import AtomicPath, keep_last_whole, resumable, run_folder, write_named_best
 from smartcash_ultra.engine.declarations import record
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
@@ -53,6 +53,18 @@ class SmartCashDataTrainer(DetectionTrainer):
     validator over it. The declarations are recorded on the model, so its checkpoints and exports predict on arrays
     as they trained. The model, its settings and everything else stay Ultralytics' own.
     """
+
+    def check_resume(self, overrides):
+        """Take the checkpoint's arguments as Ultralytics does, but continue in the run folder that holds it.
+
+        Ultralytics keeps the ``save_dir`` recorded in the checkpoint, and ``BaseTrainer.__init__`` then makes that
+        folder, writes its ``args.yaml`` and appends to its ``results.csv``: a copied or moved run would write into
+        the original. Here it becomes the checkpoint's own ``weights/..`` (:func:`run_folder`, which also refuses a
+        checkpoint outside a ``weights/`` folder and a read-only run), before anything is written.
+        """
+        super().check_resume(overrides)
+        if self.resume:
+            self.args.save_dir = str(run_folder(Path(self.args.resume), overrides.get("save_dir")))
 
     def set_model_attributes(self):
         """Attach class count, names and arguments as Ultralytics does, and the data declarations (before the EMA)."""
@@ -121,17 +133,20 @@ class SmartCashTrainer(SmartCashDataTrainer):
     ) -> SmartCashTrainer:
         """Return a trainer that continues the run of ``checkpoint`` (its ``last.pt``); call ``.train()`` on it.
 
-        Model, dataset, settings and callbacks are the run's own; ``overrides`` may change what Ultralytics lets a
-        resume change (data, device, batch, workers, ...). ``additional_epochs`` extends the run beyond its plan,
-        also a finished one: optimizer, EMA and early-stopping state carry on and the added epochs run at the
-        learning rate the schedule ended at (``smartcash.training.schedule_epochs`` keeps the original length).
+        Model, dataset, settings and callbacks are the run's own, and so is its folder: the one that holds the
+        checkpoint's ``weights/``, also for a copied or moved run (never the ``save_dir`` recorded inside it).
+        ``overrides`` may change what Ultralytics lets a resume change (data, device, batch, workers, ...).
+        ``additional_epochs`` extends the run beyond its plan, also a finished one: optimizer, EMA and early-stopping
+        state carry on and the added epochs run at the learning rate the schedule ended at
+        (``smartcash.training.schedule_epochs`` keeps the original length).
         ``ui`` takes the UI callbacks of :class:`SmartCashTrainer` (:class:`UICallbacks`, by name).
 
         Raises:
             FileNotFoundError: no such file.
             ValueError: naming the checkpoint, when it is not a readable training checkpoint (truncated, empty, not
-                a checkpoint), holds no optimizer state (a stripped best.pt, or a last.pt Ultralytics stripped) or
-                the run is finished and no epochs are added.
+                a checkpoint), holds no optimizer state (a stripped best.pt, or a last.pt Ultralytics stripped),
+                the run is finished and no epochs are added, or the checkpoint lies in no run's ``weights/`` folder.
+            PermissionError: naming the run folder (or its ``weights/``) when it is read-only; nothing is written.
         """
         UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before the checkpoint is read
         if isinstance(additional_epochs, bool) or not isinstance(additional_epochs, int) or additional_epochs < 0:

@@ -10,8 +10,11 @@ letterboxed frame, 6 decimals); ``DST/data.yaml`` keeps the class names. The rul
   already starts with ``pre_`` or ``aug_`` (images exported from a SmartCash tree) is kept as it is. Names thus
   depend on the source name only and are the same on every run. When two images of a split share a stem
   (``a.jpg`` and ``a.png``, or ``x/a.jpg`` and ``y/a.jpg``), the first in path order keeps it, the others are skipped.
-- **Sources are only read**; a destination overlapping the source dataset is refused. Each file is written
-  atomically; one that exists with other content is replaced only with ``overwrite=True``.
+- **Sources are only read**; a destination overlapping the source dataset is refused before anything is written,
+  with or without ``overwrite``. Overlap is judged on real paths (symlinks resolved) of the destination and its split
+  folders and of every source file and folder, so a ``link/...`` path in a split list cannot hide that the
+  destination is the source. Each file is written atomically; one that exists with other content is replaced only
+  with ``overwrite=True``.
 - **Resume**: an image whose three outputs exist, whose sidecar names the same source and size, and whose outputs are
   not older than its source image and label file is skipped; the sidecar is written last, so an interrupted image is
   converted again.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -206,15 +210,35 @@ def check_workers(workers: int) -> int:
 
 
 def _refuse_overlap(dataset: ImageDataset, dst: Path) -> None:
-    """Refuse a destination inside a source folder, or split folders that would be written inside a source folder."""
+    """Refuse a destination that is, lies inside or holds a source folder, or whose written paths do.
+
+    Every side is compared as a real path: listed images may reach the source through a symlinked folder
+    (``link/...`` with ``link -> real``), and ``dst``'s own ``data.yaml`` or split folders may be links into the
+    source; an unresolved comparison missed both and the conversion rewrote source labels and the source data YAML.
+    """
     if dst.exists() and not dst.is_dir():
         raise DatasetError(dst, "exists and is not a folder")
-    written = [dst / split for split in dataset.splits]
-    for location in dataset.locations:
-        if _within(dst, location) or any(_within(location, out) or _within(out, location) for out in written):
+    written = {dst, (dst / "data.yaml").resolve()}
+    written |= {(dst / split / sub).resolve() for split in dataset.splits for sub in ("", "images", "labels")}
+    for folder in _source_folders(dataset):
+        if any(_within(out, folder) or _within(folder, out) for out in written):
             raise DatasetError(
-                dst, f"overlaps the source dataset folder {location}; choose a destination outside the source"
+                dst, f"overlaps the source dataset folder {folder}; choose a destination outside the source"
             )
+
+
+def _source_folders(dataset: ImageDataset) -> dict[Path, None]:
+    """Return the real paths (symlinks resolved) of the dataset's folders and of the folders its files really sit in.
+
+    The files are the data YAML and every image and label file (any of them may be a link to a file elsewhere).
+    A written path that is or holds a source file lies in or holds that file's folder, so folders are all the overlap
+    test needs, and it stays linear in the number of images. An ordered set: the first overlap is the one named.
+    """
+    files = [dataset.yaml_file] if dataset.yaml_file else []
+    files += [f for images in dataset.splits.values() for image in images for f in (image, dataset.label_file(image))]
+    return dict.fromkeys(
+        [*(Path(os.path.realpath(f)) for f in dataset.locations), *(Path(os.path.realpath(f)).parent for f in files)]
+    )
 
 
 def _refuse_foreign_destination(dst: Path) -> None:
