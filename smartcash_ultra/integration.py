@@ -80,6 +80,11 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
     ``load_inference_source`` takes as it is, and follows their protocol (``mode``, ``bs``, batches of paths,
     images and log strings). Canary:
     ``tests/test_array_routing.py::test_predict_log_names_each_array_file_as_stock_names_images``.
+13. ``ultralytics.nn.tasks._SafeLoad.loading`` is wrapped (``nn/safe_load.install``, from :func:`install`):
+    ``torch_safe_load`` enters it with the file before its restricted load (``ULTRALYTICS_SAFE_LOAD=1``), and the
+    wrapper first adds, under ``_SafeLoad._lock``, the SmartCash and timm backbone classes that file names to torch's
+    allow-list (``torch.serialization.add_safe_globals``); Ultralytics offers no public way to extend its list.
+    Canary: ``tests/test_safe_load.py::test_canary_a_restricted_load_enters_safeload_loading_with_the_file``.
 """
 
 from __future__ import annotations
@@ -97,6 +102,9 @@ def install(yolo_class: type | None = None) -> None:
     if not enabled():
         return
     install_yaml_names()
+    from smartcash_ultra.nn import safe_load
+
+    safe_load.install()  # before YOLO(...) reads a checkpoint: Ultralytics' restricted loads accept SmartCash's
     if yolo_class is None:
         from ultralytics.models.yolo.model import YOLO as yolo_class
     stock = yolo_class.task_map.fget

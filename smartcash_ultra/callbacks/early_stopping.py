@@ -302,8 +302,8 @@ def checkpoint_state(path: str | None) -> dict[str, Any] | None:
     """Return the state carried by a checkpoint written before the state file, at ``path`` (None if it has none)."""
     if not path or not isinstance(path, str):
         return None
-    from ultralytics.utils.patches import torch_load
+    from smartcash_ultra.nn.safe_load import read_checkpoint
 
-    ckpt = torch_load(path, map_location="cpu")
+    ckpt = read_checkpoint(path)
     model = ckpt.get("ema") or ckpt.get("model")
     return (getattr(model, STATE_ATTR, None) or {}).get(STATE_KEY)

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ultralytics.utils.patches import torch_load
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.nn.backbone import TimmBackbone
+from smartcash_ultra.nn.safe_load import read_checkpoint, refusal
 from smartcash_ultra.utils.files import atomic_target, write_atomic
 from smartcash_ultra.utils.settings import model_settings
 
@@ -30,13 +30,16 @@ def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
     Raises:
         FileNotFoundError: no such file.
         ValueError: naming the checkpoint: unreadable (torch's own errors name neither the file nor the problem),
-            stripped, or finished while no ``additional_epochs`` are asked for.
+            refused by a restricted load (``ULTRALYTICS_SAFE_LOAD=1``), stripped, or finished while no
+            ``additional_epochs`` are asked for.
     """
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
     try:
-        ckpt = torch_load(checkpoint, map_location="cpu")
+        ckpt = read_checkpoint(checkpoint)  # as YOLO() reads it: ULTRALYTICS_SAFE_LOAD=1 runs no pickled code
     except Exception as e:
+        if refused := refusal(e):
+            raise ValueError(f"{checkpoint}: {refused}") from None
         detail = "an empty file" if not checkpoint.stat().st_size else f"{type(e).__name__}: {first_sentence(e)}"
         raise ValueError(
             f"{checkpoint}: not a training checkpoint, it cannot be read ({detail}); a truncated or damaged copy?"
@@ -165,7 +168,7 @@ def keep_last_whole(last: Path) -> Iterator[None]:
 
     def strip_optimizer(f, updates=None):
         if Path(f) == Path(last):
-            return torch_load(f, map_location="cpu")
+            return read_checkpoint(f)
         with atomic_target(f) as tmp:
             return stock(f, s=tmp, updates=updates)
 

@@ -20,7 +20,6 @@ from typing import Any
 from torch import optim
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
-from ultralytics.utils.patches import torch_load
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
@@ -33,6 +32,7 @@ from smartcash_ultra.engine.schedules import Schedule
 from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
+from smartcash_ultra.nn.safe_load import read_checkpoint
 from smartcash_ultra.utils.settings import load_train_cfg, model_settings, with_smartcash_defaults
 
 
@@ -298,11 +298,11 @@ class SmartCashTrainer(SmartCashDataTrainer):
             self.run_state.fail(e)
             raise
         if self.ddp:  # the workers trained; how far they got is in last.pt (kept whole, see final_eval)
-            self.epoch = torch_load(self.last, map_location="cpu")["epoch"] if self.last.exists() else self.epochs - 1
+            self.epoch = read_checkpoint(self.last)["epoch"] if self.last.exists() else self.epochs - 1
         outcome, reason = self.run_state.finish(self)  # on rank 0 on_train_end has decided already
         metrics = dict(self.metrics or {})
         if not metrics and self.best.exists():  # DDP: the workers validated, the checkpoint carries the figures
-            metrics = dict(torch_load(self.best, map_location="cpu").get("train_metrics") or {})
+            metrics = dict(read_checkpoint(self.best).get("train_metrics") or {})
         result = TrainResult(
             metrics=metrics,
             best=Path(self.best) if self.best.exists() else None,
