@@ -139,8 +139,10 @@ def test_other_timm_backbones_load_in_safe_mode(backbone, safe_mode, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_genuine_last_pt_resumes_in_safe_mode(effb4_run, safe_mode, tiny_data, tmp_path):
-    run = shutil.copytree(effb4_run.result.save_dir, tmp_path / "effb4")
+def test_a_genuine_last_pt_resumes_in_safe_mode(cspdarknet_run, safe_mode, tiny_data, tmp_path):
+    """The resume's reads (its checks, Ultralytics' resume, early stopping's state) pass the restricted load; the
+    timm classes an EfficientNet-B4 checkpoint adds are loaded by ``test_genuine_checkpoints_load_...``."""
+    run = shutil.copytree(cspdarknet_run.result.save_dir, tmp_path / "cspdarknet")
     result = resume_training(
         run / "weights/last.pt", additional_epochs=1, overrides={"data": str(tiny_data), "save_dir": str(run)}
     )
