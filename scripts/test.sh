@@ -3,4 +3,6 @@
 # -k dataset, -m "not slow" (the inner loop), -n 0 (one process).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+# One compute thread per worker: two workers each using torch's default (a thread per core) oversubscribe two cores.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 python -m pytest -n 2 "$@"
