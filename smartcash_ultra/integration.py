@@ -112,10 +112,12 @@ def install(yolo_class: type | None = None) -> None:
         return
 
     def task_map(self) -> dict[str, dict[str, Any]]:
-        tasks = stock(self)
-        if is_smartcash_model(self):
+        from smartcash_ultra.nn.model import is_smartcash_yaml
+
+        tasks, yaml = stock(self), _model_yaml(self)  # the YAML is read once: task_map is read at every _smart_load
+        if is_smartcash_yaml(yaml):
             tasks = {**tasks, "detect": smartcash_detect_task()}
-        elif _is_no_model_yaml(_yaml_to_build(self)):
+        elif self.model is None and _is_no_model_yaml(yaml):  # a YAML file about to be built, not a model's own
             refuse = _refuse_as_model(self.cfg)
             tasks = {task: {**classes, "model": refuse} for task, classes in tasks.items()}
         return tasks
@@ -292,20 +294,22 @@ def smartcash_detect_task() -> dict[str, type]:
 
 def is_smartcash_model(yolo) -> bool:
     """Return True when a ``YOLO`` object holds (or is about to build) a SmartCash model."""
-    import torch
-
     from smartcash_ultra.nn.model import is_smartcash_yaml
 
-    model = getattr(yolo, "model", None)
+    return is_smartcash_yaml(_model_yaml(yolo))
+
+
+def _model_yaml(yolo) -> dict | None:
+    """Return the YAML dict of the model a ``YOLO`` object holds, or of the one it is about to build, else None.
+
+    ``Model._new`` sets ``cfg`` to the YAML file before it builds the model (and reads ``task_map``).
+    """
+    import torch
+
+    model, cfg = getattr(yolo, "model", None), getattr(yolo, "cfg", None)
     if isinstance(model, torch.nn.Module):
-        return is_smartcash_yaml(getattr(model, "yaml", None))
-    return is_smartcash_yaml(_yaml_to_build(yolo))
-
-
-def _yaml_to_build(yolo) -> dict | None:
-    """Return the model YAML a ``YOLO`` object is about to build (``Model._new`` sets ``cfg`` first), else None."""
-    cfg = getattr(yolo, "cfg", None)
-    if getattr(yolo, "model", None) is None and cfg and str(cfg).lower().endswith((".yaml", ".yml")):
+        return getattr(model, "yaml", None)
+    if model is None and cfg and str(cfg).lower().endswith((".yaml", ".yml")):
         from ultralytics.nn.tasks import yaml_model_load
 
         return yaml_model_load(cfg)
@@ -313,7 +317,7 @@ def _yaml_to_build(yolo) -> dict | None:
 
 
 def _is_no_model_yaml(d: dict | None) -> bool:
-    """Return True for a YAML no model can be built from (neither ``backbone`` nor ``head``): a training cfg."""
+    """Return True for a YAML dict no model can be built from (neither ``backbone`` nor ``head``): a training cfg."""
     return isinstance(d, dict) and "backbone" not in d and "head" not in d
 
 

@@ -31,9 +31,9 @@ from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
 from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
-from smartcash_ultra.nn.model import SECTION, SmartCashDetectionModel
+from smartcash_ultra.nn.model import SmartCashDetectionModel
 from smartcash_ultra.nn.safe_load import read_checkpoint
-from smartcash_ultra.utils.settings import load_train_cfg, model_settings, with_smartcash_defaults
+from smartcash_ultra.utils.settings import SECTION, load_train_cfg, model_settings, with_smartcash_defaults
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 from ultralytics.utils import LOGGER
 
 from smartcash_ultra.nn.backbone import TimmBackbone, feature_indices, feature_info, register_modules
+from smartcash_ultra.utils.settings import SECTION
 
-SECTION = "smartcash"
-"""Model-YAML key holding the plugin's settings; its presence marks a SmartCash model."""
 _announced_random_init: set[str] = set()  # Ultralytics builds a model twice per run (YOLO(), then the trainer)
 
 

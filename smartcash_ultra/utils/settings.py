@@ -19,6 +19,8 @@ from typing import Any
 
 from smartcash_ultra.utils.shipped import defaults_file, find_shipped_yaml
 
+SECTION = "smartcash"
+"""Model-YAML key holding the plugin's settings; its presence marks a SmartCash model."""
 SCHEDULERS = ("linear", "cosine", "step", "exponential")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "training": {
@@ -52,7 +54,7 @@ REMOVED = {
 """Settings that were removed: the value that meant "off" (checkpoints of earlier runs carry it), and why."""
 
 
-def resolve(section: dict[str, Any] | None, source: str = "smartcash") -> dict[str, dict[str, Any]]:
+def resolve(section: dict[str, Any] | None, source: str = SECTION) -> dict[str, dict[str, Any]]:
     """Merge a model YAML's ``smartcash:`` section over :data:`DEFAULTS`; errors name ``source`` and the setting.
 
     Raises:
@@ -72,7 +74,7 @@ def model_settings(model) -> dict[str, dict[str, Any]]:
     from ultralytics.utils.torch_utils import unwrap_model
 
     yaml = getattr(unwrap_model(model), "yaml", None) or {}
-    return resolve(yaml.get("smartcash"), f"{yaml.get('yaml_file', 'model YAML')}: smartcash")
+    return resolve(yaml.get(SECTION), f"{yaml.get('yaml_file', 'model YAML')}: {SECTION}")
 
 
 def _training(section: dict[str, Any] | None, source: str) -> dict[str, Any]:
@@ -156,7 +158,7 @@ def load_train_cfg(cfg: str | Path | dict | SimpleNamespace | None) -> dict[str,
         if not path.is_file():
             raise FileNotFoundError(f"training cfg {path} does not exist")
         loaded = {**YAML.load(path), "cfg": str(path)}  # YAML.load names the file if it is no mapping
-    if "smartcash" in loaded:
+    if SECTION in loaded:
         raise ValueError(
             f"{source}: 'smartcash:' settings belong in the model YAML (Ultralytics rejects unknown keys in a "
             "training cfg; the model YAML's section is saved in checkpoints and survives resume and DDP)"
