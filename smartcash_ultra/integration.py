@@ -49,7 +49,8 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
    own: on resume ``SmartCashDataTrainer.check_resume`` sets ``args.save_dir`` to the folder holding the checkpoint
    (``engine/checkpoints.run_folder``), where Ultralytics keeps the ``save_dir`` recorded in it (a copied run's
    original); it relies on ``BaseTrainer.__init__`` calling it before it makes ``save_dir`` from ``args.save_dir``
-   and writes ``args.yaml`` there (canary
+   and writes ``args.yaml`` there; there, too, a training claims its run folder (``train.lock``), new runs
+   included, before ``BaseTrainer.__init__`` writes ``args.yaml`` or deletes an earlier ``results.csv`` (canary
    ``test_check_resume_sets_the_save_dir_before_init_makes_it_and_writes_args_yaml``).
 6. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
    also after each epoch in ``time=`` mode (``engine/trainer.py``). Canary:

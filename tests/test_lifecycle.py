@@ -125,6 +125,7 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=300)
     assert child.returncode == 130, err[-3000:]  # as a shell reports a process SIGINT ended, not 0: not finished
+    assert not (save_dir / "train.lock").exists()
     assert status_of(out) == {"state": "stopped", "epoch": 2, "reason": "SIGINT received"}
     assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1
     summary = assert_run_files_agree(save_dir, "stopped", [1, 2])
@@ -170,6 +171,7 @@ def test_sigterm_exits_143_a_failure_exits_1_and_the_files_agree_after_each(tiny
     assert child.returncode == 143, err[-3000:]
     assert status_of(out) == {"state": "stopped", "epoch": 2, "reason": "SIGTERM received"}
     assert_run_files_agree(save_dir, "stopped", [1, 2])
+    assert not (save_dir / "train.lock").exists()  # released at every ending
 
     fresh_markers(tmp_path)
     resume = {"resume": str(save_dir / "weights/last.pt")}
@@ -178,6 +180,7 @@ def test_sigterm_exits_143_a_failure_exits_1_and_the_files_agree_after_each(tiny
     assert child.returncode == 1 and "RuntimeError: injected failure in epoch 3" in err, err[-3000:]
     assert status_of(out)["state"] == "failed"
     summary = assert_run_files_agree(save_dir, "failed", [1, 2], session=[])
+    assert not (save_dir / "train.lock").exists()
     assert summary["reason"] == "RuntimeError: injected failure in epoch 3"
     events = [json.loads(line) for line in (save_dir / "events.jsonl").read_text().splitlines()]
     (error,) = [e for e in events if e["event"] == "error"]
@@ -524,3 +527,57 @@ def test_a_resume_refuses_a_save_dir_elsewhere_and_ddp_workers_rebuild_it_in_the
     trainer = SmartCashTrainer.resume(last, overrides={"save_dir": str(copy)})  # its own folder: as asked
     worker = SmartCashTrainer(overrides=vars(trainer.args))  # what Ultralytics' DDP launcher hands each worker
     assert trainer.save_dir == worker.save_dir == copy
+
+
+@pytest.mark.slow
+def test_a_live_training_holds_its_run_folder_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, log_lines):
+    """A second training or a resume into a folder a live training holds is refused; after a kill -9 it is not."""
+    child, save_dir = start_run(tiny_data, tmp_path, 2, "final validation")  # alive, holding its final validation
+    before = tree_digest(save_dir)
+    again = {"model": str(csp_n_yaml(tmp_path / "again")), "data": str(tiny_data), "epochs": 1, **FAST}
+    busy = rf"^{re.escape(str(save_dir))}: another training holds this run folder \(pid {child.pid} on "
+    with pytest.raises(RuntimeError, match=busy):  # exist_ok=True: the same project/name
+        SmartCashTrainer(overrides={**again, "project": str(tmp_path), "name": "run"})
+    with pytest.raises(RuntimeError, match=busy):
+        resume_training(save_dir / "weights/last.pt", additional_epochs=1)
+    assert tree_digest(save_dir) == before  # neither args.yaml nor results.csv touched
+    lock = save_dir / "train.lock"
+    assert json.loads(lock.read_text())["pid"] == child.pid
+
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    assert json.loads(lock.read_text())["pid"] == child.pid  # a stale lock stays
+    result = resume_training(save_dir / "weights/last.pt", additional_epochs=1)
+    assert any(f"taking over the run folder from pid {child.pid}" in line for line in log_lines)
+    assert ckpt(result.last)["epoch"] == 2 and epochs_in(save_dir) == [1, 2, 3] and not lock.exists()
+
+
+def test_a_run_folder_is_released_at_every_ending_and_shared_within_its_process(tmp_path, monkeypatch):
+    from smartcash_ultra.engine import checkpoints
+    from smartcash_ultra.engine.checkpoints import claim_run_folder, release_run_folder
+
+    class Holder:
+        pass
+
+    run, holder = tmp_path / "run", Holder()
+    claim_run_folder(run, holder)
+    claim_run_folder(run, Holder())  # a second trainer of this process into it (a DDP worker's rebuild) shares it
+    assert json.loads((run / "train.lock").read_text())["pid"] == os.getpid()
+    monkeypatch.setattr(checkpoints, "_ancestors", lambda: set())
+    monkeypatch.setitem(checkpoints._HELD, tmp_path / "other/train.lock", "x")  # unrelated
+    release_run_folder(run)
+    assert os.listdir(run) == []
+    claim_run_folder(run, holder)
+    del holder  # a trainer that is never trained, collected
+    import gc
+
+    gc.collect()
+    assert os.listdir(run) == []
+
+    (run / "train.lock").write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "token": "t"}))
+    with pytest.raises(RuntimeError, match="pid .* on elsewhere"):  # another host: nothing here can tell; kept
+        claim_run_folder(run, Holder())
+    (run / "train.lock").write_text("garbled")
+    claim_run_folder(run, Holder())  # unreadable: its owner is unknown, taken over
+    release_run_folder(run)
+    assert os.listdir(run) == []

@@ -3,23 +3,29 @@
 A run killed at any moment leaves a checkpoint it can continue from: every write of ``last.pt``/``best.pt`` goes
 through a temp file and a rename (:class:`AtomicPath`), and Ultralytics' final stripping never rewrites ``last.pt``
 (:func:`keep_last_whole`). Beside ``best.pt`` a copy is kept under a name that says what it is
-(:func:`write_named_best`).
+(:func:`write_named_best`). A training holds its run folder while it runs (:func:`claim_run_folder`).
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import socket
 import time
+import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
+from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.safe_load import read_checkpoint, refusal
+from smartcash_ultra.utils.errors import CheckpointError, RunFolderBusy, RunFolderError
 from smartcash_ultra.utils.files import atomic_target, write_atomic
 from smartcash_ultra.utils.settings import model_settings
 
@@ -29,9 +35,9 @@ def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming the checkpoint: unreadable (torch's own errors name neither the file nor the problem),
-            refused by a restricted load (``ULTRALYTICS_SAFE_LOAD=1``), stripped, or finished while no
-            ``additional_epochs`` are asked for.
+        CheckpointError: a ``ValueError``, naming the checkpoint: unreadable (torch's own errors name neither the
+            file nor the problem), refused by a restricted load (``ULTRALYTICS_SAFE_LOAD=1``), stripped, or finished
+            while no ``additional_epochs`` are asked for.
     """
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
@@ -39,22 +45,22 @@ def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
         ckpt = read_checkpoint(checkpoint)  # as YOLO() reads it: ULTRALYTICS_SAFE_LOAD=1 runs no pickled code
     except Exception as e:
         if refused := refusal(e):
-            raise ValueError(f"{checkpoint}: {refused}") from None
+            raise CheckpointError(f"{checkpoint}: {refused}") from None
         detail = "an empty file" if not checkpoint.stat().st_size else f"{type(e).__name__}: {first_sentence(e)}"
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint}: not a training checkpoint, it cannot be read ({detail}); a truncated or damaged copy?"
             + run_last(checkpoint, " Resume from {}.")
         ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("train_args"), dict):
-        raise ValueError(f"{checkpoint}: not a training checkpoint of an Ultralytics run (no train_args)")
+        raise CheckpointError(f"{checkpoint}: not a training checkpoint of an Ultralytics run (no train_args)")
     done, planned = ckpt.get("epoch", -1) + 1, int(ckpt["train_args"].get("epochs") or 0)
     if not done or ckpt.get("optimizer") is None:
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from "
             + run_last(checkpoint, "{}", otherwise="the run's weights/last.pt")
         )
     if done >= planned and not additional_epochs:
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it "
             f"(resume_training('{checkpoint}', additional_epochs=N))"
         )
@@ -69,30 +75,143 @@ def run_folder(checkpoint: Path, save_dir: str | Path | None = None) -> Path:
     checkpoint's own. Called before anything is written.
 
     Raises:
-        ValueError: naming the checkpoint, when it lies in no ``weights/`` folder (no run to continue: its
-            ``results.csv`` and state files are beside ``weights/``), or ``save_dir`` (given to the resume) names
-            another folder.
-        PermissionError: naming the folder, when the run folder or its ``weights/`` cannot be written.
+        CheckpointError: a ``ValueError``, naming the checkpoint, when it lies in no ``weights/`` folder (no run to
+            continue: its ``results.csv`` and state files are beside ``weights/``), or ``save_dir`` (given to the
+            resume) names another folder.
+        RunFolderError: a ``PermissionError``, naming the folder, when the run folder or its ``weights/`` cannot be
+            written.
     """
     weights = checkpoint.resolve().parent
     if weights.name != "weights":
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint}: not in a run's weights/ folder; a resume continues the run in the folder that holds "
             "weights/ (results.csv and the state files are there): resume from <run>/weights/last.pt"
         )
     run = weights.parent
     if save_dir and Path(save_dir).resolve() != run:
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint}: a resume continues the run in its own folder {run}, not in save_dir={save_dir}; to "
             "continue it elsewhere, copy the run folder there and resume the copy's weights/last.pt"
         )
     for folder in (run, weights):
         if not os.access(folder, os.W_OK):
-            raise PermissionError(
+            raise RunFolderError(
                 f"{folder}: read-only, and the resume of {checkpoint} writes its checkpoints and results there; make "
                 "it writable, or copy the run folder to a writable place and resume the copy's weights/last.pt"
             )
     return run
+
+
+LOCK_NAME = "train.lock"
+"""The file in a run folder that says which training holds it: ``{"pid", "host", "token", "started"}`` (JSON)."""
+_HELD: dict[Path, str] = {}
+"""Lock file -> token, for the run folders this process holds (a second trainer of it into one shares the claim)."""
+
+
+def claim_run_folder(folder: Path, holder: object) -> None:
+    """Claim ``folder`` for the training ``holder`` runs, until :func:`release_run_folder` or ``holder`` is collected.
+
+    Two trainings writing into one folder (``exist_ok=True``, a resume beside a live run) interleave their
+    ``results.csv`` rows and overwrite each other's checkpoints. The claim is ``train.lock`` in the folder, made by a
+    hard link of a complete temp file (atomic: of two starts, one gets it). A lock whose process has ended (``kill
+    -9``, a crash, a power cut) is stale and taken over with a warning. A lock this process holds, or the process that
+    launched it (Ultralytics' DDP launcher is the parent of ``torch.distributed.run``, the parent of rank 0), is
+    shared, not taken.
+
+    Raises:
+        RunFolderBusy: naming the folder, the owner's pid and host, and the ways out, when a live training holds it.
+    """
+    lock = folder.resolve() / LOCK_NAME
+    if lock in _HELD:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
+    mine["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    tmp = lock.with_name(f".{LOCK_NAME}.{mine['token']}.tmp")
+    tmp.write_text(json.dumps(mine))
+    try:
+        while True:
+            try:
+                os.link(tmp, lock)
+                break
+            except FileExistsError:
+                owner = _read_lock(lock)
+                if owner is None:  # removed meanwhile: try again
+                    continue
+                if _is_live(owner):
+                    if owner["pid"] in _ancestors() and owner["host"] == mine["host"]:
+                        return  # a DDP worker of the training that holds it
+                    raise RunFolderBusy(
+                        f"{folder}: another training holds this run folder (pid {owner['pid']} on "
+                        f"{owner['host']}, since {owner.get('started', '?')}; {lock}); wait for it to end or stop it, "
+                        "or train into another folder (name=..., or exist_ok=False for a new one). If no training "
+                        f"runs there, delete {lock}"
+                    ) from None
+                LOGGER.warning(
+                    f"{lock}: taking over the run folder from pid {owner['pid']} on {owner['host']}, which no longer "
+                    "runs (killed or crashed)"
+                )
+                os.replace(tmp, lock)
+                if (_read_lock(lock) or {}).get("token") == mine["token"]:  # not replaced by another taker
+                    break
+                tmp.write_text(json.dumps(mine))
+    finally:
+        tmp.unlink(missing_ok=True)
+    _HELD[lock] = mine["token"]
+    weakref.finalize(holder, release_run_folder, folder)
+
+
+def release_run_folder(folder: Path) -> None:
+    """Remove the run folder's lock when this process holds it (idempotent; a training's every ending calls it)."""
+    lock = folder.resolve() / LOCK_NAME
+    token = _HELD.pop(lock, None)
+    if token is not None and (_read_lock(lock) or {}).get("token") == token:
+        lock.unlink(missing_ok=True)
+
+
+def _read_lock(lock: Path) -> dict | None:
+    """Return a lock's owner, None when there is no lock; an unreadable lock has an unknown, dead owner."""
+    try:
+        owner = json.loads(lock.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"pid": -1, "host": "?"}
+    return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else {"pid": -1, "host": "?"}
+
+
+def _is_live(owner: dict) -> bool:
+    """Tell whether the lock's process runs: on this host, whether its pid is a process (not this one's earlier life).
+
+    On another host (a shared file system) nothing here can tell: a lock from there counts as live.
+    """
+    if owner.get("host") != socket.gethostname():
+        return owner.get("host") != "?"
+    pid = owner["pid"]
+    if pid <= 0 or pid == os.getpid():  # this process holds none it has not recorded: an earlier life's, pid reused
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would end the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _ancestors() -> set[int]:
+    """Return the pids of this process's parents up the tree (Linux ``/proc``; elsewhere the parent only)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return pids | {os.getppid()}
+        pids.add(pid)
+    return pids
 
 
 def run_last(checkpoint: Path, template: str, otherwise: str = "") -> str:

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from torch import optim
+from ultralytics.cfg import get_save_dir
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
@@ -25,7 +26,15 @@ from ultralytics.utils.torch_utils import unwrap_model
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.callbacks.epoch_record import trim_results
 from smartcash_ultra.data.dataset import build_smartcash_dataset
-from smartcash_ultra.engine.checkpoints import AtomicPath, keep_last_whole, resumable, run_folder, write_named_best
+from smartcash_ultra.engine.checkpoints import (
+    AtomicPath,
+    claim_run_folder,
+    keep_last_whole,
+    release_run_folder,
+    resumable,
+    run_folder,
+    write_named_best,
+)
 from smartcash_ultra.engine.declarations import record
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
@@ -54,17 +63,45 @@ class SmartCashDataTrainer(DetectionTrainer):
     as they trained. The model, its settings and everything else stay Ultralytics' own.
     """
 
+    def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
+        """Initialise Ultralytics' trainer; a failure after the run folder was claimed releases it."""
+        self.claimed: Path | None = None
+        try:
+            super().__init__(cfg, overrides, _callbacks)
+        except BaseException:
+            self.release_run_folder()
+            raise
+
     def check_resume(self, overrides):
-        """Take the checkpoint's arguments as Ultralytics does, but continue in the run folder that holds it.
+        """Take the checkpoint's arguments as Ultralytics does, continue in the run folder that holds it, claim it.
 
         Ultralytics keeps the ``save_dir`` recorded in the checkpoint, and ``BaseTrainer.__init__`` then makes that
         folder, writes its ``args.yaml`` and appends to its ``results.csv``: a copied or moved run would write into
         the original. Here it becomes the checkpoint's own ``weights/..`` (:func:`run_folder`, which also refuses a
-        checkpoint outside a ``weights/`` folder and a read-only run), before anything is written.
+        checkpoint outside a ``weights/`` folder and a read-only run). Then, new run or resume, the folder is claimed
+        for this training (:func:`claim_run_folder`, refused while another live training holds it), before
+        ``BaseTrainer.__init__`` writes ``args.yaml`` or deletes an old ``results.csv`` there. DDP: the launching
+        process claims it; its workers share the claim.
         """
         super().check_resume(overrides)
         if self.resume:
             self.args.save_dir = str(run_folder(Path(self.args.resume), overrides.get("save_dir")))
+        if RANK in {-1, 0}:
+            self.args.save_dir = str(get_save_dir(self.args))  # what BaseTrainer.__init__ takes next
+            claim_run_folder(Path(self.args.save_dir), self)
+            self.claimed = Path(self.args.save_dir)
+
+    def release_run_folder(self) -> None:
+        """Release the run folder this trainer claimed (at every ending of :meth:`train`, and of a failed start)."""
+        if self.claimed is not None:
+            release_run_folder(self.claimed)
+
+    def train(self):
+        """Train as Ultralytics does; the run folder is released however the training ends."""
+        try:
+            return super().train()
+        finally:
+            self.release_run_folder()
 
     def set_model_attributes(self):
         """Attach class count, names and arguments as Ultralytics does, and the data declarations (before the EMA)."""
