@@ -581,3 +581,34 @@ def test_a_run_folder_is_released_at_every_ending_and_shared_within_its_process(
     claim_run_folder(run, Holder())  # unreadable: its owner is unknown, taken over
     release_run_folder(run)
     assert os.listdir(run) == []
+
+
+def data_yaml_of(tiny_data: Path, path: Path, **changes) -> Path:
+    """Write a data YAML for the tiny tree at ``path``, with ``changes`` over its keys."""
+    d = {**yaml.safe_load(tiny_data.read_text()), "path": str(tiny_data.parent), **changes}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_a_resume_on_other_classes_is_refused_naming_both_yamls_and_on_the_same_ones_records_the_new_data(
+    stopped_run, tiny_data, tmp_path
+):
+    copy = tmp_path / "copy"
+    shutil.copytree(stopped_run, copy)
+    last, before = copy / "weights/last.pt", tree_digest(copy)
+    names = yaml.safe_load(tiny_data.read_text())["names"]
+    other = data_yaml_of(tiny_data, tmp_path / "other/data.yaml", nc=18, names={**names, 17: "l3_extra"})
+    renamed = data_yaml_of(tiny_data, tmp_path / "renamed/data.yaml", names={**names, 16: "thread"})
+    for data, shown in ((other, "18 classes"), (renamed, "other class names")):
+        message = rf"^{re.escape(str(last))}: the run trained on {re.escape(str(tiny_data))} \(17 classes\); "
+        with pytest.raises(ValueError, match=message + re.escape(f"data={data} has {shown}")) as refused:
+            SmartCashTrainer.resume(last, overrides={"data": str(data)})
+        assert f"yolo train model={last} data={data}" in str(refused.value)  # the way out: a new run from it
+    assert tree_digest(copy) == before
+
+    moved = data_yaml_of(tiny_data, tmp_path / "moved/data.yaml")  # the same classes: the dataset moved
+    SmartCashTrainer.resume(last, overrides={"data": str(moved)}).train()
+    assert json.loads((copy / "metrics.json").read_text())["run"]["data"] == str(moved)
+    assert ckpt(last)["train_args"]["data"] == str(moved)

@@ -102,6 +102,35 @@ def run_folder(checkpoint: Path, save_dir: str | Path | None = None) -> Path:
     return run
 
 
+def refuse_other_classes(checkpoint: Path, data: str | None) -> None:
+    """Refuse a resume of ``checkpoint`` on a ``data=`` whose classes are not the run's; allow one whose are.
+
+    Ultralytics lets a resume take another ``data=`` (a dataset that moved). With other classes the model's head no
+    longer fits (a size-mismatch traceback) or, with as many classes, it goes on training under names that are not its
+    own. Called before anything is written; the YAML is read as training reads it (``check_det_dataset``).
+
+    Raises:
+        CheckpointError: naming the checkpoint, both data YAMLs and the ways out.
+    """
+    ckpt = read_checkpoint(checkpoint)
+    recorded = ckpt["train_args"].get("data")
+    if not data or str(data) == str(recorded):
+        return
+    from ultralytics.data.utils import check_det_dataset
+
+    model = ckpt.get("ema") or ckpt.get("model")
+    trained, names = dict(getattr(model, "names", None) or {}), dict(check_det_dataset(str(data))["names"])
+    if names == trained:
+        LOGGER.info(f"Resuming on data={data}, the same classes as the run's {recorded}")
+        return
+    shown = f"{len(names)} classes" if len(names) != len(trained) else "other class names"
+    raise CheckpointError(
+        f"{checkpoint}: the run trained on {recorded} ({len(trained)} classes); data={data} has {shown}. A resume "
+        "continues a run on its own classes: resume without data= (or with a data YAML of the same classes, for a "
+        f"dataset that moved), or start a new run from these weights: yolo train model={checkpoint} data={data}"
+    )
+
+
 LOCK_NAME = "train.lock"
 """The file in a run folder that says which training holds it: ``{"pid", "host", "token", "started"}`` (JSON)."""
 _HELD: dict[Path, str] = {}

@@ -30,6 +30,7 @@ from smartcash_ultra.engine.checkpoints import (
     AtomicPath,
     claim_run_folder,
     keep_last_whole,
+    refuse_other_classes,
     release_run_folder,
     resumable,
     run_folder,
@@ -78,7 +79,8 @@ class SmartCashDataTrainer(DetectionTrainer):
         Ultralytics keeps the ``save_dir`` recorded in the checkpoint, and ``BaseTrainer.__init__`` then makes that
         folder, writes its ``args.yaml`` and appends to its ``results.csv``: a copied or moved run would write into
         the original. Here it becomes the checkpoint's own ``weights/..`` (:func:`run_folder`, which also refuses a
-        checkpoint outside a ``weights/`` folder and a read-only run). Then, new run or resume, the folder is claimed
+        checkpoint outside a ``weights/`` folder and a read-only run), and a ``data=`` of other classes is refused
+        (:func:`refuse_other_classes`). Then, new run or resume, the folder is claimed
         for this training (:func:`claim_run_folder`, refused while another live training holds it), before
         ``BaseTrainer.__init__`` writes ``args.yaml`` or deletes an old ``results.csv`` there. DDP: the launching
         process claims it; its workers share the claim.
@@ -86,6 +88,7 @@ class SmartCashDataTrainer(DetectionTrainer):
         super().check_resume(overrides)
         if self.resume:
             self.args.save_dir = str(run_folder(Path(self.args.resume), overrides.get("save_dir")))
+            refuse_other_classes(Path(self.args.resume), overrides.get("data"))
         if RANK in {-1, 0}:
             self.args.save_dir = str(get_save_dir(self.args))  # what BaseTrainer.__init__ takes next
             claim_run_folder(Path(self.args.save_dir), self)
