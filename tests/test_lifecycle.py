@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -299,6 +300,7 @@ def test_yolo_train_resume_from_best_pt_stops_naming_it_and_pointing_to_last_pt(
     text = out.stdout + out.stderr
     assert out.returncode == 1, text[-3000:]
     assert f"{best}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from {last}" in text
+    assert "Traceback" not in text  # a known cause: one line
     assert "coco8" not in text and not project.exists()
 
 
@@ -498,6 +500,8 @@ def test_resuming_a_read_only_run_is_refused_naming_the_folder_before_anything_i
     with read_only(copy):
         out = run_yolo("train", "resume", f"model={last}", cwd=tmp_path)
     assert out.returncode != 0 and f"{copy}: read-only" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(f"yolo train: error: {copy}: read-only")
+    assert "Traceback" not in out.stderr
     assert (tree_digest(copy), tree_digest(stopped_run)) == before
 
 
@@ -612,3 +616,49 @@ def test_a_resume_on_other_classes_is_refused_naming_both_yamls_and_on_the_same_
     SmartCashTrainer.resume(last, overrides={"data": str(moved)}).train()
     assert json.loads((copy / "metrics.json").read_text())["run"]["data"] == str(moved)
     assert ckpt(last)["train_args"]["data"] == str(moved)
+
+
+@pytest.mark.slow
+def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
+    stopped_run, finished, tiny_data, tmp_path
+):
+    """Each cause the plugin knows: one line naming the file and the way out, exit 1, no traceback."""
+    from ultralytics import YOLO
+
+    runs = {name: tmp_path / name for name in ("empty", "truncated", "finished", "classes", "busy")}
+    for name, run in runs.items():
+        shutil.copytree(finished if name == "finished" else stopped_run, run)
+    whole = (runs["empty"] / "weights/last.pt").read_bytes()
+    (runs["empty"] / "weights/last.pt").write_bytes(b"")
+    (runs["truncated"] / "weights/last.pt").write_bytes(whole[: len(whole) // 2])
+    other = data_yaml_of(tiny_data, tmp_path / "other/data.yaml", nc=18, names={i: f"c{i}" for i in range(18)})
+    short = data_yaml_of(tiny_data, tmp_path / "short/data.yaml", nc=5, names={i: f"c{i}" for i in range(5)})
+    owner = subprocess.Popen(["sleep", "120"])  # a live process that is none of the yolo command's ancestors
+    lock = {"pid": owner.pid, "host": socket.gethostname(), "token": "t", "started": "now"}
+    (runs["busy"] / "train.lock").write_text(json.dumps(lock))
+    fast = [f"{k}={v}" for k, v in {**FAST, "epochs": 1, "project": tmp_path / "new"}.items()]
+    model = f"model={csp_n_yaml(tmp_path / 'model')}"
+    cases = {  # the yolo arguments -> what the one line says after "yolo train: error: "
+        "empty": (["resume", f"model={runs['empty']}/weights/last.pt"], "not a training checkpoint"),
+        "truncated": (["resume", f"model={runs['truncated']}/weights/last.pt"], "a truncated or damaged copy"),
+        "finished": (["resume", f"model={runs['finished']}/weights/last.pt"], "pass additional_epochs"),
+        "classes": (["resume", f"model={runs['classes']}/weights/last.pt", f"data={other}"], "yolo train model="),
+        "busy": (["resume", f"model={runs['busy']}/weights/last.pt"], "another training holds this run folder"),
+        "short": (["cfg=smartcash_cspdarknet.yaml", model, f"data={short}", *fast], "'names' is probably incomplete"),
+        "offline": (["cfg=smartcash_effb4.yaml", f"data={tiny_data}", *fast], "smartcash.backbone_weights: null"),
+    }
+    try:
+        for name, (args, way_out) in cases.items():
+            out = run_yolo("train", *args, cwd=tmp_path, env={"HF_HOME": str(tmp_path / "empty_hf_home")})
+            text, last = out.stdout + out.stderr, out.stderr.strip().splitlines()[-1]
+            assert out.returncode == 1 and "Traceback" not in text, (name, text[-3000:])
+            assert last.startswith("yolo train: error: ") and way_out in last, (name, last)
+            named = {"short": short, "offline": "efficientnet_b4"}.get(name, runs.get(name))
+            assert str(named) in last, (name, last)
+    finally:
+        owner.kill()
+        owner.wait()
+    with pytest.raises(TypeError, match=f"^{re.escape(str(runs['empty']))}/weights/last.pt: not a training"):
+        YOLO(runs["empty"] / "weights/last.pt")  # a TypeError as Ultralytics raises, naming the file
+    out = run_yolo("train", "model=no_such_model.yaml", cwd=tmp_path)  # no cause the plugin knows: its traceback
+    assert out.returncode == 1 and "Traceback" in out.stderr

@@ -25,7 +25,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.nn.backbone import TimmBackbone
 from smartcash_ultra.nn.safe_load import read_checkpoint, refusal
-from smartcash_ultra.utils.errors import CheckpointError, RunFolderBusy, RunFolderError
+from smartcash_ultra.utils.errors import CheckpointError, RunFolderBusy, RunFolderError, UnreadableCheckpoint
 from smartcash_ultra.utils.files import atomic_target, write_atomic
 from smartcash_ultra.utils.settings import model_settings
 
@@ -46,11 +46,7 @@ def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
     except Exception as e:
         if refused := refusal(e):
             raise CheckpointError(f"{checkpoint}: {refused}") from None
-        detail = "an empty file" if not checkpoint.stat().st_size else f"{type(e).__name__}: {first_sentence(e)}"
-        raise CheckpointError(
-            f"{checkpoint}: not a training checkpoint, it cannot be read ({detail}); a truncated or damaged copy?"
-            + run_last(checkpoint, " Resume from {}.")
-        ) from None
+        raise unreadable(checkpoint, e) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("train_args"), dict):
         raise CheckpointError(f"{checkpoint}: not a training checkpoint of an Ultralytics run (no train_args)")
     done, planned = ckpt.get("epoch", -1) + 1, int(ckpt["train_args"].get("epochs") or 0)
@@ -65,6 +61,16 @@ def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
             f"(resume_training('{checkpoint}', additional_epochs=N))"
         )
     return done, planned
+
+
+def unreadable(checkpoint: Path, exc: BaseException) -> UnreadableCheckpoint:
+    """Return the error for a ``checkpoint`` file that cannot be read, naming it, why and what to use instead."""
+    cause = exc.__cause__ or exc.__context__ or exc  # Ultralytics wraps torch's error in a TypeError of its own
+    detail = "an empty file" if not checkpoint.stat().st_size else f"{type(cause).__name__}: {first_sentence(cause)}"
+    return UnreadableCheckpoint(
+        f"{checkpoint}: not a training checkpoint, it cannot be read ({detail}); a truncated or damaged copy?"
+        + run_last(checkpoint, " Resume from {}.")
+    )
 
 
 def run_folder(checkpoint: Path, save_dir: str | Path | None = None) -> Path:

@@ -21,6 +21,13 @@ class CheckpointError(SmartCashError, ValueError):
     """
 
 
+class UnreadableCheckpoint(CheckpointError, TypeError):
+    """A file given as a checkpoint that cannot be read (empty, truncated, not a checkpoint).
+
+    A ``TypeError`` too, as Ultralytics raises for such a file, so callers that catch its error still do.
+    """
+
+
 class RunFolderError(SmartCashError, PermissionError):
     """A run folder a training cannot write into: read-only."""
 
