@@ -653,6 +653,7 @@ def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
             text, last = out.stdout + out.stderr, out.stderr.strip().splitlines()[-1]
             assert out.returncode == 1 and "Traceback" not in text, (name, text[-3000:])
             assert last.startswith("yolo train: error: ") and way_out in last, (name, last)
+            assert text.count(way_out) == 1, (name, text[-3000:])  # one message, not a log line repeating it
             named = {"short": short, "offline": "efficientnet_b4"}.get(name, runs.get(name))
             assert str(named) in last, (name, last)
     finally:
