@@ -131,7 +131,7 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1
     summary = assert_run_files_agree(save_dir, "stopped", [1, 2])
     assert summary["reason"] == "SIGINT received" and summary["final"] is not None  # all saved, best.pt validated
-    assert "stopping after this batch" in out + err and "exit status 130" in out + err
+    assert "stopping at the end of this epoch" in out + err and "exit status 130" in out + err
     before = json.loads((save_dir / "metrics.json").read_text())["epochs"]
 
     resume = {"resume": str(save_dir / "weights/last.pt")}
@@ -663,3 +663,25 @@ def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
         YOLO(runs["empty"] / "weights/last.pt")  # a TypeError as Ultralytics raises, naming the file
     out = run_yolo("train", "model=no_such_model.yaml", cwd=tmp_path)  # no cause the plugin knows: its traceback
     assert out.returncode == 1 and "Traceback" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_stop_in_the_middle_of_an_epoch_finishes_it_and_a_resume_starts_at_the_next(tiny_data, tmp_path):
+    """No partial epoch is ever recorded as done: the stop takes effect once the epoch's batches have all run."""
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
+    trainer = SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "run"})
+    ran = []
+
+    def stop_in_epoch_2(tr):
+        if tr.epoch == 1:
+            ran.append(tr.run_state.batch)
+            tr.stop_training("stop button")  # after its first batch, as a UI's stop button would
+
+    trainer.add_callback("on_train_batch_end", stop_in_epoch_2)
+    trainer.train()
+    assert ran == list(range(1, len(trainer.train_loader) + 1))  # every batch of epoch 2 ran
+    save_dir = tmp_path / "run"
+    assert trainer.get_training_status()["state"] == "stopped" and ckpt(save_dir / "weights/last.pt")["epoch"] == 1
+    assert_run_files_agree(save_dir, "stopped", [1, 2])
+    SmartCashTrainer.resume(save_dir / "weights/last.pt").train()
+    assert_run_files_agree(save_dir, "completed", [1, 2, 3], session=[3])

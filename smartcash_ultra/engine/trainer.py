@@ -206,7 +206,9 @@ class SmartCashTrainer(SmartCashDataTrainer):
         self._schedule_epochs = schedule_epochs
 
     def stop_training(self, reason: str = "stop requested") -> bool:
-        """Ask the run to stop at the next batch end (thread-safe); it validates, saves and ends ``stopped``.
+        """Ask the run to stop at the end of the epoch it is in (thread-safe); it validates, saves, ends ``stopped``.
+
+        The epoch's remaining batches run first, so that no half-trained epoch is recorded as done.
 
         Returns False when a stop was already requested.
         """
@@ -227,7 +229,8 @@ class SmartCashTrainer(SmartCashDataTrainer):
     def validates_epoch(self, epoch: int) -> bool:
         """Return True when ``epoch`` (0-based) validates: every ``val_interval`` epochs, the last, a stopping one."""
         interval = self.training_settings()["val_interval"]
-        return interval <= 1 or (epoch + 1) % interval == 0 or epoch + 1 >= self.epochs or bool(self.stop)
+        stopping = bool(self.stop) or self.run_state.stop_reason is not None
+        return interval <= 1 or (epoch + 1) % interval == 0 or epoch + 1 >= self.epochs or stopping
 
     def validate(self):
         """Validate on the epochs :meth:`validates_epoch` names; others keep the last figures and no fitness.
