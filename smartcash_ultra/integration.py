@@ -291,7 +291,8 @@ def refuse_unresumable(stock_train):
     """Wrap ``Model.train`` so that ``resume=True`` on a SmartCash model it cannot resume is an error naming it.
 
     Ultralytics turns such a resume (``yolo train resume model=best.pt``: a stripped checkpoint, a finished run, a
-    YAML) into a new run with its default dataset, which it then downloads.
+    YAML) into a new run with its default dataset, which it then downloads. ``epochs=`` beyond the run's plan
+    extends it, as ``additional_epochs`` does in Python (``SmartCashTrainer.check_resume``).
     """
 
     @functools.wraps(stock_train)
@@ -301,7 +302,7 @@ def refuse_unresumable(stock_train):
 
             if not self.ckpt_path:
                 raise ValueError(f"{self.cfg}: resume continues a run from its weights/last.pt, not from a model YAML")
-            resumable(Path(self.ckpt_path))
+            resumable(Path(self.ckpt_path), epochs=kwargs.get("epochs"))
         return stock_train(self, trainer, **kwargs)
 
     return train

@@ -685,3 +685,27 @@ def test_a_stop_in_the_middle_of_an_epoch_finishes_it_and_a_resume_starts_at_the
     assert_run_files_agree(save_dir, "stopped", [1, 2])
     SmartCashTrainer.resume(save_dir / "weights/last.pt").train()
     assert_run_files_agree(save_dir, "completed", [1, 2, 3], session=[3])
+
+
+@pytest.mark.slow
+def test_yolo_train_resume_with_more_epochs_extends_a_finished_run_with_the_checks_of_the_python_call(
+    finished, tmp_path
+):
+    """``epochs=N`` on ``yolo train resume`` plans N epochs in all: ``resume_training(last, additional_epochs=...)``."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    last = copy / "weights/last.pt"
+    out = run_yolo("train", "resume", f"model={last}", "epochs=1", cwd=tmp_path)  # adds none: refused, as in Python
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    refused = out.stderr.splitlines()[-1]
+    assert f"{last}: the run finished its 1 epochs; pass additional_epochs" in refused
+    assert f"on the command line: yolo train resume model={last} epochs=M, M > 1" in refused
+    out = run_yolo("train", "resume", f"model={copy / 'weights/best.pt'}", "epochs=3", cwd=tmp_path)
+    assert out.returncode == 1 and f"resume from {last}" in out.stderr.splitlines()[-1]  # stripped: refused too
+
+    out = run_yolo("train", "resume", f"model={last}", "epochs=3", cwd=tmp_path)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    extended = ckpt(last)
+    assert extended["epoch"] == 2 and extended["optimizer"] is not None and extended["train_args"]["epochs"] == 3
+    assert extended["ema"].yaml["smartcash"]["training"]["schedule_epochs"] == 1  # the LR schedule keeps its length
+    assert_run_files_agree(copy, "completed", [1, 2, 3], session=[2, 3])

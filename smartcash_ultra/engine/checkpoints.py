@@ -30,8 +30,11 @@ from smartcash_ultra.utils.files import atomic_target, write_atomic
 from smartcash_ultra.utils.settings import model_settings
 
 
-def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
+def resumable(checkpoint: Path, additional_epochs: int = 0, epochs: int | None = None) -> tuple[int, int]:
     """Return the epochs done and planned by the run of ``checkpoint``, or say why it cannot be continued.
+
+    ``epochs`` (the command line's ``yolo train resume epochs=N``) asks for N epochs in all: the epochs beyond the
+    run's plan count as ``additional_epochs``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -55,10 +58,13 @@ def resumable(checkpoint: Path, additional_epochs: int = 0) -> tuple[int, int]:
             f"{checkpoint}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from "
             + run_last(checkpoint, "{}", otherwise="the run's weights/last.pt")
         )
+    if epochs is not None:
+        additional_epochs = max(epochs - max(planned, done), 0)
     if done >= planned and not additional_epochs:
         raise CheckpointError(
             f"{checkpoint}: the run finished its {planned} epochs; pass additional_epochs to extend it "
-            f"(resume_training('{checkpoint}', additional_epochs=N))"
+            f"(resume_training('{checkpoint}', additional_epochs=N); on the command line: yolo train resume "
+            f"model={checkpoint} epochs=M, M > {planned})"
         )
     return done, planned
 

@@ -166,6 +166,23 @@ class SmartCashTrainer(SmartCashDataTrainer):
         self._schedule_epochs: int | None = None  # set by extend(): the LR schedule keeps its original length
         self.extended_from: int | None = None  # set by extend(): the epochs planned before
         self._named_best: Path | None = None
+        if self.extend_to:
+            self.extend(self.extend_to, schedule_epochs=self.args.epochs)
+
+    def check_resume(self, overrides):
+        """Resume as :class:`SmartCashDataTrainer` does; an ``epochs=`` beyond the run's plan extends it.
+
+        Ultralytics ignores ``epochs`` on resume and refuses a finished run. ``yolo train resume model=last.pt
+        epochs=N`` plans N epochs in all, as ``SmartCashTrainer.resume(last.pt, additional_epochs=...)`` does (the
+        integration's ``refuse_unresumable`` checks it as that call does). A DDP worker rebuilt with the extended
+        ``epochs`` extends it alike.
+        """
+        asked = overrides.get("epochs") if overrides.get("resume") else None
+        super().check_resume({k: v for k, v in overrides.items() if k != "epochs"} if asked is not None else overrides)
+        planned = self.args.epochs
+        self.extend_to = asked if self.resume and asked is not None and asked > planned else None
+        if self.resume and asked is not None and asked < planned:
+            LOGGER.warning(f"Resume ignores epochs={asked}: the run plans {planned}; more would extend it")
 
     @classmethod
     def resume(
