@@ -556,25 +556,22 @@ def test_a_live_training_holds_its_run_folder_and_a_killed_ones_lock_is_taken_ov
     assert ckpt(result.last)["epoch"] == 2 and epochs_in(save_dir) == [1, 2, 3] and not lock.exists()
 
 
-def test_a_run_folder_is_released_at_every_ending_and_shared_within_its_process(tmp_path, monkeypatch):
-    from smartcash_ultra.engine import checkpoints
-    from smartcash_ultra.engine.checkpoints import claim_run_folder, release_run_folder
+def test_a_run_folder_claim_is_shared_by_the_trainers_of_a_process_and_goes_with_the_last(tmp_path):
+    import gc
+
+    from smartcash_ultra.engine.checkpoints import claim_run_folder
 
     class Holder:
         pass
 
-    run, holder = tmp_path / "run", Holder()
-    claim_run_folder(run, holder)
-    claim_run_folder(run, Holder())  # a second trainer of this process into it (a DDP worker's rebuild) shares it
+    run, first, second = tmp_path / "run", Holder(), Holder()
+    release_first = claim_run_folder(run, first)
+    claim_run_folder(run, second)  # a second trainer of this process into it shares the claim
     assert json.loads((run / "train.lock").read_text())["pid"] == os.getpid()
-    monkeypatch.setattr(checkpoints, "_ancestors", lambda: set())
-    monkeypatch.setitem(checkpoints._HELD, tmp_path / "other/train.lock", "x")  # unrelated
-    release_run_folder(run)
-    assert os.listdir(run) == []
-    claim_run_folder(run, holder)
-    del holder  # a trainer that is never trained, collected
-    import gc
-
+    release_first()
+    release_first()  # idempotent: the second trainer still holds it
+    assert os.listdir(run) == ["train.lock"]
+    del second  # a trainer that is never trained, collected: the last one
     gc.collect()
     assert os.listdir(run) == []
 
@@ -582,8 +579,8 @@ def test_a_run_folder_is_released_at_every_ending_and_shared_within_its_process(
     with pytest.raises(RuntimeError, match="pid .* on elsewhere"):  # another host: nothing here can tell; kept
         claim_run_folder(run, Holder())
     (run / "train.lock").write_text("garbled")
-    claim_run_folder(run, Holder())  # unreadable: its owner is unknown, taken over
-    release_run_folder(run)
+    holder = Holder()
+    claim_run_folder(run, holder)()  # unreadable: its owner is unknown, taken over; then released
     assert os.listdir(run) == []
 
 

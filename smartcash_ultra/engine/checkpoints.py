@@ -145,26 +145,35 @@ def refuse_other_classes(checkpoint: Path, data: str | None) -> None:
 
 LOCK_NAME = "train.lock"
 """The file in a run folder that says which training holds it: ``{"pid", "host", "token", "started"}`` (JSON)."""
-_HELD: dict[Path, str] = {}
-"""Lock file -> token, for the run folders this process holds (a second trainer of it into one shares the claim)."""
+_HELD: dict[Path, list] = {}
+"""Lock file -> [token, trainers holding it], for the run folders this process holds (its trainers share a claim)."""
 
 
-def claim_run_folder(folder: Path, holder: object) -> None:
-    """Claim ``folder`` for the training ``holder`` runs, until :func:`release_run_folder` or ``holder`` is collected.
+def claim_run_folder(folder: Path, holder: object) -> weakref.finalize:
+    """Claim ``folder`` for the training ``holder`` runs; return its release, called at the latest when it is collected.
 
     Two trainings writing into one folder (``exist_ok=True``, a resume beside a live run) interleave their
     ``results.csv`` rows and overwrite each other's checkpoints. The claim is ``train.lock`` in the folder, made by a
     hard link of a complete temp file (atomic: of two starts, one gets it). A lock whose process has ended (``kill
-    -9``, a crash, a power cut) is stale and taken over with a warning. A lock this process holds, or the process that
-    launched it (Ultralytics' DDP launcher is the parent of ``torch.distributed.run``, the parent of rank 0), is
-    shared, not taken.
+    -9``, a crash, a power cut) is stale and taken over with a warning. The trainers of one process share its claim
+    (the lock goes with the last of them), and so does rank 0 of a DDP run, whose launching process holds it (the
+    parent of ``torch.distributed.run``, the parent of rank 0). The release is idempotent.
 
     Raises:
         RunFolderBusy: naming the folder, the owner's pid and host, and the ways out, when a live training holds it.
     """
     lock = folder.resolve() / LOCK_NAME
-    if lock in _HELD:
-        return
+    if lock not in _HELD:
+        token = _take(folder, lock)
+        if token is None:  # a DDP worker of the training that holds it
+            return weakref.finalize(holder, lambda: None)
+        _HELD[lock] = [token, 0]
+    _HELD[lock][1] += 1
+    return weakref.finalize(holder, _release, lock)
+
+
+def _take(folder: Path, lock: Path) -> str | None:
+    """Write ``lock`` for this process and return its token; None when an ancestor of this process holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
     mine["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -174,14 +183,14 @@ def claim_run_folder(folder: Path, holder: object) -> None:
         while True:
             try:
                 os.link(tmp, lock)
-                break
+                return mine["token"]
             except FileExistsError:
                 owner = _read_lock(lock)
                 if owner is None:  # removed meanwhile: try again
                     continue
                 if _is_live(owner):
                     if owner["pid"] in _ancestors() and owner["host"] == mine["host"]:
-                        return  # a DDP worker of the training that holds it
+                        return None
                     raise RunFolderBusy(
                         f"{folder}: another training holds this run folder (pid {owner['pid']} on "
                         f"{owner['host']}, since {owner.get('started', '?')}; {lock}); wait for it to end or stop it, "
@@ -194,20 +203,22 @@ def claim_run_folder(folder: Path, holder: object) -> None:
                 )
                 os.replace(tmp, lock)
                 if (_read_lock(lock) or {}).get("token") == mine["token"]:  # not replaced by another taker
-                    break
+                    return mine["token"]
                 tmp.write_text(json.dumps(mine))
     finally:
         tmp.unlink(missing_ok=True)
-    _HELD[lock] = mine["token"]
-    weakref.finalize(holder, release_run_folder, folder)
 
 
-def release_run_folder(folder: Path) -> None:
-    """Remove the run folder's lock when this process holds it (idempotent; a training's every ending calls it)."""
-    lock = folder.resolve() / LOCK_NAME
-    token = _HELD.pop(lock, None)
-    if token is not None and (_read_lock(lock) or {}).get("token") == token:
-        lock.unlink(missing_ok=True)
+def _release(lock: Path) -> None:
+    """Let go of one trainer's share of ``lock``; the last one removes the file, if it is still this process's."""
+    held = _HELD.get(lock)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[lock]
+        if (_read_lock(lock) or {}).get("token") == held[0]:
+            lock.unlink(missing_ok=True)
 
 
 def _read_lock(lock: Path) -> dict | None:

@@ -10,6 +10,7 @@ Ultralytics' DDP launcher rebuilds the trainer with it in every worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from copy import copy
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from smartcash_ultra.engine.checkpoints import (
     claim_run_folder,
     keep_last_whole,
     refuse_other_classes,
-    release_run_folder,
     resumable,
     run_folder,
     write_named_best,
@@ -66,7 +66,7 @@ class SmartCashDataTrainer(DetectionTrainer):
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         """Initialise Ultralytics' trainer; a failure after the run folder was claimed releases it."""
-        self.claimed: Path | None = None
+        self.release_run_folder: Callable[[], Any] = lambda: None  # set when the run folder is claimed
         try:
             super().__init__(cfg, overrides, _callbacks)
         except BaseException:
@@ -91,13 +91,7 @@ class SmartCashDataTrainer(DetectionTrainer):
             refuse_other_classes(Path(self.args.resume), overrides.get("data"))
         if RANK in {-1, 0}:
             self.args.save_dir = str(get_save_dir(self.args))  # what BaseTrainer.__init__ takes next
-            claim_run_folder(Path(self.args.save_dir), self)
-            self.claimed = Path(self.args.save_dir)
-
-    def release_run_folder(self) -> None:
-        """Release the run folder this trainer claimed (at every ending of :meth:`train`, and of a failed start)."""
-        if self.claimed is not None:
-            release_run_folder(self.claimed)
+            self.release_run_folder = claim_run_folder(Path(self.args.save_dir), self)  # every ending calls it
 
     def train(self):
         """Train as Ultralytics does; the run folder is released however the training ends."""
