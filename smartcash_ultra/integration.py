@@ -28,7 +28,10 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
    ``validator=`` and ``predictor=`` arguments (``test_predict_val_train_build_the_class_they_are_given``); an
    export, or a model carrying data declarations, given float arrays in memory gets the SmartCash predictor too, and
    ``predict`` passes ``data=None`` unless the user gives ``data=`` (``Model.predict`` hands a checkpoint's training
-   ``data`` to the predictor; ``tests/test_array_routing.py``).
+   ``data`` to the predictor; ``tests/test_array_routing.py``). ``tune`` starts a SmartCash model's search from the
+   SmartCash settings: ``Model.tune`` hands its arguments to the ``Tuner``, which trains every iteration with a full
+   cfg, so the trainer's own merge takes nothing
+   (``tests/test_tune.py::test_tune_starts_every_iteration_from_the_smartcash_settings_under_the_users``).
    ``resume=True`` on a SmartCash model that cannot be resumed is an error naming the checkpoint, where
    ``Model.train`` would start a new run on its default dataset
    (``test_model_train_turns_a_resume_it_cannot_continue_into_a_new_run``). Export adds an ``on_export_start``
@@ -132,6 +135,7 @@ def install(yolo_class: type | None = None) -> None:
         "val": lambda stock: _route_data(stock, "validator", _validator),
         "train": lambda stock: _route_data(stock, "trainer", _data_trainer),
         "export": _export,
+        "tune": _tune,
     }
     for name, wrap in wrappers.items():
         method = wrap(getattr(yolo_class, name))
@@ -172,6 +176,26 @@ def _may_be_trained_on_arrays(yolo) -> bool:
     from smartcash_ultra.engine.declarations import trained_on_arrays
 
     return not isinstance(yolo.model, torch.nn.Module) or trained_on_arrays(yolo.model)
+
+
+def _tune(stock):
+    """Wrap ``YOLO.tune``: a SmartCash model's search starts from the SmartCash settings, under the user's arguments.
+
+    The tuner trains every iteration with all of Ultralytics' arguments filled in (``Tuner.args`` is a full cfg), so
+    the merge every training route gets from the trainer takes nothing there: it is done here, on what the tuner
+    starts from. The search space then mutates its keys from these values.
+    """
+
+    @functools.wraps(stock)
+    def tune(self, *args, **kwargs):
+        if is_smartcash_model(self):
+            from smartcash_ultra.utils.settings import with_smartcash_defaults
+
+            given = {k: v for k, v in {**self.overrides, **kwargs}.items() if k != "resume"}  # resume: the tuning's
+            kwargs = {**with_smartcash_defaults(given), **kwargs}
+        return stock(self, *args, **kwargs)
+
+    return tune
 
 
 def _route_data(stock, role: str, smartcash_class):
