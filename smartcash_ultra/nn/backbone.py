@@ -182,7 +182,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SUPPLY = (
     "Supply the weights as a local file (smartcash.backbone_weights: path/to/weights.safetensors, .pth or .pt; "
     "{file: ..., mean: [...], std: [...]} declares their normalisation) or train from random init "
-    "(smartcash.backbone_weights: null)."
+    "(smartcash.backbone_weights: null), in a copy of the model YAML: `smartcash-ultra copy-cfg "
+    "smartcash_effb4_yolov5.yaml` writes one into the current folder, where it wins over the shipped one."
 )
 """How to supply backbone weights, said by every error about them."""
 

@@ -58,3 +58,31 @@ def find_shipped_yaml(file: object) -> str | None:
     except FileNotFoundError:
         return None
     return next((str(p) for p in sorted(root.glob(f"**/{name}")) if p.is_file()), None)
+
+
+def shipped_names() -> list[str]:
+    """Return the file name of every shipped YAML: training cfgs first, then model YAMLs."""
+    root = cfg_dir()
+    return [p.name for p in sorted(root.glob("*.y*ml"))] + [p.name for p in sorted((root / MODELS).glob("*.y*ml"))]
+
+
+def copy_shipped(name: str, folder: str | Path = ".") -> Path:
+    """Copy the shipped YAML ``name`` into ``folder`` for editing, under its own name; return the copy's path.
+
+    A copy there then wins over the shipped file wherever the name is given from that folder (see
+    :func:`find_shipped_yaml`).
+
+    Raises:
+        FileNotFoundError: ``name`` is no shipped YAML (the message lists them).
+        FileExistsError: naming the file, which is never overwritten.
+    """
+    found = next((p for p in sorted(cfg_dir().glob(f"**/{Path(name).name}")) if p.is_file()), None)
+    if found is None or not name.lower().endswith(YAML_SUFFIXES):
+        raise FileNotFoundError(f"{name} is no shipped YAML; shipped: {', '.join(shipped_names())}")
+    target = Path(folder) / found.name
+    try:
+        with open(target, "xb") as f:  # exclusive: an existing file, a user's edits maybe, is never replaced
+            f.write(found.read_bytes())
+    except FileExistsError:
+        raise FileExistsError(f"{target} already exists: not overwritten (rename or remove it to copy again)") from None
+    return target

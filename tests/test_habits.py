@@ -1,0 +1,43 @@
+"""What a user reaches for first: copying a shipped YAML to edit, and where ``pretrained=`` goes."""
+
+from __future__ import annotations
+
+import yaml
+from conftest import ROOT
+
+from smartcash_ultra.tools.cli import main
+
+SHIPPED = ROOT / "cfg"
+
+
+def test_copy_cfg_writes_a_shipped_yaml_here_that_then_wins_over_the_shipped_one(tmp_path, monkeypatch, capsys):
+    from ultralytics import YOLO
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["copy-cfg", "smartcash_effb4_yolov5.yaml"]) == 0
+    copy = tmp_path / "smartcash_effb4_yolov5.yaml"
+    assert copy.read_bytes() == (SHIPPED / "models/smartcash_effb4_yolov5.yaml").read_bytes()
+    assert "yolo train model=smartcash_effb4_yolov5.yaml" in capsys.readouterr().out
+    assert main(["copy-cfg", "smartcash_effb4.yaml"]) == 0
+    assert (tmp_path / "smartcash_effb4.yaml").read_bytes() == (SHIPPED / "smartcash_effb4.yaml").read_bytes()
+    assert "yolo train cfg=smartcash_effb4.yaml" in capsys.readouterr().out
+
+    # the docs' offline recipe: random init (or a file) in the copy; the shipped one would ask the hub
+    d = yaml.safe_load(copy.read_text())
+    d["smartcash"]["backbone_weights"] = None
+    copy.write_text(yaml.safe_dump(d, sort_keys=False))
+    model = YOLO("smartcash_effb4_yolov5.yaml")
+    assert model.model.yaml["smartcash"]["backbone_weights"] is None
+
+
+def test_copy_cfg_never_overwrites_and_names_the_file_or_the_shipped_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "smartcash_cspdarknet.yaml"
+    mine.write_text("# my edits\n")
+    assert main(["copy-cfg", "smartcash_cspdarknet.yaml"]) == 2
+    assert mine.read_text() == "# my edits\n"
+    assert "smartcash_cspdarknet.yaml already exists: not overwritten" in capsys.readouterr().err
+    assert main(["copy-cfg", "yolov8n.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "yolov8n.yaml is no shipped YAML" in err and "smartcash_cspdarknet_yolov5.yaml" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smartcash_cspdarknet.yaml"]
