@@ -41,3 +41,21 @@ def test_copy_cfg_never_overwrites_and_names_the_file_or_the_shipped_names(tmp_p
     err = capsys.readouterr().err
     assert "yolov8n.yaml is no shipped YAML" in err and "smartcash_cspdarknet_yolov5.yaml" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smartcash_cspdarknet.yaml"]
+
+
+def test_stripping_best_logs_the_file_it_leaves_not_the_temp_file_it_wrote(cspdarknet_run, tmp_path, log_lines):
+    import shutil
+
+    import ultralytics.engine.trainer as engine
+
+    from smartcash_ultra.engine.checkpoints import keep_last_whole
+
+    best = tmp_path / "weights/best.pt"
+    best.parent.mkdir()
+    shutil.copy(cspdarknet_run.result.last, best)  # whole: its optimizer is stripped now
+    with keep_last_whole(tmp_path / "weights/last.pt"):
+        engine.strip_optimizer(best)
+    said = [line for line in log_lines if "Optimizer stripped" in line]
+    assert said and said[0].startswith(f"Optimizer stripped from {best}, "), said
+    assert ".tmp" not in said[0]
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best.pt"]
