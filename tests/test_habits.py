@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from conftest import ROOT
 
@@ -59,3 +60,16 @@ def test_stripping_best_logs_the_file_it_leaves_not_the_temp_file_it_wrote(cspda
     assert said and said[0].startswith(f"Optimizer stripped from {best}, "), said
     assert ".tmp" not in said[0]
     assert sorted(p.name for p in best.parent.iterdir()) == ["best.pt"]
+
+
+def test_the_shipped_cfgs_missing_sample_data_says_how_to_write_it(tmp_path, monkeypatch):
+    from conftest import CSP_N_YAML
+
+    from smartcash_ultra import SmartCashTrainer
+
+    monkeypatch.chdir(tmp_path)  # an empty folder: the shipped cfg names data/sample/data.yaml
+    with pytest.raises(RuntimeError) as e:
+        SmartCashTrainer("smartcash_cspdarknet.yaml", overrides={"model": str(CSP_N_YAML)})
+    assert "'data/sample/data.yaml' does not exist" in str(e.value)
+    assert "python -m smartcash_ultra.tools.sample_data data/sample" in str(e.value)
+    assert list(tmp_path.iterdir()) == []

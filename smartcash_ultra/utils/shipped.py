@@ -16,6 +16,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 YAML_SUFFIXES = (".yaml", ".yml")
 MODELS = "models"
 """Subfolder of the cfg folder holding model YAMLs; training cfgs sit at its top."""
+SAMPLE_DATA = "data/sample/data.yaml"
+"""The data the shipped training cfgs name: the synthetic sample, which a user writes first."""
+SAMPLE_HINT = (
+    "the shipped training cfgs train on the sample dataset: write it here with "
+    "`python -m smartcash_ultra.tools.sample_data data/sample`, or pass data=path/to/your/data.yaml"
+)
 DEFAULTS_NAME = "smartcash_defaults.yaml"
 """The SmartCash training settings: the one training cfg every route of a SmartCash model starts from."""
 
