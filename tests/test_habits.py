@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT
 
@@ -73,3 +74,32 @@ def test_the_shipped_cfgs_missing_sample_data_says_how_to_write_it(tmp_path, mon
     assert "'data/sample/data.yaml' does not exist" in str(e.value)
     assert "python -m smartcash_ultra.tools.sample_data data/sample" in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_build_dataloaders_builds_the_loaders_a_training_builds_without_a_run(
+    cspdarknet_run, tiny_data, tmp_path, monkeypatch
+):
+    from smartcash_ultra import SmartCashDataset, build_dataloaders
+
+    monkeypatch.chdir(tmp_path)
+    trainer = cspdarknet_run.trainer  # trained with FAST: imgsz 64, batch 4, no workers
+    loaders = build_dataloaders(tiny_data, imgsz=64, batch=4, workers=0)
+    assert list(loaders) == ["train", "val", "test"]
+    for ours, theirs in ((loaders["train"], trainer.train_loader), (loaders["val"], trainer.test_loader)):
+        a, b = ours.dataset, theirs.dataset
+        assert isinstance(a, SmartCashDataset) and a.im_files == b.im_files
+        assert (ours.batch_size, ours.num_workers, a.augment, a.rect, a.imgsz) == (
+            theirs.batch_size,
+            theirs.num_workers,
+            b.augment,
+            b.rect,
+            b.imgsz,
+        )
+        names = [[type(t).__name__ for t in d.transforms.transforms] for d in (a, b)]
+        assert names[0] == names[1]
+    first, expected = next(iter(loaders["val"])), next(iter(trainer.test_loader))
+    assert torch.equal(first["img"], expected["img"]) and torch.equal(first["bboxes"], expected["bboxes"])
+    assert len(loaders["test"].dataset) == 2 and not loaders["test"].dataset.augment
+    with pytest.raises(KeyError, match="names no 'extra' split"):
+        build_dataloaders(tiny_data, imgsz=64, batch=4, splits=("extra",))
+    assert list(tmp_path.iterdir()) == []  # no run folder
