@@ -103,3 +103,25 @@ def test_build_dataloaders_builds_the_loaders_a_training_builds_without_a_run(
     with pytest.raises(KeyError, match="names no 'extra' split"):
         build_dataloaders(tiny_data, imgsz=64, batch=4, splits=("extra",))
     assert list(tmp_path.iterdir()) == []  # no run folder
+
+
+def test_pretrained_never_feeds_the_backbone_a_timm_file_is_refused_before_anything_is_built(
+    tmp_path, tiny_data, monkeypatch
+):
+    from conftest import FAST, effb4_yaml
+    from ultralytics import YOLO
+
+    from smartcash_ultra.nn.model import SmartCashDetectionModel
+
+    weights = tmp_path / "efficientnet_b4.safetensors"
+    weights.write_bytes(b"")
+    model = YOLO(effb4_yaml(tmp_path, backbone_weights=None))  # yolo builds the model YAML first, as given
+    builds = []
+    init = SmartCashDetectionModel.__init__
+    monkeypatch.setattr(
+        SmartCashDetectionModel, "__init__", lambda self, *a, **k: builds.append(1) or init(self, *a, **k)
+    )
+    project = tmp_path / "runs"
+    with pytest.raises(ValueError, match=f"pretrained={weights}: .*smartcash.backbone_weights: <file>"):
+        model.train(data=str(tiny_data), pretrained=str(weights), epochs=1, project=str(project), **FAST)
+    assert builds == [] and not project.exists()  # no model built, no run folder made
