@@ -194,8 +194,8 @@ class TimmBackbone(nn.Module):
         self.body.pretrained_cfg = dict(earlier.body.pretrained_cfg or {})
         self._set_normalisation()
         LOGGER.info(
-            f"TimmBackbone '{self.name}': the weights the model built before read ({self.normalisation()}), not read "
-            "again"
+            f"TimmBackbone '{self.name}': weights copied from the model built before, which read them "
+            f"({self.normalisation()}); not read again"
         )
         return True
 
