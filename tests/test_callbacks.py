@@ -892,3 +892,11 @@ def test_metrics_json_plans_the_epochs_a_time_limit_re_estimated(tmp_path):
     document = json.loads((tmp_path / "metrics.json").read_text())
     assert document["run"]["epochs"] == 2
     assert [r["epochs"] for r in document["epochs"]] == [100, 2]
+
+
+def test_ui_card_gpu_memory_is_the_epochs_cuda_peak_in_mb():
+    from smartcash_ultra.callbacks.epoch_record import ui_cards
+
+    record = {"train/box_loss": 1.5, "train/cls_loss": 0.25, "train/dfl_loss": 1.0, "lr/pg0": 0.001}
+    assert ui_cards({**record, "gpu/mem_peak_gb": 1.2345})["gpu_memory"] == pytest.approx(1234.5)
+    assert ui_cards(record) == {"loss": 2.75, "map50": None, "map75": None, "lr": 0.001, "gpu_memory": None}
