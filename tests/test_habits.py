@@ -8,6 +8,7 @@ import yaml
 from conftest import ROOT
 
 from smartcash_ultra.tools.cli import main
+from smartcash_ultra.utils.shipped import find_shipped_yaml
 
 SHIPPED = ROOT / "cfg"
 
@@ -39,6 +40,9 @@ def test_copy_cfg_never_overwrites_and_names_the_file_or_the_shipped_names(tmp_p
     assert main(["copy-cfg", "smartcash_cspdarknet.yaml"]) == 2
     assert mine.read_text() == "# my edits\n"
     assert "smartcash_cspdarknet.yaml already exists: not overwritten" in capsys.readouterr().err
+    assert main(["copy-cfg", "smartcash_*.yaml"]) == 2  # a name, not a pattern
+    assert "smartcash_*.yaml is no shipped YAML" in capsys.readouterr().err
+    assert find_shipped_yaml("smartcash_*.yaml") is None and find_shipped_yaml("smartcash_effb4.yaml")
     assert main(["copy-cfg", "yolov8n.yaml"]) == 2
     err = capsys.readouterr().err
     assert "yolov8n.yaml is no shipped YAML" in err and "smartcash_cspdarknet_yolov5.yaml" in err

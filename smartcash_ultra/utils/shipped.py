@@ -9,6 +9,7 @@ that is no file is looked up here. Ultralytics' lookup itself searches only its 
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def find_shipped_yaml(file: object) -> str | None:
         root = cfg_dir()
     except FileNotFoundError:
         return None
-    return next((str(p) for p in sorted(root.glob(f"**/{name}")) if p.is_file()), None)
+    return next((str(p) for p in sorted(root.glob(f"**/{glob.escape(name)}")) if p.is_file()), None)
 
 
 def shipped_names() -> list[str]:
@@ -82,7 +83,7 @@ def copy_shipped(name: str, folder: str | Path = ".") -> Path:
         FileNotFoundError: ``name`` is no shipped YAML (the message lists them).
         FileExistsError: naming the file, which is never overwritten.
     """
-    found = next((p for p in sorted(cfg_dir().glob(f"**/{Path(name).name}")) if p.is_file()), None)
+    found = next((p for p in sorted(cfg_dir().glob(f"**/{glob.escape(Path(name).name)}")) if p.is_file()), None)
     if found is None or not name.lower().endswith(YAML_SUFFIXES):
         raise FileNotFoundError(f"{name} is no shipped YAML; shipped: {', '.join(shipped_names())}")
     target = Path(folder) / found.name
