@@ -61,10 +61,19 @@ def find_shipped_yaml(file: object) -> str | None:
     if ".." in Path(name).parts:
         return None
     try:
-        root = cfg_dir()
+        found = shipped_file(name)
     except FileNotFoundError:
         return None
-    return next((str(p) for p in sorted(root.glob(f"**/{glob.escape(name)}")) if p.is_file()), None)
+    return str(found) if found is not None else None
+
+
+def shipped_file(name: str) -> Path | None:
+    """Return the shipped YAML called ``name`` (a name, not a pattern; folders below the cfg folder allowed), or None.
+
+    Raises:
+        FileNotFoundError: the install carries no cfg folder (:func:`cfg_dir`).
+    """
+    return next((p for p in sorted(cfg_dir().glob(f"**/{glob.escape(name)}")) if p.is_file()), None)
 
 
 def shipped_names() -> list[str]:
@@ -83,8 +92,8 @@ def copy_shipped(name: str, folder: str | Path = ".") -> Path:
         FileNotFoundError: ``name`` is no shipped YAML (the message lists them).
         FileExistsError: naming the file, which is never overwritten.
     """
-    found = next((p for p in sorted(cfg_dir().glob(f"**/{glob.escape(Path(name).name)}")) if p.is_file()), None)
-    if found is None or not name.lower().endswith(YAML_SUFFIXES):
+    found = shipped_file(name) if name.lower().endswith(YAML_SUFFIXES) and ".." not in Path(name).parts else None
+    if found is None:
         raise FileNotFoundError(f"{name} is no shipped YAML; shipped: {', '.join(shipped_names())}")
     target = Path(folder) / found.name
     try:
