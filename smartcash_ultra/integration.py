@@ -99,7 +99,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from smartcash_ultra.utils.shipped import find_shipped_yaml
+from smartcash_ultra.utils.shipped import SAMPLE_DATA, SAMPLE_HINT, find_shipped_yaml
 from smartcash_ultra.utils.switch import enabled
 
 
@@ -290,7 +290,8 @@ def data_holds_arrays(data) -> bool:
 def install_yaml_names(checks_module=None) -> None:
     """Let the package's YAMLs resolve by name, after a file that exists as given and before Ultralytics' search.
 
-    Wraps ``checks.check_file`` (idempotent); every name that is no shipped YAML goes to Ultralytics unchanged.
+    Wraps ``checks.check_file`` (idempotent); every name that is no shipped YAML goes to Ultralytics unchanged. The
+    sample data the shipped training cfgs name, when missing, is said missing with how to write it.
     """
     if not enabled():
         return
@@ -303,7 +304,14 @@ def install_yaml_names(checks_module=None) -> None:
     @functools.wraps(stock)
     def check_file(file, suffix="", download=True, download_dir=".", hard=True):
         found = find_shipped_yaml(file)
-        return found if found is not None else stock(file, suffix, download, download_dir, hard)
+        if found is not None:
+            return found
+        try:
+            return stock(file, suffix, download, download_dir, hard)
+        except FileNotFoundError as e:
+            if Path(str(file)).as_posix() == SAMPLE_DATA:
+                raise FileNotFoundError(f"{e}: {SAMPLE_HINT}") from None
+            raise
 
     check_file.smartcash = True
     checks_module.check_file = check_file

@@ -9,6 +9,7 @@ through a temp file and a rename (:class:`AtomicPath`), and Ultralytics' final s
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
+from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import unwrap_model
 
 from smartcash_ultra.nn.backbone import TimmBackbone
@@ -169,7 +171,7 @@ def keep_last_whole(last: Path) -> Iterator[None]:
     def strip_optimizer(f, updates=None):
         if Path(f) == Path(last):
             return read_checkpoint(f)
-        with atomic_target(f) as tmp:
+        with atomic_target(f) as tmp, _unsaid(f" saved as {tmp},"):  # the temp file is gone once renamed over f
             return stock(f, s=tmp, updates=updates)
 
     engine.strip_optimizer = strip_optimizer
@@ -177,6 +179,21 @@ def keep_last_whole(last: Path) -> Iterator[None]:
         yield
     finally:
         engine.strip_optimizer = stock
+
+
+@contextmanager
+def _unsaid(text: str) -> Iterator[None]:
+    """Leave ``text`` out of Ultralytics' log messages meanwhile."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        record.msg = str(record.msg).replace(text, "")
+        return True
+
+    LOGGER.addFilter(drop)
+    try:
+        yield
+    finally:
+        LOGGER.removeFilter(drop)
 
 
 class AtomicPath(type(Path())):
