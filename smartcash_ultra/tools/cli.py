@@ -20,6 +20,8 @@ from smartcash_ultra.tools.convert import check_size, check_workers, convert_dat
 from smartcash_ultra.tools.report import scan_dataset
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
+READERS = ("check", "stats")
+"""Subcommands that only read a dataset: their own failure is exit 2 in one line, never 1 (problems found)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except (DatasetError, OSError) as e:
         print(f"smartcash-ultra {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # a fault of the tool: exit 1 would read as "problems found", a traceback as the data's
+        if args.command not in READERS:
+            raise
+        print(f"smartcash-ultra {args.command}: error: {args.data}: failed ({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_ERROR
 
 
