@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_data_yaml
+from conftest import tree_digest, write_data_yaml
 from test_dataset import NAMES, build, make_tree
 from ultralytics.data.utils import check_det_dataset
 
@@ -178,3 +178,42 @@ def test_strict_must_be_a_yaml_boolean(tmp_path, strict):
         scan_dataset(data_yaml)
     with pytest.raises(DatasetError, match="'strict' must be true or false"):
         build(data_yaml, mode="train")
+
+
+def test_canary_check_det_dataset_checks_the_font_through_its_module_global(tmp_path, monkeypatch):
+    import ultralytics.data.utils
+
+    data_yaml = make_tree(tmp_path, n=2)
+    fonts = []
+    monkeypatch.setattr(ultralytics.data.utils, "check_font", fonts.append)
+    check_det_dataset(str(data_yaml))
+    assert fonts == ["Arial.ttf"]
+
+
+def test_check_fetches_runs_and_writes_nothing_where_training_would_download(tmp_path, monkeypatch):
+    import ultralytics.utils.checks
+    import ultralytics.utils.downloads
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network reached: {args}")
+
+    monkeypatch.setattr(ultralytics.utils.downloads, "is_url", no_network)
+    monkeypatch.setattr(ultralytics.utils.downloads, "safe_download", no_network)
+    monkeypatch.setattr(ultralytics.utils.checks, "USER_CONFIG_DIR", tmp_path / "no fonts here")
+    ultralytics.utils.checks.check_font.__wrapped__.cache_clear()  # an earlier check in this process is remembered
+    data_yaml = make_tree(tmp_path, n=2)
+    marker = tmp_path / "ran"
+    with pytest.raises(AssertionError, match="network reached"):
+        check_det_dataset(str(data_yaml))  # training's font check probes the network
+    before = tree_digest(tmp_path)
+    assert scan_dataset(data_yaml).ok
+    assert tree_digest(tmp_path) == before
+    data_yaml.write_text(
+        yaml.safe_dump(
+            {"train": "train/images", "val": "gone", "names": NAMES, "download": f"open({str(marker)!r}, 'w')"}
+        )
+    )
+    before = tree_digest(tmp_path)
+    with pytest.raises(DatasetError, match="'val' path .*gone does not exist"):
+        scan_dataset(data_yaml)  # training would run the 'download' script
+    assert tree_digest(tmp_path) == before and not marker.exists()
