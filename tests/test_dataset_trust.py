@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import tree_digest, write_data_yaml
@@ -14,6 +18,7 @@ from test_dataset import NAMES, build, make_tree
 from ultralytics.data.utils import check_det_dataset
 
 from smartcash_ultra.data.image_dataset import DatasetError
+from smartcash_ultra.data.label_cache import CACHE_DIRNAME
 from smartcash_ultra.tools.cli import main
 from smartcash_ultra.tools.report import scan_dataset
 
@@ -217,3 +222,77 @@ def test_check_fetches_runs_and_writes_nothing_where_training_would_download(tmp
     with pytest.raises(DatasetError, match="'val' path .*gone does not exist"):
         scan_dataset(data_yaml)  # training would run the 'download' script
     assert tree_digest(tmp_path) == before and not marker.exists()
+
+
+# Medium 9 and 14: a forged label cache that keeps the true hash ------------------------------------------------------
+def train_cache(root: Path) -> Path:
+    return root / "train" / CACHE_DIRNAME / "labels.cache"
+
+
+def read_cache(path: Path) -> tuple[dict, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return json.loads(archive["meta"].tobytes()), archive["rows"]
+
+
+def write_cache(path: Path, meta: dict, rows: np.ndarray, compression: int = zipfile.ZIP_STORED, pad: int = 0) -> None:
+    """Write a cache as the plugin does (an NPZ of meta and rows), or deflated, its JSON padded with blanks."""
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, arr in (("meta", np.frombuffer((json.dumps(meta) + " " * pad).encode(), np.uint8)), ("rows", rows)):
+            buffer = io.BytesIO()
+            np.save(buffer, arr, allow_pickle=False)
+            z.writestr(f"{name}.npy", buffer.getvalue())
+
+
+@pytest.mark.parametrize(("column", "value"), [(0, 99), (0, 0.5), (1, np.nan), (3, 0.0), (2, 7.0)])
+def test_a_forged_cache_with_the_true_hash_but_impossible_rows_is_not_used(tmp_path, column, value):
+    data_yaml = make_tree(tmp_path, n=3)
+    truth = build(data_yaml, mode="train").labels
+    meta, rows = read_cache(train_cache(tmp_path))
+    rows = rows.copy()
+    rows[0, column] = value
+    write_cache(train_cache(tmp_path), meta, rows)
+    labels = build(data_yaml, mode="train").labels  # verified again: class 99 made `yolo val` fail with IndexError
+    assert [lb["cls"].tolist() for lb in labels] == [lb["cls"].tolist() for lb in truth]
+    assert [lb["bboxes"].tolist() for lb in labels] == [lb["bboxes"].tolist() for lb in truth]
+
+
+def test_a_forged_cache_with_escape_sequences_in_its_messages_is_not_used(tmp_path, log_lines):
+    data_yaml = make_tree(tmp_path, n=3)
+    build(data_yaml, mode="train")
+    meta, rows = read_cache(train_cache(tmp_path))
+    write_cache(train_cache(tmp_path), {**meta, "problems": ["\x1b]0;owned\x07\x1b[2Jzq-smuggled"]}, rows)
+    build(data_yaml, mode="train")
+    assert not any("zq-smuggled" in line for line in log_lines)
+
+
+def test_a_deflated_cache_is_not_inflated(tmp_path):
+    import tracemalloc
+
+    data_yaml = make_tree(tmp_path, n=3)
+    build(data_yaml, mode="train")
+    meta, rows = read_cache(train_cache(tmp_path))
+    write_cache(train_cache(tmp_path), meta, rows, zipfile.ZIP_DEFLATED, pad=64 << 20)  # 64 MB of blanks, 64 kB file
+    assert train_cache(tmp_path).stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        build(data_yaml, mode="train")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20
+    assert read_cache(train_cache(tmp_path))[0] == meta  # verified again and rewritten as the plugin writes it
+
+
+# Medium 10: a label file edited in place, size and time kept --------------------------------------------------------
+def test_a_label_file_edited_with_its_size_and_time_kept_is_read_again(tmp_path):
+    data_yaml = make_tree(tmp_path, n=3)
+    build(data_yaml, mode="train")
+    label = sorted((tmp_path / "train/labels").glob("*.txt"))[0]
+    stat = label.stat()
+    text = label.read_text()
+    label.write_text("1" + text[1:])  # class 0 -> 1, same size
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert label.stat().st_size == stat.st_size and label.stat().st_mtime_ns == stat.st_mtime_ns
+    ds = build(data_yaml, mode="train")
+    assert ds.labels[ds.im_files.index(str(label).replace("labels", "images")[:-3] + "npy")]["cls"].tolist() == [[1.0]]
+    assert scan_dataset(data_yaml).class_distribution("train")["002"] == 1  # check and training agree

@@ -44,7 +44,14 @@ from smartcash_ultra.data.arrays import (
     open_array,
 )
 from smartcash_ultra.data.image_dataset import DatasetError, list_split, read_declarations
-from smartcash_ultra.data.label_cache import Scan, label_cache_path, label_dict, read_label_cache, write_label_cache
+from smartcash_ultra.data.label_cache import (
+    Scan,
+    contents_hash,
+    label_cache_path,
+    label_dict,
+    read_label_cache,
+    write_label_cache,
+)
 from smartcash_ultra.data.labels import ClassIdError, parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
 
@@ -118,13 +125,17 @@ class SmartCashDataset(YOLODataset):
 
     # Verification ----------------------------------------------------------------------------------------------------
     def get_cache_hash(self) -> str:
-        """Tie the label cache to this verifier, the declared value range and the images' disk-cache files.
+        """Tie the label cache to the verifier, the value range, the images' disk caches and the label files' bytes.
 
         The value range decides which arrays pass, a ``<image>.npy`` that is no cache of its image whether the image
-        does (:func:`inspect_sample`).
+        does (:func:`inspect_sample`); the stock hash reads sizes and modification times only, which an edit in place
+        may keep.
         """
         disk_caches = [str(Path(f).with_suffix(".npy")) for f in self.im_files if not is_array_file(f)]
-        return f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}-{get_hash(disk_caches)}"
+        return (
+            f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}-{get_hash(disk_caches)}-"
+            f"{contents_hash(self.label_files)}"
+        )
 
     def get_labels(self) -> list[dict]:
         """Verify every item (or read the label cache of an identical earlier scan) and return the usable labels.
@@ -142,7 +153,7 @@ class SmartCashDataset(YOLODataset):
                 f"{self.prefix}ignoring {stock_cache}: Ultralytics' label cache is a pickle, which can run code when "
                 f"loaded; SmartCash never loads it and keeps its own, code-free cache in {cache_path}"
             )
-        scan = read_label_cache(cache_path, VERIFIER_VERSION, self.get_cache_hash())
+        scan = read_label_cache(cache_path, VERIFIER_VERSION, self.get_cache_hash(), self.label_classes)
         if scan is None:
             scan = self.scan_labels(cache_path)
         elif LOCAL_RANK in {-1, 0}:
