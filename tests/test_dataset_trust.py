@@ -296,3 +296,26 @@ def test_a_label_file_edited_with_its_size_and_time_kept_is_read_again(tmp_path)
     ds = build(data_yaml, mode="train")
     assert ds.labels[ds.im_files.index(str(label).replace("labels", "images")[:-3] + "npy")]["cls"].tolist() == [[1.0]]
     assert scan_dataset(data_yaml).class_distribution("train")["002"] == 1  # check and training agree
+
+
+# Medium 12: a truncated file where cache=disk reads ------------------------------------------------------------------
+def test_a_truncated_disk_cache_or_array_is_named_and_left_out_at_the_next_scan_never_mid_epoch(tmp_path):
+    import cv2
+
+    data_yaml = make_tree(tmp_path, n=3)
+    images = tmp_path / "train/images"
+    for stem in ("photo_a", "photo_b"):
+        cv2.imwrite(str(images / f"{stem}.png"), np.full((64, 64, 3), 114, np.uint8))
+    build(data_yaml, mode="train", cache="disk")  # Ultralytics writes photo_*.npy beside the PNGs
+    cache, array = images / "photo_a.npy", sorted(images.glob("pre_*.npy"))[0]
+    for f in (cache, array):
+        f.write_bytes(f.read_bytes()[:200])
+    ds = build(data_yaml, mode="train", cache="disk")
+    assert sorted(Path(f).name for f in ds.im_files) == sorted(
+        p.name for p in images.iterdir() if p not in (cache, array, images / "photo_a.png") and p.stem != "photo_b"
+    ) + ["photo_b.png"]
+    for i in range(len(ds)):  # a whole epoch
+        ds[i]
+    problems = sorted(scan_dataset(data_yaml).problems)
+    assert [p.split(": ")[0] for p in problems] == [str(images / "photo_a.png"), str(array)]
+    assert all("truncated" in p for p in problems)
