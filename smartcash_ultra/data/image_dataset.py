@@ -216,7 +216,7 @@ def _training_paths(yaml_file: Path, data: dict) -> tuple[Path, dict[str, list[P
             )
         what = f"'val' path {missing[1]} does not exist" if missing else str(e).strip().splitlines()[0]
         raise DatasetError(yaml_file, what + hint) from None
-    except (SyntaxError, TypeError, ValueError, KeyError, AssertionError) as e:  # its refusals of a data YAML
+    except (OSError, SyntaxError, TypeError, ValueError, KeyError, AssertionError) as e:  # its refusals of a YAML
         raise DatasetError(yaml_file, str(e).strip().splitlines()[0]) from None
     paths = {key: [Path(p) for p in _as_list(resolved[key])] for key in SPLITS if resolved.get(key)}
     return Path(resolved["path"]).resolve(), paths
@@ -306,9 +306,11 @@ def list_split(entries: list[Path], suffixes: frozenset[str]) -> Listing:
     """
     files, repeats, seen_files, seen_folders = [], [], {}, {}
     for entry in entries:
-        found = _walk(Path(entry), suffixes, seen_folders, repeats) if entry.is_dir() else _read_list(entry, suffixes)
-        for f in found:
-            real = os.path.realpath(f)
+        if entry.is_dir():
+            found = _walk(Path(entry), suffixes, seen_folders, repeats)
+        else:
+            found = ((f, os.path.realpath(f)) for f in _read_list(entry, suffixes))
+        for f, real in found:
             if real in seen_files:
                 repeats.append(f"{f}: the same file as {seen_files[real]}; used once")
             else:
@@ -323,11 +325,13 @@ def list_images(path: Path, suffixes: frozenset[str]) -> list[Path]:
     return list_split([path], suffixes).files
 
 
-def _walk(folder: Path, suffixes: frozenset[str], seen: dict[str, Path], repeats: list[str]) -> Iterator[Path]:
-    """Yield the files with ``suffixes`` under ``folder``, depth first, hidden entries skipped, each real folder once.
+def _walk(
+    folder: Path, suffixes: frozenset[str], seen: dict[str, Path], repeats: list[str]
+) -> Iterator[tuple[Path, str]]:
+    """Yield the files with ``suffixes`` under ``folder`` with their real paths, depth first, each real folder once.
 
-    Within a folder, entries that are no symlink come first, so a file or folder reached both directly and through a
-    link is kept under its own path (where its label file is).
+    Hidden entries are skipped, as glob skips them. Within a folder, entries that are no symlink come first, so a file
+    or folder reached both directly and through a link is kept under its own path (where its label file is).
     """
     folder = folder.absolute()
     if os.path.realpath(folder) == folder.anchor:
@@ -354,8 +358,8 @@ def _walk(folder: Path, suffixes: frozenset[str], seen: dict[str, Path], repeats
                 continue
             if _is_dir(e):
                 folders.append(Path(e.path))
-            elif Path(e.name).suffix[1:].lower() in suffixes:
-                yield Path(e.path)
+            elif Path(e.name).suffix[1:].lower() in suffixes:  # a real path per link only: 4x faster than each
+                yield Path(e.path), os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name)
         stack += reversed(folders)
 
 
