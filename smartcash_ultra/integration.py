@@ -91,6 +91,10 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
     wrapper first adds, under ``_SafeLoad._lock``, the SmartCash and timm backbone classes that file names to torch's
     allow-list (``torch.serialization.add_safe_globals``); Ultralytics offers no public way to extend its list.
     Canary: ``tests/test_safe_load.py::test_canary_a_restricted_load_enters_safeload_loading_with_the_file``.
+14. ``ultralytics.data.utils.check_font`` is swapped for a no-op while ``check``/``stats`` resolve a data YAML through
+    ``check_det_dataset`` (``data/image_dataset._training_paths``), the resolution training uses: it looks the name
+    up in its module at call time, and its font check probes the network and downloads into the user's config folder.
+    Canary: ``tests/test_dataset_trust.py::test_canary_check_det_dataset_checks_the_font_through_its_module_global``.
 """
 
 from __future__ import annotations

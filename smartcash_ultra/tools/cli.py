@@ -21,6 +21,8 @@ from smartcash_ultra.tools.report import scan_dataset
 from smartcash_ultra.utils.shipped import MODELS, cfg_dir, copy_shipped
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
+READERS = ("check", "stats")
+"""Subcommands that only read a dataset: their own failure is exit 2 in one line, never 1 (problems found)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except (DatasetError, OSError) as e:
         print(f"smartcash-ultra {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # a fault of the tool: exit 1 would read as "problems found", a traceback as the data's
+        if args.command not in READERS:
+            raise
+        print(f"smartcash-ultra {args.command}: error: {args.data}: failed ({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_ERROR
 
 
