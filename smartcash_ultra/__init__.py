@@ -20,6 +20,7 @@ _EXPORTS = {
     "SmartCashPredictor": "smartcash_ultra.engine.predictor",
     "SmartCashDetectionModel": "smartcash_ultra.nn.model",
     "SmartCashDataset": "smartcash_ultra.data.dataset",
+    "build_dataloaders": "smartcash_ultra.data.loaders",
     "TimmBackbone": "smartcash_ultra.nn.backbone",
     "generate_sample_dataset": "smartcash_ultra.tools.sample_data",
     "convert_dataset": "smartcash_ultra.tools.convert",

@@ -25,7 +25,13 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
    ``tests/test_integration.py::test_a_training_cfg_given_as_model_says_to_pass_it_as_cfg``.
 2. ``YOLO.train``, ``val``, ``predict`` and ``export`` are wrapped (here). A model that is no SmartCash model gets
    the SmartCash data path when its source or data holds ``.npy`` files, through the methods' public ``trainer=``,
-   ``validator=`` and ``predictor=`` arguments (``test_predict_val_train_build_the_class_they_are_given``).
+   ``validator=`` and ``predictor=`` arguments (``test_predict_val_train_build_the_class_they_are_given``); an
+   export, or a model carrying data declarations, given float arrays in memory gets the SmartCash predictor too, and
+   ``predict`` passes ``data=None`` unless the user gives ``data=`` (``Model.predict`` hands a checkpoint's training
+   ``data`` to the predictor; ``tests/test_array_routing.py``). ``tune`` starts a SmartCash model's search from the
+   SmartCash settings: ``Model.tune`` hands its arguments to the ``Tuner``, which trains every iteration with a full
+   cfg, so the trainer's own merge takes nothing
+   (``tests/test_tune.py::test_tune_starts_every_iteration_from_the_smartcash_settings_under_the_users``).
    ``resume=True`` on a SmartCash model that cannot be resumed is an error naming the checkpoint, where
    ``Model.train`` would start a new run on its default dataset
    (``test_model_train_turns_a_resume_it_cannot_continue_into_a_new_run``). Export adds an ``on_export_start``
@@ -88,6 +94,10 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
     wrapper first adds, under ``_SafeLoad._lock``, the SmartCash and timm backbone classes that file names to torch's
     allow-list (``torch.serialization.add_safe_globals``); Ultralytics offers no public way to extend its list.
     Canary: ``tests/test_safe_load.py::test_canary_a_restricted_load_enters_safeload_loading_with_the_file``.
+14. ``ultralytics.data.utils.check_font`` is swapped for a no-op while ``check``/``stats`` resolve a data YAML through
+    ``check_det_dataset`` (``data/image_dataset._training_paths``), the resolution training uses: it looks the name
+    up in its module at call time, and its font check probes the network and downloads into the user's config folder.
+    Canary: ``tests/test_dataset_trust.py::test_canary_check_det_dataset_checks_the_font_through_its_module_global``.
 """
 
 from __future__ import annotations
@@ -96,7 +106,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from smartcash_ultra.utils.shipped import find_shipped_yaml
+from smartcash_ultra.utils.shipped import SAMPLE_DATA, SAMPLE_HINT, find_shipped_yaml
 from smartcash_ultra.utils.switch import enabled
 
 
@@ -132,6 +142,7 @@ def install(yolo_class: type | None = None) -> None:
         "val": lambda stock: _route_data(stock, "validator", _validator),
         "train": lambda stock: _route_data(stock, "trainer", _data_trainer),
         "export": _export,
+        "tune": _tune,
         "__init__": _name_unreadable_checkpoints,
     }
     for name, wrap in wrappers.items():
@@ -167,13 +178,57 @@ def _name_unreadable_checkpoints(stock):
 
 
 def _route_predict(stock):
+    """Wrap ``YOLO.predict``: SmartCash's predictor for sources it reads, and only the user's ``data=`` as data.
+
+    ``Model.predict`` passes a checkpoint's training ``data`` on to the predictor when the user gives none: not the
+    arrays at hand, and as a relative path maybe another tree's YAML in the current folder (stock reads it only for
+    class names, which a PyTorch model has itself).
+    """
+
     @functools.wraps(stock)
     def predict(self, source=None, stream=False, predictor=None, **kwargs):
+        from smartcash_ultra.engine.predictor import SmartCashPredictor, float_arrays
+
         if predictor is None and not is_smartcash_model(self) and source_holds_arrays(source):
-            from smartcash_ultra.engine.predictor import SmartCashPredictor as predictor
+            predictor = SmartCashPredictor
+        elif predictor is None and float_arrays(source) and _may_be_trained_on_arrays(self):
+            predictor = SmartCashPredictor  # it reads them as SmartCash's if the model says it was trained on arrays
+        kwargs.setdefault("data", None)
         return stock(self, source, stream, predictor, **kwargs)
 
     return predict
+
+
+def _may_be_trained_on_arrays(yolo) -> bool:
+    """Return True unless ``yolo`` holds a PyTorch model trained on anything but arrays.
+
+    An export says so in its metadata, which its predictor reads when it loads it (``declarations.trained_on_arrays``).
+    """
+    import torch
+
+    from smartcash_ultra.engine.declarations import trained_on_arrays
+
+    return not isinstance(yolo.model, torch.nn.Module) or trained_on_arrays(yolo.model)
+
+
+def _tune(stock):
+    """Wrap ``YOLO.tune``: a SmartCash model's search starts from the SmartCash settings, under the user's arguments.
+
+    The tuner trains every iteration with all of Ultralytics' arguments filled in (``Tuner.args`` is a full cfg), so
+    the merge every training route gets from the trainer takes nothing there: it is done here, on what the tuner
+    starts from. The search space then mutates its keys from these values.
+    """
+
+    @functools.wraps(stock)
+    def tune(self, *args, **kwargs):
+        if is_smartcash_model(self):
+            from smartcash_ultra.utils.settings import with_smartcash_defaults
+
+            given = {k: v for k, v in {**self.overrides, **kwargs}.items() if k != "resume"}  # resume: the tuning's
+            kwargs = {**with_smartcash_defaults(given), **kwargs}
+        return stock(self, *args, **kwargs)
+
+    return tune
 
 
 def _route_data(stock, role: str, smartcash_class):
@@ -268,7 +323,8 @@ def data_holds_arrays(data) -> bool:
 def install_yaml_names(checks_module=None) -> None:
     """Let the package's YAMLs resolve by name, after a file that exists as given and before Ultralytics' search.
 
-    Wraps ``checks.check_file`` (idempotent); every name that is no shipped YAML goes to Ultralytics unchanged.
+    Wraps ``checks.check_file`` (idempotent); every name that is no shipped YAML goes to Ultralytics unchanged. The
+    sample data the shipped training cfgs name, when missing, is said missing with how to write it.
     """
     if not enabled():
         return
@@ -281,7 +337,14 @@ def install_yaml_names(checks_module=None) -> None:
     @functools.wraps(stock)
     def check_file(file, suffix="", download=True, download_dir=".", hard=True):
         found = find_shipped_yaml(file)
-        return found if found is not None else stock(file, suffix, download, download_dir, hard)
+        if found is not None:
+            return found
+        try:
+            return stock(file, suffix, download, download_dir, hard)
+        except FileNotFoundError as e:
+            if Path(str(file)).as_posix() == SAMPLE_DATA:
+                raise FileNotFoundError(f"{e}: {SAMPLE_HINT}") from None
+            raise
 
     check_file.smartcash = True
     checks_module.check_file = check_file

@@ -9,6 +9,7 @@ stock model stays stock (``test_training.py::test_stock_ultralytics_run_is_unaff
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,95 @@ def test_bad_declarations_name_the_data_yaml(tiny_data, tmp_path):
     npy = sorted((tiny_data.parent / "test/images").glob("*.npy"))[0]
     with pytest.raises(ValueError, match="bad.yaml: 'channel_order' must be RGB or BGR, got 'GRB'"):
         YOLO(CSP_N_YAML).predict(str(npy), imgsz=IMGSZ, data=str(bad), verbose=False)
+
+
+def test_a_checkpoint_reads_arrays_as_it_recorded_whatever_yaml_lies_at_its_training_data_path(
+    tiny_data, bgr_data, tmp_path, monkeypatch
+):
+    """A model trained on ``data=data/data.yaml`` (BGR 0..255), predicting where another, RGB 0..1 ``data/data.yaml``
+    lies: Ultralytics passes the checkpoint's ``data`` on to the predictor, but only the user's ``data=`` decides."""
+    model = YOLO(CSP_N_YAML)
+    record(model.model, BGR_255)
+    model.ckpt = {"train_args": {"data": "data/data.yaml", "imgsz": IMGSZ, "task": "detect"}}
+    model.save(tmp_path / "best.pt")
+    (tmp_path / "data").mkdir()
+    rgb = {"names": {0: "x"}, "channel_order": "RGB", "value_range": [0, 1]}
+    (tmp_path / "data/data.yaml").write_text(yaml.safe_dump(rgb))
+    monkeypatch.chdir(tmp_path)
+    npy = sorted((bgr_data.parent / "test/images").glob("*.npy"))[0]
+    trained = YOLO(tmp_path / "best.pt")
+    assert trained.overrides["data"] == "data/data.yaml"  # what Ultralytics hands the predictor
+    for source in (str(npy), np.load(npy)):
+        result = trained.predict(source, imgsz=IMGSZ, verbose=False)[0]
+        np.testing.assert_allclose(result.orig_img, canonical(tiny_data, npy.name), atol=1)
+    original = tiny_data.parent / "test/images" / npy.name  # RGB 0..1, as the user's data= says
+    result = trained.predict(str(original), data="data/data.yaml", imgsz=IMGSZ, verbose=False)[0]
+    np.testing.assert_allclose(result.orig_img, canonical(tiny_data, npy.name), atol=1)
+
+
+def refused_arrays(tiny_data: Path) -> dict[str, tuple[np.ndarray, str]]:
+    """Arrays training leaves out of an RGB 0..1 tree, each with the problem it is named for."""
+    good = np.load(sorted((tiny_data.parent / "test/images").glob("*.npy"))[0])
+    return {
+        "nan.npy": (np.full_like(good, np.nan), "NaN/inf values"),
+        "x255.npy": (good * 255, "outside the declared range 0..1; the values look like 0..255"),
+        "negative.npy": (good - 0.5, "outside the declared range 0..1"),
+    }
+
+
+def test_arrays_training_refuses_are_an_error_alone_and_named_and_skipped_in_a_folder(tiny_data, tmp_path, log_lines):
+    model = YOLO(CSP_N_YAML)
+    kw = {"imgsz": IMGSZ, "verbose": False}
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    good = sorted((tiny_data.parent / "test/images").glob("*.npy"))[0]
+    shutil.copyfile(good, folder / good.name)
+    for name, (arr, problem) in refused_arrays(tiny_data).items():
+        np.save(folder / name, arr.astype(np.float32))
+        with pytest.raises(ValueError, match=re.escape(f"{folder / name}: ") + ".*" + re.escape(problem)):
+            model.predict(str(folder / name), **kw)
+        with pytest.raises(ValueError, match="in-memory array source: .*" + re.escape(problem)):
+            model.predict(arr, **kw)
+    results = model.predict(str(folder), **kw)
+    assert [Path(r.path).name for r in results] == [good.name]
+    for name, (_, problem) in refused_arrays(tiny_data).items():
+        assert any(str(folder / name) in line and problem in line for line in log_lines), (name, log_lines)
+
+
+def test_a_stock_model_leaves_in_memory_arrays_to_ultralytics_whatever_it_read_before(tiny_data):
+    """A model that carries no declarations reads an in-memory float array as Ultralytics does (float BGR 0..255,
+    kept as given), before and after it has read ``.npy`` files (which made its predictor SmartCash's)."""
+    npy = sorted((tiny_data.parent / "test/images").glob("*.npy"))[0]
+    arr = np.ascontiguousarray(np.load(npy)[..., ::-1] * 255)
+    kw = {"imgsz": IMGSZ, "verbose": False}
+    model = YOLO("yolov8n.yaml")
+    first = model.predict(arr, **kw)[0].orig_img
+    model.predict(str(npy), **kw)
+    assert type(model.predictor) is SmartCashPredictor
+    again = model.predict(arr, **kw)[0].orig_img
+    np.testing.assert_array_equal(first, arr)
+    np.testing.assert_array_equal(again, arr)
+
+
+@pytest.fixture(scope="module")
+def bgr_onnx(bgr_data, tmp_path_factory) -> Path:
+    """A SmartCash model declaring BGR 0..255 arrays, exported to ONNX (read it, never write beside it)."""
+    pytest.importorskip("onnxruntime")
+    return smartcash_export(tmp_path_factory.mktemp("bgr_onnx"), "onnx", bgr_data)
+
+
+@pytest.mark.parametrize("first", ["in-memory", "path"])
+def test_an_exported_model_reads_in_memory_arrays_and_npy_paths_alike_from_its_first_call(
+    first, bgr_onnx, bgr_data, tiny_data
+):
+    npy = sorted((bgr_data.parent / "test/images").glob("*.npy"))[0]
+    model = YOLO(bgr_onnx, task="detect")
+    sources = {"in-memory": np.load(npy), "path": str(npy)}
+    order = [first, *(k for k in sources if k != first)]
+    for key in order:
+        result = model.predict(sources[key], imgsz=IMGSZ, verbose=False)[0]
+        assert type(model.predictor) is SmartCashPredictor, key
+        np.testing.assert_allclose(result.orig_img, canonical(tiny_data, npy.name), atol=1, err_msg=key)
 
 
 def test_predict_log_names_each_array_file_as_stock_names_images(tiny_data, log_lines, tmp_path):

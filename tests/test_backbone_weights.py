@@ -17,7 +17,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import CSP_N_YAML, EFFB4_SHIPPED, ROOT, effb4_yaml, hub_cache, run_python, run_yolo
+from conftest import CSP_N_YAML, EFFB4_SHIPPED, FAST, ROOT, effb4_yaml, hub_cache, run_python, run_yolo
 
 from smartcash_ultra.nn.backbone import BackboneWeightsError
 from smartcash_ultra.nn.model import SmartCashDetectionModel
@@ -274,3 +274,43 @@ def test_freeze_n_freezes_exactly_the_model_yamls_backbone_section(tmp_path, tin
         assert frozen == {k for k in names if k.startswith(backbone) or ".dfl" in k}, label
     shipped = yaml.safe_load(EFFB4_SHIPPED.read_text())
     assert [layer[2] for layer in shipped["backbone"]] == ["TimmBackbone", "Index", "Index", "Index"]  # SPPF is new
+
+
+def test_a_run_reads_the_backbone_weights_once_and_a_changed_model_is_never_their_source(
+    hf_home, tmp_path, tiny_data, monkeypatch, caplog
+):
+    """``yolo train`` builds the model YAML (``YOLO()``), then the trainer builds it again for the data's classes."""
+    from ultralytics import YOLO
+
+    from smartcash_ultra.nn import backbone as module
+
+    state = distinct_classifier(TINY)
+    hub_cache(hf_home, TINY_HUB, state)
+    reads = []
+    create = module.TimmBackbone._create
+
+    def counted(self, pretrained):
+        reads.append(pretrained)
+        return create(self, pretrained)
+
+    monkeypatch.setattr(module.TimmBackbone, "_create", counted)
+    yolo = YOLO(effb4_yaml(tmp_path, backbone_weights="timm", backbone=TINY))
+    with caplog.at_level(logging.INFO, logger="ultralytics"):
+        yolo.train(data=str(tiny_data), epochs=1, project=str(tmp_path / "runs"), **FAST)
+    assert reads.count(True) == 1  # one read from the hub cache in the run
+    assert "not read again" in caplog.text
+
+    def build(folder: str) -> SmartCashDetectionModel:
+        return SmartCashDetectionModel(effb4_yaml(tmp_path / folder, backbone_weights="timm", backbone=TINY))
+
+    first = build("a")
+    with torch.no_grad():
+        next(first.model[0].body.parameters()).add_(1.0)  # trained, or changed by hand: no longer the weights
+    read = reads.count(True)
+    second = build("b")
+    assert reads.count(True) == read + 1
+    assert_backbone_equals(second, state)
+    third = build("c")  # the second still holds them as read
+    assert reads.count(True) == read + 1
+    assert_backbone_equals(third, state)
+    assert torch.equal(third.model[0].mean, second.model[0].mean)

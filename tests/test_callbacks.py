@@ -865,3 +865,40 @@ def test_an_unknown_ui_callback_keyword_is_a_type_error_naming_it(tmp_path):
 
     with pytest.raises(TypeError, match="completion_calback"):
         SmartCashTrainer(overrides={"project": str(tmp_path)}, completion_calback=print)
+
+
+def test_metrics_callback_records_carry_the_smartcash_ui_card_keys(tmp_path):
+    records = []
+    trainer = FakeTrainer(tmp_path, epochs=2, val_interval=2)
+    add_smartcash_callbacks(trainer, metrics_callback=records.append)
+    trainer.setup()
+    trainer.run_epoch(None, validate=False)
+    trainer.run_epoch(0.5)
+    trainer.finish()
+    cards = [{k: r[k] for k in ("loss", "map50", "map75", "lr", "gpu_memory")} for r in records]
+    assert cards == [  # losses of the last batch (box 1/4, cls 2); no validation: no mAP; on CPU: no GPU memory
+        {"loss": 2.25, "map50": None, "map75": None, "lr": 0.01, "gpu_memory": None},
+        {"loss": 2.25, "map50": 0.5, "map75": 0.4, "lr": 0.005, "gpu_memory": None},
+    ]
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == records
+
+
+def test_metrics_json_plans_the_epochs_a_time_limit_re_estimated(tmp_path):
+    trainer = FakeTrainer(tmp_path, epochs=100)  # time=: Ultralytics re-estimates epochs after each one
+    add_smartcash_callbacks(trainer)
+    trainer.setup()
+    trainer.run_epoch(0.1)
+    trainer.epochs = 2
+    trainer.run_epoch(0.2)
+    trainer.finish()
+    document = json.loads((tmp_path / "metrics.json").read_text())
+    assert document["run"]["epochs"] == 2
+    assert [r["epochs"] for r in document["epochs"]] == [100, 2]
+
+
+def test_ui_card_gpu_memory_is_the_epochs_cuda_peak_in_mb():
+    from smartcash_ultra.callbacks.epoch_record import ui_cards
+
+    record = {"train/box_loss": 1.5, "train/cls_loss": 0.25, "train/dfl_loss": 1.0, "lr/pg0": 0.001}
+    assert ui_cards({**record, "gpu/mem_peak_gb": 1.2345})["gpu_memory"] == pytest.approx(1234.5)
+    assert ui_cards(record) == {"loss": 2.75, "map50": None, "map75": None, "lr": 0.001, "gpu_memory": None}

@@ -228,3 +228,14 @@ def test_installed_wheel_trains_by_model_name_and_predicts_from_an_empty_folder(
     assert (best.parent / "best.onnx").is_file(), onnx.stderr[-2000:]
     pred = run("yolo", "predict", f"model={best.parent / 'best.onnx'}", f"source={npy}", "imgsz=64", "save=False")
     assert f"image 1/1 {npy}: 64x64" in pred.stdout + pred.stderr
+
+
+def test_wheel_carries_the_agpl_licence_text(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        licence = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert licence, names
+        assert "GNU AFFERO GENERAL PUBLIC LICENSE" in z.read(licence[0]).decode()
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: AGPL-3.0-only" in metadata
+    assert "License-File: LICENSE" in metadata

@@ -2,7 +2,8 @@
 
 Figures are taken from where Ultralytics keeps them (``tloss`` rounded as for results.csv, ``lr``, ``metrics``,
 ``fitness``, ``epoch_time``), so they equal results.csv wherever both report them. Added: per-layer means of the
-17-class scheme, train and validation time, ETA, early-stopping state and, on CUDA, GPU memory and utilisation.
+17-class scheme, train and validation time, ETA, early-stopping state, on CUDA GPU memory and utilisation, and the
+keys SmartCash's UI cards read (``loss``, ``map50``, ``map75``, ``lr``, ``gpu_memory``).
 With Ultralytics' own validator (a stock model), per-class AP comes from its ``DetMetrics``.
 """
 
@@ -37,7 +38,26 @@ def epoch_record(trainer, state) -> dict[str, Any]:
         stopper = summary()
         record.update({f"early_stopping/{k}": stopper[k] for k in ("wait", "patience", "best", "improvement_rate")})
     record.update(gpu_stats(trainer.device))
+    record.update(ui_cards(record))
     return {k: clean(v) for k, v in record.items()}
+
+
+def ui_cards(record: dict[str, Any]) -> dict[str, float | None]:
+    """Return the figures SmartCash's UI cards read, under the names its ``metrics_callback`` used.
+
+    ``loss`` is the sum of the training losses, ``lr`` the weights' group (``lr/pg0``), ``gpu_memory`` the epoch's
+    peak in MB (``gpu/mem_peak_gb`` × 1000). None where the epoch has no such figure (no validation, no CUDA), so
+    every record carries all five keys.
+    """
+    losses = [float(v) for k, v in record.items() if k.startswith("train/") and v is not None]
+    peak = record.get("gpu/mem_peak_gb")
+    return {
+        "loss": round(sum(losses), 5) if losses else None,
+        "map50": record.get("metrics/mAP50(B)"),
+        "map75": record.get("metrics/mAP75(B)"),
+        "lr": record.get("lr/pg0"),
+        "gpu_memory": peak * 1000 if peak is not None else None,
+    }
 
 
 def per_class_ap(metrics, names: dict[int, str]) -> dict[str, float]:

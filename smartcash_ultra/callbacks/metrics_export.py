@@ -128,6 +128,7 @@ class MetricsExporter(Callback):
         }
 
     def write(self, trainer) -> None:
+        self.run["epochs"] = trainer.epochs  # time= re-estimates it after every epoch
         document = {"run": self.run, "summary": self.summary(trainer), "epochs": self.epochs}
         write_atomic(self.save_dir / JSON_NAME, json.dumps(document, indent=1, allow_nan=False).encode())
         write_atomic(self.save_dir / CSV_NAME, to_csv(self.epochs).encode())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -46,8 +47,10 @@ def open_array(path: str | Path) -> np.ndarray:
     are re-worded by :func:`_refusal`, naming the file and what is wrong with it.
 
     Raises:
-        ArrayFormatError: for non-NumPy or truncated files, object arrays (never unpickled), or wrong shape/dtype.
+        ArrayFormatError: for what is no regular file (a FIFO), non-NumPy or truncated files, object arrays (never
+            unpickled), or wrong shape/dtype.
     """
+    check_regular_file(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except OSError as e:
@@ -58,6 +61,16 @@ def open_array(path: str | Path) -> np.ndarray:
         arr.close()
         raise ArrayFormatError(path, "not a NumPy .npy file (a zip archive, as .npz files are)")
     return check_array(arr, path)
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Raise :class:`ArrayFormatError` unless ``path`` is a readable regular file: a FIFO would block its reader."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise ArrayFormatError(path, f"cannot be read ({e.strerror or e})") from e
+    if not stat.S_ISREG(mode):
+        raise ArrayFormatError(path, "not a regular file (a FIFO, device or socket); never read")
 
 
 def _refusal(path: str | Path, error: Exception) -> str:

@@ -37,13 +37,21 @@ from smartcash_ultra.data.arrays import (
     DEFAULT_VALUE_RANGE,
     IMAGE_SUFFIXES,
     ArrayFormatError,
+    check_regular_file,
     check_values,
     is_array_file,
     load_bgr_uint8,
     open_array,
 )
-from smartcash_ultra.data.image_dataset import DatasetError, list_images, read_declarations
-from smartcash_ultra.data.label_cache import Scan, label_cache_path, label_dict, read_label_cache, write_label_cache
+from smartcash_ultra.data.image_dataset import DatasetError, list_split, read_declarations
+from smartcash_ultra.data.label_cache import (
+    Scan,
+    contents_hash,
+    label_cache_path,
+    label_dict,
+    read_label_cache,
+    write_label_cache,
+)
 from smartcash_ultra.data.labels import ClassIdError, parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
 
@@ -96,29 +104,38 @@ class SmartCashDataset(YOLODataset):
 
     # Discovery -------------------------------------------------------------------------------------------------------
     def get_img_files(self, img_path: str | list[str]) -> list[str]:
-        """Return the image and ``.npy`` files under ``img_path`` (folders, list files or lists of either), sorted."""
-        files = []
-        for p in map(Path, img_path if isinstance(img_path, list) else [img_path]):
+        """Return the image and ``.npy`` files under ``img_path`` (folders, list files or lists of either), sorted.
+
+        Each real folder is searched once and each real file listed once; what was passed over is logged.
+        """
+        entries = [Path(p) for p in (img_path if isinstance(img_path, list) else [img_path])]
+        for p in entries:
             if not p.exists():
                 raise FileNotFoundError(f"{self.prefix}image path {p} does not exist")
-            files += list_images(p, IMAGE_SUFFIXES)
-        im_files = sorted(map(str, files))
+        listing = list_split(entries, IMAGE_SUFFIXES)
+        if listing.repeats and LOCAL_RANK in {-1, 0}:
+            LOGGER.warning("\n".join(f"{self.prefix}{r}" for r in listing.repeats))
+        im_files = sorted(map(str, listing.files))
         if not im_files:
             raise FileNotFoundError(f"{self.prefix}no .npy arrays or images found in {img_path}. {FORMATS_HELP_MSG}")
         count = self.fraction if isinstance(self.fraction, int) else max(1, round(len(im_files) * self.fraction))
         im_files = im_files[:count]
-        check_file_speeds(im_files, prefix=self.prefix)
+        check_file_speeds([f for f in im_files if os.path.isfile(f)], prefix=self.prefix)  # it reads: no FIFO
         return im_files
 
     # Verification ----------------------------------------------------------------------------------------------------
     def get_cache_hash(self) -> str:
-        """Tie the label cache to this verifier, the declared value range and the images' disk-cache files.
+        """Tie the label cache to the verifier, the value range, the images' disk caches and the label files' bytes.
 
         The value range decides which arrays pass, a ``<image>.npy`` that is no cache of its image whether the image
-        does (:func:`inspect_sample`).
+        does (:func:`inspect_sample`); the stock hash reads sizes and modification times only, which an edit in place
+        may keep.
         """
         disk_caches = [str(Path(f).with_suffix(".npy")) for f in self.im_files if not is_array_file(f)]
-        return f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}-{get_hash(disk_caches)}"
+        return (
+            f"{super().get_cache_hash()}-{VERIFIER_VERSION}-{self.value_range}-{get_hash(disk_caches)}-"
+            f"{contents_hash(self.label_files)}"
+        )
 
     def get_labels(self) -> list[dict]:
         """Verify every item (or read the label cache of an identical earlier scan) and return the usable labels.
@@ -136,7 +153,7 @@ class SmartCashDataset(YOLODataset):
                 f"{self.prefix}ignoring {stock_cache}: Ultralytics' label cache is a pickle, which can run code when "
                 f"loaded; SmartCash never loads it and keeps its own, code-free cache in {cache_path}"
             )
-        scan = read_label_cache(cache_path, VERIFIER_VERSION, self.get_cache_hash())
+        scan = read_label_cache(cache_path, VERIFIER_VERSION, self.get_cache_hash(), self.label_classes)
         if scan is None:
             scan = self.scan_labels(cache_path)
         elif LOCAL_RANK in {-1, 0}:
@@ -333,6 +350,7 @@ def _image_shape(im_file: str, value_range: tuple[float, float]) -> tuple[int, i
         arr = open_array(im_file)
         check_values(arr, im_file, value_range)
         return arr.shape[:2]
+    check_regular_file(im_file)
     with Image.open(im_file) as im:
         im.verify()
         w, h = exif_size(im)

@@ -7,23 +7,36 @@ plain arrays: ``meta``, the UTF-8 bytes of a JSON document (version, hash, count
 shape and number of label rows), and ``rows``, every label row ``cls xc yc w h`` as float32. It is read with
 ``np.load(allow_pickle=False)``, which refuses any object array, and ``json.loads``, which builds only plain data, so
 even a hostile file there can do no more than fail to load (then every file is verified again and the cache
-rewritten). A cache is used only when its hash matches the files (paths, sizes, modification times), the verifier
-and the scan settings of this run.
+rewritten). A cache is used only when its hash matches the files (paths, sizes, modification times, and the label
+files' contents), the verifier and the scan settings of this run, when its archive members are stored (a deflated
+member could inflate to gigabytes before the hash is read), and when what it holds is what the verifier can write:
+label rows it would pass, messages without control characters (a forged cache with the true hash cannot smuggle class
+99, NaN or terminal escape sequences in).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
+import os
+import re
+import stat
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from smartcash_ultra.data.labels import COORD_TOLERANCE
 from smartcash_ultra.utils.files import write_atomic
 
 CACHE_DIRNAME = ".smartcash_cache"
 """The plugin's folder beside a split's ``images/`` and ``labels/``; hidden, so image discovery never reads it."""
+MEMBERS = {"meta.npy", "rows.npy"}
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Characters no message of the verifier holds (tab and newline aside): terminal escapes among them."""
 
 
 @dataclass
@@ -89,16 +102,19 @@ def write_label_cache(path: Path, scan: Scan, version: str) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def read_label_cache(path: Path, version: str, expected_hash: str) -> Scan | None:
+def read_label_cache(path: Path, version: str, expected_hash: str, num_cls: int | None) -> Scan | None:
     """Return the scan cached at ``path`` if it is a cache of this version for these files, else None.
 
-    Nothing is unpickled: a file that is not such a cache, whatever it holds, reads as None.
+    Nothing is unpickled and nothing is inflated: a file that is not such a cache, whatever it holds, reads as None.
+    ``num_cls`` is the number of classes a row may use (None: any, ``single_cls``).
     """
     try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+        if {m.filename for m in members} != MEMBERS or any(m.compress_type != zipfile.ZIP_STORED for m in members):
+            return None
         archive = np.load(path, allow_pickle=False)
-    except Exception:  # missing, not NumPy, a pickle (refused unread), truncated: verify again
-        return None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
+    except Exception:  # missing, not a zip, truncated: verify again
         return None
     try:
         with archive:
@@ -106,15 +122,41 @@ def read_label_cache(path: Path, version: str, expected_hash: str) -> Scan | Non
             if meta["version"] != version or meta["hash"] != expected_hash:
                 return None
             rows = archive["rows"]
-        return _scan(meta, rows)
+        return _scan(meta, rows, num_cls)
     except Exception:  # a broken or foreign archive: verify again
         return None
 
 
-def _scan(meta: dict, rows: np.ndarray) -> Scan:
-    """Rebuild the label dicts from the cached JSON and rows, checking that they fit together."""
+def contents_hash(files: list[str]) -> str:
+    """Return a hash of the files' bytes; what is no regular file (missing, a FIFO) counts by that alone, unread.
+
+    For label files, which are tiny: a file edited in place with its size and modification time kept (a sync tool,
+    ``touch -r``) changes no stat-based hash, and training read its old boxes while ``check`` showed the new ones.
+    """
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            regular = stat.S_ISREG(os.stat(f).st_mode)
+            with open(f, "rb") if regular else contextlib.nullcontext() as handle:
+                h.update(handle.read() if regular else b"\0not a file")
+        except OSError:
+            h.update(b"\0unreadable")
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _scan(meta: dict, rows: np.ndarray, num_cls: int | None) -> Scan:
+    """Rebuild the label dicts from the cached JSON and rows, checking that they fit together and could be true."""
     if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != 5:
         raise ValueError(f"rows {rows.dtype} {rows.shape}")
+    cls, xywh = rows[:, 0], rows[:, 1:]
+    if not (
+        np.isfinite(rows).all()
+        and ((cls >= 0) & (cls % 1 == 0) & (cls < (num_cls or np.inf))).all()
+        and ((xywh >= 0) & (xywh <= 1 + COORD_TOLERANCE)).all()
+        and (xywh[:, 2:] > 0).all()
+    ):
+        raise ValueError("rows the verifier never passes")
     labels, start = [], 0
     for im_file, h, w, n in meta["files"]:
         lb = rows[start : start + int(n)].copy()
@@ -128,4 +170,6 @@ def _scan(meta: dict, rows: np.ndarray) -> Scan:
     problems, fixes, refusal = meta["problems"], meta["fixes"], meta["refusal"]
     if not all(isinstance(m, str) for m in problems + fixes) or not isinstance(refusal, (str, type(None))):
         raise ValueError("messages are not text")
+    if any(CONTROL.search(m) for m in [*problems, *fixes, refusal or ""]):
+        raise ValueError("control characters in messages")
     return Scan(labels, (nf, nm, ne, nc, n), problems, fixes, refusal, meta["hash"])

@@ -100,6 +100,8 @@ def read_sidecar(array_file: str | Path) -> dict | None:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{path}: not a readable JSON sidecar ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a readable JSON sidecar (nested too deeply)") from None
     shape, scale, padding = (meta.get(k) if isinstance(meta, dict) else None for k in SIDECAR_GEOMETRY)
     if not (
         _ints(shape, 2, minimum=1)

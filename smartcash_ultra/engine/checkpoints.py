@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import socket
 import time
@@ -340,7 +341,7 @@ def keep_last_whole(last: Path) -> Iterator[None]:
     def strip_optimizer(f, updates=None):
         if Path(f) == Path(last):
             return read_checkpoint(f)
-        with atomic_target(f) as tmp:
+        with atomic_target(f) as tmp, _unsaid(f" saved as {tmp},"):  # the temp file is gone once renamed over f
             return stock(f, s=tmp, updates=updates)
 
     engine.strip_optimizer = strip_optimizer
@@ -348,6 +349,21 @@ def keep_last_whole(last: Path) -> Iterator[None]:
         yield
     finally:
         engine.strip_optimizer = stock
+
+
+@contextmanager
+def _unsaid(text: str) -> Iterator[None]:
+    """Leave ``text`` out of Ultralytics' log messages meanwhile."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        record.msg = str(record.msg).replace(text, "")
+        return True
+
+    LOGGER.addFilter(drop)
+    try:
+        yield
+    finally:
+        LOGGER.removeFilter(drop)
 
 
 class AtomicPath(type(Path())):

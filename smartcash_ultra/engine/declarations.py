@@ -5,7 +5,10 @@ A data YAML declares how its arrays were written (``channel_order``, ``value_ran
 learnt images, not the raw numbers; prediction must read new arrays the same way. The trainer therefore records the
 declarations on the model (an attribute, pickled into every checkpoint, stock models included), the exporter writes
 them into the metadata Ultralytics already stores in every export, and the predictor reads them back from either.
-A data YAML given to ``predict`` as ``data=`` says how the arrays at hand were written: the keys it sets win.
+A data YAML given to ``predict`` as ``data=`` says how the arrays at hand were written: the keys it sets win. No
+other YAML is read: Ultralytics also hands a checkpoint's training ``data`` to its predictor, and a relative path
+there may name another tree's YAML in the current folder; ``YOLO.predict`` passes ``data=None`` unless the user gave
+one (``integration.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from ultralytics.utils import LOGGER, YAML
 
 from smartcash_ultra.data.image_dataset import Declarations, read_declarations
+from smartcash_ultra.nn.model import is_smartcash_yaml
 
 KEY = "smartcash_declarations"
 """Name of the model attribute and of the export metadata entry: ``{"channel_order": ..., "value_range": [...]}``."""
@@ -51,9 +55,8 @@ def carried(model) -> dict[str, Any]:
 def for_prediction(model, data: str | None) -> Declarations:
     """Return how to read the arrays given to ``model``: its own declarations, under the keys ``data`` sets.
 
-    ``data`` is the predictor's ``data`` argument: a data YAML describing the arrays at hand. A model loaded from a
-    checkpoint passes the YAML it was trained on there by default; when that file is gone, the checkpoint's own
-    declarations stand, silently; any other missing file is warned about.
+    ``data`` is the user's ``data`` argument: a data YAML describing the arrays at hand; a missing file is warned
+    about, and the model's declarations stand.
 
     Raises:
         DatasetError: naming the data YAML (or the model) when a declaration is invalid.
@@ -64,18 +67,20 @@ def for_prediction(model, data: str | None) -> Declarations:
             loaded = YAML.load(data) or {}
             declared.update({k: loaded[k] for k in DECLARED if k in loaded})
             source = str(data)
-        elif str(data) != str(_trained_on(model)):
+        else:
             LOGGER.warning(
                 f"data {data} does not exist; arrays are read as the model declares ({declared or 'RGB 0..1'})"
             )
     return read_declarations(declared, source)
 
 
-def _trained_on(model) -> str | None:
-    """Return the data argument a PyTorch model was trained with (its checkpoint's args), if any."""
-    module = getattr(getattr(model, "backend", None), "model", model)
-    args = getattr(module, "args", None)
-    return args.get("data") if isinstance(args, dict) else getattr(args, "data", None)
+def trained_on_arrays(model) -> bool:
+    """Return True for a model whose in-memory float arrays are SmartCash's: it carries declarations or is SmartCash's.
+
+    Any other model (a stock one trained on images) keeps Ultralytics' reading of them: float BGR 0..255.
+    """
+    module = getattr(getattr(model, "backend", None), "model", model)  # the torch module of a PyTorch AutoBackend
+    return bool(carried(model)) or is_smartcash_yaml(getattr(module, "yaml", None))
 
 
 def add_to_export_metadata(exporter) -> None:

@@ -142,14 +142,15 @@ class SmartCashTrainer(SmartCashDataTrainer):
         """
         UICallbacks(**ui)  # an unknown keyword is a TypeError naming it, before Ultralytics' setup
         args = with_smartcash_defaults({**load_train_cfg(cfg), **(overrides or {})})
-        super().__init__(DEFAULT_CFG, args, _callbacks)
-        pretrained = self.args.pretrained
+        pretrained = args.get("pretrained")  # refused before anything is made (a run folder) or built
         if isinstance(pretrained, (str, Path)) and Path(pretrained).suffix.lower() in {".safetensors", ".pth", ".bin"}:
             raise ValueError(
                 f"pretrained={pretrained}: pretrained= takes an Ultralytics checkpoint (.pt) whose matching layers are "
                 "transferred (e.g. yolov5su.pt for CSPDarknet); timm backbone weights go in the model YAML: "
-                "smartcash.backbone_weights: <file>"
+                "smartcash.backbone_weights: <file> (smartcash-ultra copy-cfg smartcash_effb4_yolov5.yaml writes a "
+                "copy to edit)"
             )
+        super().__init__(DEFAULT_CFG, args, _callbacks)
         self.wdir = AtomicPath(self.wdir)  # every checkpoint write_bytes() below goes through a temp file + rename
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
         if not has_smartcash_callbacks(self.callbacks):  # a DDP worker or YOLO.add_callback user brought them

@@ -7,6 +7,8 @@ so any timm backbone name works from the model YAML.
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
@@ -60,6 +62,8 @@ class TimmBackbone(nn.Module):
             BackboneWeightsError: naming the weights and how to supply them, when timm has none for the name or they
                 cannot be fetched.
         """
+        if self._copy_as_read("timm"):
+            return
         cfg = self.body.pretrained_cfg or {}
         where = cfg.get("hf_hub_id") or cfg.get("url")
         if not where:
@@ -78,6 +82,7 @@ class TimmBackbone(nn.Module):
             ) from None
         self.body = body
         self._set_normalisation()
+        self._remember_as_read("timm")
         LOGGER.info(f"TimmBackbone '{self.name}': timm's pretrained weights {where} ({self.normalisation()})")
 
     def load(
@@ -98,6 +103,10 @@ class TimmBackbone(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"backbone weights file {path} does not exist. {SUPPLY}")
+        stat = path.stat()
+        source = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, tuple(mean or ()), tuple(std or ()))
+        if self._copy_as_read(source):
+            return
         try:
             state = load_state_dict(str(path), use_ema=False, weights_only=True)
         except Exception as e:  # timm's and torch's messages name no file (a tensor alone gives an AttributeError)
@@ -114,6 +123,7 @@ class TimmBackbone(nn.Module):
         self.body.pretrained_cfg = {**(self.body.pretrained_cfg or {}), **overlay}  # timm's pretrained_cfg_overlay
         self.body.load_state_dict(matched, strict=False)
         self._set_normalisation()
+        self._remember_as_read(source)
         log = LOGGER.info if len(matched) == len(own) else LOGGER.warning  # a partial match is likely another model
         log(
             f"TimmBackbone '{self.name}': loaded {len(matched)}/{len(own)} tensors from {path} ({self.normalisation()})"
@@ -167,6 +177,30 @@ class TimmBackbone(nn.Module):
         self.body.train(training)
         return len(pairs) if fused else 0
 
+    def _remember_as_read(self, source: object) -> None:
+        """Record that this backbone holds the weights of ``source`` as read, for the next build of the same model."""
+        _AS_READ[(self.name, self.strides, source)] = (weakref.ref(self), fingerprint(self))
+
+    def _copy_as_read(self, source: object) -> bool:
+        """Take the weights of ``source`` from a live backbone that read them and still holds them unchanged.
+
+        Ultralytics builds a model twice per run (``YOLO()``, then the trainer for the data's classes): the second
+        build copies the first's backbone instead of reading the hub or the file again. A backbone trained, fused or
+        changed since its read no longer matches its fingerprint and is no source.
+        """
+        ref, then = _AS_READ.get((self.name, self.strides, source), (None, None))
+        earlier = ref() if ref is not None else None
+        if earlier is None or earlier is self or fingerprint(earlier) != then:
+            return False
+        self.body.load_state_dict(earlier.body.state_dict())
+        self.body.pretrained_cfg = dict(earlier.body.pretrained_cfg or {})
+        self._set_normalisation()
+        LOGGER.info(
+            f"TimmBackbone '{self.name}': weights copied from the model built before, which read them "
+            f"({self.normalisation()}); not read again"
+        )
+        return True
+
     def _create(self, pretrained: bool) -> nn.Module:
         import timm
 
@@ -181,10 +215,24 @@ class TimmBackbone(nn.Module):
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_AS_READ: dict[tuple, tuple[weakref.ref, str]] = {}
+"""(timm name, strides, weights source) -> the backbone that last read them and its :func:`fingerprint` then."""
+
+
+def fingerprint(module: nn.Module) -> str:
+    """Return a digest of every tensor of ``module``'s state (names, dtypes, bytes): equal only for equal weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 SUPPLY = (
     "Supply the weights as a local file (smartcash.backbone_weights: path/to/weights.safetensors, .pth or .pt; "
     "{file: ..., mean: [...], std: [...]} declares their normalisation) or train from random init "
-    "(smartcash.backbone_weights: null)."
+    "(smartcash.backbone_weights: null), in a copy of the model YAML: `smartcash-ultra copy-cfg "
+    "smartcash_effb4_yolov5.yaml` writes one into the current folder, where it wins over the shipped one."
 )
 """How to supply backbone weights, said by every error about them."""
 

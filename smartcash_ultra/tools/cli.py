@@ -18,8 +18,11 @@ from importlib import metadata
 from smartcash_ultra.tools.convert import check_size, check_workers, convert_dataset
 from smartcash_ultra.tools.report import scan_dataset
 from smartcash_ultra.utils.errors import SmartCashError, one_line
+from smartcash_ultra.utils.shipped import MODELS, cfg_dir, copy_shipped
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
+READERS = ("check", "stats")
+"""Subcommands that only read a dataset: their own failure is exit 2 in one line, never 1 (problems found)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,20 @@ def _run_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_copy_cfg_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name", metavar="NAME", help="a shipped YAML, e.g. smartcash_effb4_yolov5.yaml (a wrong one lists all)"
+    )
+
+
+def _run_copy_cfg(args: argparse.Namespace) -> int:
+    """Copy a shipped YAML into the current folder, as ``yolo copy-cfg`` does Ultralytics' defaults; never overwrite."""
+    copy = copy_shipped(args.name)
+    use = "model" if (cfg_dir() / MODELS / copy.name).is_file() else "cfg"
+    print(f"Wrote {copy}: edit it, then train with `yolo train {use}={copy.name} ...` from this folder")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
     "check": Command(
         "verify a dataset as training does and list every problem by file; exit 1 when there is one",
@@ -97,6 +114,11 @@ COMMANDS: dict[str, Command] = {
         "images per split, instances per class and layer, backgrounds, box sizes, sidecar geometry",
         _add_stats_arguments,
         _run_stats,
+    ),
+    "copy-cfg": Command(
+        "copy a shipped model YAML or training cfg into the current folder for editing (never overwrites a file)",
+        _add_copy_cfg_arguments,
+        _run_copy_cfg,
     ),
     "convert": Command(
         "convert a YOLO image dataset (jpg, png, ...) into SmartCash .npy arrays, labels and .meta.json sidecars",
@@ -134,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except (SmartCashError, OSError) as e:  # the errors whose cause is known (utils/errors.py): one line
         print(f"smartcash-ultra {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # a fault of the tool: exit 1 would read as "problems found", a traceback as the data's
+        if args.command not in READERS:
+            raise
+        print(f"smartcash-ultra {args.command}: error: {args.data}: failed ({type(e).__name__}: {e})", file=sys.stderr)
         return EXIT_ERROR
 
 

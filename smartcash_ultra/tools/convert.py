@@ -163,7 +163,7 @@ def convert_dataset(
     """
     size = check_size(size)
     workers = NUM_THREADS if workers is None else check_workers(workers)
-    dataset = find_image_dataset(src)
+    dataset = find_image_dataset(src, as_training=False)
     dst = Path(dst).resolve()
     _refuse_overlap(dataset, dst)
     _refuse_foreign_destination(dst)

@@ -202,12 +202,7 @@ def scan_dataset(src: str | Path) -> DatasetReport:
     source = dataset.yaml_file or dataset.root
     channel_order, value_range, strict = read_declarations(dataset.data, source)
     report = DatasetReport(source, dataset.names, channel_order, value_range, strict, {}, warnings=[*dataset.warnings])
-    if dataset.yaml_file:  # Ultralytics' check_det_dataset refuses a data YAML without these
-        report.dataset_problems += [
-            f"{source}: no '{key}' split; training refuses a data YAML without one"
-            for key in ("train", "val")
-            if not dataset.data.get(key)
-        ]
+    report.dataset_problems += [*dataset.refusals, *dataset.repeats]
     for split, images in dataset.splits.items():
         if not images:
             report.dataset_problems.append(f"{source}: split '{split}' holds no .npy arrays or images")

@@ -9,6 +9,7 @@ that is no file is looked up here. Ultralytics' lookup itself searches only its 
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -16,6 +17,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 YAML_SUFFIXES = (".yaml", ".yml")
 MODELS = "models"
 """Subfolder of the cfg folder holding model YAMLs; training cfgs sit at its top."""
+SAMPLE_DATA = "data/sample/data.yaml"
+"""The data the shipped training cfgs name: the synthetic sample, which a user writes first."""
+SAMPLE_HINT = (
+    "the shipped training cfgs train on the sample dataset: write it here with "
+    "`python -m smartcash_ultra.tools.sample_data data/sample`, or pass data=path/to/your/data.yaml"
+)
 DEFAULTS_NAME = "smartcash_defaults.yaml"
 """The SmartCash training settings: the one training cfg every route of a SmartCash model starts from."""
 
@@ -54,7 +61,44 @@ def find_shipped_yaml(file: object) -> str | None:
     if ".." in Path(name).parts:
         return None
     try:
-        root = cfg_dir()
+        found = shipped_file(name)
     except FileNotFoundError:
         return None
-    return next((str(p) for p in sorted(root.glob(f"**/{name}")) if p.is_file()), None)
+    return str(found) if found is not None else None
+
+
+def shipped_file(name: str) -> Path | None:
+    """Return the shipped YAML called ``name`` (a name, not a pattern; folders below the cfg folder allowed), or None.
+
+    Raises:
+        FileNotFoundError: the install carries no cfg folder (:func:`cfg_dir`).
+    """
+    return next((p for p in sorted(cfg_dir().glob(f"**/{glob.escape(name)}")) if p.is_file()), None)
+
+
+def shipped_names() -> list[str]:
+    """Return the file name of every shipped YAML: training cfgs first, then model YAMLs."""
+    root = cfg_dir()
+    return [p.name for p in sorted(root.glob("*.y*ml"))] + [p.name for p in sorted((root / MODELS).glob("*.y*ml"))]
+
+
+def copy_shipped(name: str, folder: str | Path = ".") -> Path:
+    """Copy the shipped YAML ``name`` into ``folder`` for editing, under its own name; return the copy's path.
+
+    A copy there then wins over the shipped file wherever the name is given from that folder (see
+    :func:`find_shipped_yaml`).
+
+    Raises:
+        FileNotFoundError: ``name`` is no shipped YAML (the message lists them).
+        FileExistsError: naming the file, which is never overwritten.
+    """
+    found = shipped_file(name) if name.lower().endswith(YAML_SUFFIXES) and ".." not in Path(name).parts else None
+    if found is None:
+        raise FileNotFoundError(f"{name} is no shipped YAML; shipped: {', '.join(shipped_names())}")
+    target = Path(folder) / found.name
+    try:
+        with open(target, "xb") as f:  # exclusive: an existing file, a user's edits maybe, is never replaced
+            f.write(found.read_bytes())
+    except FileExistsError:
+        raise FileExistsError(f"{target} already exists: not overwritten (rename or remove it to copy again)") from None
+    return target
