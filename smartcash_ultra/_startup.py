@@ -75,7 +75,7 @@ def _print_known_errors(stock_hook):
         if errors is None or not isinstance(exc, errors.SmartCashError) or program not in COMMANDS:
             return stock_hook(kind, exc, tb)
         command = " ".join([program, *(a for a in sys.argv[1:2] if "=" not in a)])  # yolo train
-        print(f"{command}: error: {errors.one_line(exc)}", file=sys.stderr)
+        print(f"{command}: error: {errors.summary(exc)}", file=sys.stderr)
 
     excepthook.smartcash = True
     return excepthook

@@ -643,6 +643,7 @@ def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
         "busy": (["resume", f"model={runs['busy']}/weights/last.pt"], "another training holds this run folder"),
         "short": (["cfg=smartcash_cspdarknet.yaml", model, f"data={short}", *fast], "'names' is probably incomplete"),
         "offline": (["cfg=smartcash_effb4.yaml", f"data={tiny_data}", *fast], "smartcash.backbone_weights: null"),
+        "pretrained": ([model, f"data={tiny_data}", "pretrained=b4.safetensors", *fast], "backbone_weights: <file>"),
     }
     try:
         for name, (args, way_out) in cases.items():
@@ -651,7 +652,9 @@ def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
             assert out.returncode == 1 and "Traceback" not in text, (name, text[-3000:])
             assert last.startswith("yolo train: error: ") and way_out in last, (name, last)
             assert text.count(way_out) == 1, (name, text[-3000:])  # one message, not a log line repeating it
-            named = {"short": short, "offline": "efficientnet_b4"}.get(name, runs.get(name))
+            named = {"short": short, "offline": "efficientnet_b4", "pretrained": "b4.safetensors"}.get(
+                name, runs.get(name)
+            )
             assert str(named) in last, (name, last)
     finally:
         owner.kill()

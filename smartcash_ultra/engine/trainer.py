@@ -43,6 +43,7 @@ from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.model import SmartCashDetectionModel
 from smartcash_ultra.nn.safe_load import read_checkpoint
+from smartcash_ultra.utils.errors import ArgumentError
 from smartcash_ultra.utils.settings import SECTION, load_train_cfg, model_settings, with_smartcash_defaults
 
 
@@ -144,7 +145,7 @@ class SmartCashTrainer(SmartCashDataTrainer):
         args = with_smartcash_defaults({**load_train_cfg(cfg), **(overrides or {})})
         pretrained = args.get("pretrained")  # refused before anything is made (a run folder) or built
         if isinstance(pretrained, (str, Path)) and Path(pretrained).suffix.lower() in {".safetensors", ".pth", ".bin"}:
-            raise ValueError(
+            raise ArgumentError(
                 f"pretrained={pretrained}: pretrained= takes an Ultralytics checkpoint (.pt) whose matching layers are "
                 "transferred (e.g. yolov5su.pt for CSPDarknet); timm backbone weights go in the model YAML: "
                 "smartcash.backbone_weights: <file> (smartcash-ultra copy-cfg smartcash_effb4_yolov5.yaml writes a "

@@ -1,6 +1,6 @@
 """The errors whose cause the plugin knows: each message names the file and the way out.
 
-:class:`SmartCashError` is their base. The ``yolo`` and ``smartcash-ultra`` commands print such an error as one line
+:class:`SmartCashError` is their base. The ``yolo`` and ``smartcash-ultra`` commands print such an error as one message
 and exit non-zero, without a traceback (``_startup.py`` for ``yolo``, ``tools/cli.py``); Python callers get the
 exception. Each one also derives from the built-in type a caller would catch for it (``ValueError``,
 ``PermissionError``, ...), so ``except ValueError`` keeps working. An error becomes "known" by deriving from
@@ -28,6 +28,10 @@ class UnreadableCheckpoint(CheckpointError, TypeError):
     """
 
 
+class ArgumentError(SmartCashError, ValueError):
+    """An argument the plugin refuses before anything is made, saying what to use instead."""
+
+
 class RunFolderError(SmartCashError, PermissionError):
     """A run folder a training cannot write into: read-only."""
 
@@ -36,9 +40,9 @@ class RunFolderBusy(SmartCashError, RuntimeError):
     """A run folder another live training holds (its ``train.lock``)."""
 
 
-def one_line(exc: BaseException) -> str:
-    """Return ``exc``'s message on one line, its chained causes summarised after it (type and first line)."""
-    parts, seen = [" ".join(str(exc).split())], {id(exc)}
+def summary(exc: BaseException) -> str:
+    """Return ``exc``'s message with its chained causes summarised after it (type and first line of each)."""
+    parts, seen = [str(exc).strip()], {id(exc)}
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
