@@ -556,7 +556,7 @@ def test_a_live_training_holds_its_run_folder_and_a_killed_ones_lock_is_taken_ov
     assert ckpt(result.last)["epoch"] == 2 and epochs_in(save_dir) == [1, 2, 3] and not lock.exists()
 
 
-def test_a_run_folder_claim_is_shared_by_the_trainers_of_a_process_and_goes_with_the_last(tmp_path):
+def test_a_run_folder_claim_is_shared_by_the_trainers_of_a_process_and_goes_with_the_last(tmp_path, monkeypatch):
     import gc
 
     from smartcash_ultra.engine.checkpoints import claim_run_folder
@@ -582,6 +582,16 @@ def test_a_run_folder_claim_is_shared_by_the_trainers_of_a_process_and_goes_with
     holder = Holder()
     claim_run_folder(run, holder)()  # unreadable: its owner is unknown, taken over; then released
     assert os.listdir(run) == []
+
+    def no_hard_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")  # as on a FUSE mount without hard links
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    release = claim_run_folder(run, holder)
+    assert json.loads((run / "train.lock").read_text())["pid"] == os.getpid() and os.listdir(run) == ["train.lock"]
+    (run / "train.lock").write_text(json.dumps({"pid": os.getppid(), "host": "elsewhere", "token": "t"}))
+    release()  # not this process's lock any more: left alone
+    assert os.listdir(run) == ["train.lock"]
 
 
 def data_yaml_of(tiny_data: Path, path: Path, **changes) -> Path:

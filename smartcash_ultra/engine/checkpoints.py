@@ -155,10 +155,10 @@ def claim_run_folder(folder: Path, holder: object) -> weakref.finalize:
 
     Two trainings writing into one folder (``exist_ok=True``, a resume beside a live run) interleave their
     ``results.csv`` rows and overwrite each other's checkpoints. The claim is ``train.lock`` in the folder, made by a
-    hard link of a complete temp file (atomic: of two starts, one gets it). A lock whose process has ended (``kill
-    -9``, a crash, a power cut) is stale and taken over with a warning. The trainers of one process share its claim
-    (the lock goes with the last of them), and so does rank 0 of a DDP run, whose launching process holds it (the
-    parent of ``torch.distributed.run``, the parent of rank 0). The release is idempotent.
+    hard link of a complete temp file (atomic: of two starts, one gets it; :func:`_create`). A lock whose process
+    has ended (``kill -9``, a crash, a power cut) is stale and taken over with a warning. The trainers of one process
+    share its claim (the lock goes with the last of them), and so does rank 0 of a DDP run, whose launching process
+    holds it (the parent of ``torch.distributed.run``, the parent of rank 0). The release is idempotent.
 
     Raises:
         RunFolderBusy: naming the folder, the owner's pid and host, and the ways out, when a live training holds it.
@@ -183,7 +183,7 @@ def _take(folder: Path, lock: Path) -> str | None:
     try:
         while True:
             try:
-                os.link(tmp, lock)
+                _create(tmp, lock)
                 return mine["token"]
             except FileExistsError:
                 owner = _read_lock(lock)
@@ -208,6 +208,22 @@ def _take(folder: Path, lock: Path) -> str | None:
                 tmp.write_text(json.dumps(mine))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create(tmp: Path, lock: Path) -> None:
+    """Make ``lock`` hold ``tmp``'s content if there is no ``lock`` yet (else ``FileExistsError``), at once if it can.
+
+    A hard link is atomic; a file system without them (some FUSE mounts, such as Google Drive's) gets an exclusive
+    create, which a reader may meanwhile see empty (an unknown owner, so it would be taken over: a narrow window).
+    """
+    try:
+        os.link(tmp, lock)
+    except FileExistsError:
+        raise
+    except OSError:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(tmp.read_text())
 
 
 def _release(lock: Path) -> None:
