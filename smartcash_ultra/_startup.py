@@ -5,12 +5,17 @@ module, :func:`smartcash_ultra.integration.install_yaml_names` lets the package'
 reads ``cfg=`` before it imports ``YOLO``); when it defines its ``YOLO`` class,
 :func:`smartcash_ultra.integration.install` patches it. Set ``SMARTCASH_ULTRA_DISABLE=1`` to switch it off
 (``utils/switch.py``).
+
+It also sets a ``sys.excepthook`` that prints an error of the plugin's own (``utils/errors.SmartCashError``: the
+message names the file and the way out) as one line when the program is the ``yolo`` command, whose ``entrypoint``
+lets every exception out (Python then exits 1); anything else keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 
 from smartcash_ultra.utils.switch import enabled
@@ -58,6 +63,26 @@ class _Finder(importlib.abc.MetaPathFinder):
             spec.loader = _PatchingLoader(spec.loader, install)
         return spec
 
+
+COMMANDS = {"yolo", "ultralytics"}
+"""Ultralytics' console scripts (``ultralytics.cfg:entrypoint``)."""
+
+
+def _print_known_errors(stock_hook):
+    def excepthook(kind, exc, tb):
+        errors = sys.modules.get("smartcash_ultra.utils.errors")  # loaded wherever such an error was raised
+        program = os.path.basename(sys.argv[0] if sys.argv else "").removesuffix(".exe")
+        if errors is None or not isinstance(exc, errors.SmartCashError) or program not in COMMANDS:
+            return stock_hook(kind, exc, tb)
+        command = " ".join([program, *(a for a in sys.argv[1:2] if "=" not in a)])  # yolo train
+        print(f"{command}: error: {errors.summary(exc)}", file=sys.stderr)
+
+    excepthook.smartcash = True
+    return excepthook
+
+
+if enabled() and not getattr(sys.excepthook, "smartcash", False):
+    sys.excepthook = _print_known_errors(sys.excepthook)
 
 if enabled() and not any(isinstance(f, _Finder) for f in sys.meta_path):
     _finder = _Finder()

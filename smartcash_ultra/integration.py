@@ -38,7 +38,9 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
    callback for a model that carries data declarations (``engine/declarations.py``): Ultralytics fills
    ``Exporter.metadata`` before that event and writes it after, and ``AutoBackend`` keeps unknown keys
    (``test_export_fuses_and_carries_metadata_added_at_on_export_start``; other formats:
-   ``tests/test_array_routing.py``).
+   ``tests/test_array_routing.py``). ``YOLO.__init__`` is wrapped too: a ``.pt`` file it cannot read is an
+   ``UnreadableCheckpoint`` naming it and the way out, where Ultralytics raises a ``TypeError`` chained to torch's
+   error (``tests/test_lifecycle.py::test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception``).
 3. ``ultralytics.utils.checks.check_file`` is wrapped (here): ``check_yaml`` looks it up at call time, and every
    YAML lookup by name goes through it (``yolo ... cfg=``, ``Model.train(cfg=)``, ``yaml_model_load``); each
    shipped name is one file. The start-up hook installs it when ``ultralytics.utils.checks`` is first imported,
@@ -55,7 +57,8 @@ an Ultralytics upgrade moves it, in ``tests/test_patch_points.py`` unless anothe
    own: on resume ``SmartCashDataTrainer.check_resume`` sets ``args.save_dir`` to the folder holding the checkpoint
    (``engine/checkpoints.run_folder``), where Ultralytics keeps the ``save_dir`` recorded in it (a copied run's
    original); it relies on ``BaseTrainer.__init__`` calling it before it makes ``save_dir`` from ``args.save_dir``
-   and writes ``args.yaml`` there (canary
+   and writes ``args.yaml`` there; there, too, a training claims its run folder (``train.lock``), new runs
+   included, before ``BaseTrainer.__init__`` writes ``args.yaml`` or deletes an earlier ``results.csv`` (canary
    ``test_check_resume_sets_the_save_dir_before_init_makes_it_and_writes_args_yaml``).
 6. ``SmartCashTrainer._setup_scheduler`` overrides the private method Ultralytics calls to build the LR schedule,
    also after each epoch in ``time=`` mode (``engine/trainer.py``). Canary:
@@ -140,12 +143,38 @@ def install(yolo_class: type | None = None) -> None:
         "train": lambda stock: _route_data(stock, "trainer", _data_trainer),
         "export": _export,
         "tune": _tune,
+        "__init__": _name_unreadable_checkpoints,
     }
     for name, wrap in wrappers.items():
         method = wrap(getattr(yolo_class, name))
         method.smartcash = True
         setattr(yolo_class, name, method)
     yolo_class.train = refuse_unresumable(yolo_class.train)
+
+
+def _name_unreadable_checkpoints(stock):
+    """Wrap ``YOLO.__init__``: a ``.pt`` file it cannot read is an ``UnreadableCheckpoint`` naming it and the way out.
+
+    Ultralytics raises a ``TypeError`` chained to torch's error (the ``yolo`` command prints both tracebacks); this
+    one is also a ``TypeError``, and one of the plugin's known errors, which ``yolo`` prints as one line.
+    """
+
+    @functools.wraps(stock)
+    def __init__(self, model="yolo26n.pt", *args, **kwargs):
+        try:
+            stock(self, model, *args, **kwargs)
+        except TypeError as e:
+            path = Path(model) if isinstance(model, (str, Path)) else None
+            if path is None or path.suffix != ".pt" or not path.is_file():
+                raise
+            from smartcash_ultra.engine.checkpoints import unreadable
+            from smartcash_ultra.nn.safe_load import refusal
+
+            if refusal(e):  # a restricted load's refusal says so itself
+                raise
+            raise unreadable(path, e) from None
+
+    return __init__
 
 
 def _route_predict(stock):
@@ -325,7 +354,8 @@ def refuse_unresumable(stock_train):
     """Wrap ``Model.train`` so that ``resume=True`` on a SmartCash model it cannot resume is an error naming it.
 
     Ultralytics turns such a resume (``yolo train resume model=best.pt``: a stripped checkpoint, a finished run, a
-    YAML) into a new run with its default dataset, which it then downloads.
+    YAML) into a new run with its default dataset, which it then downloads. ``epochs=`` beyond the run's plan
+    extends it, as ``additional_epochs`` does in Python (``SmartCashTrainer.check_resume``).
     """
 
     @functools.wraps(stock_train)
@@ -335,7 +365,7 @@ def refuse_unresumable(stock_train):
 
             if not self.ckpt_path:
                 raise ValueError(f"{self.cfg}: resume continues a run from its weights/last.pt, not from a model YAML")
-            resumable(Path(self.ckpt_path))
+            resumable(Path(self.ckpt_path), epochs=kwargs.get("epochs"))
         return stock_train(self, trainer, **kwargs)
 
     return train

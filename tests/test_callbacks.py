@@ -698,7 +698,7 @@ def test_one_eta_the_status_says_what_the_metric_row_says_at_the_epoch_end(tmp_p
     assert state.snapshot()["eta"] == pytest.approx(0.0075)  # the last epoch, 1 of its 4 batches done
 
 
-def test_stop_requests_end_a_single_process_run_after_the_batch(tmp_path):
+def test_stop_requests_end_a_single_process_run_at_the_epoch_end_once_its_batches_ran(tmp_path):
     trainer = FakeTrainer(tmp_path, epochs=3)
     add_smartcash_callbacks(trainer)
     state = registered(trainer.callbacks, RunState)
@@ -710,7 +710,9 @@ def test_stop_requests_end_a_single_process_run_after_the_batch(tmp_path):
     assert (state.snapshot()["state"], state.snapshot()["reason"]) == ("stopping", "stop button")
     trainer.run_callbacks("on_train_epoch_start")
     trainer.run_callbacks("on_train_batch_end")
-    assert trainer.stop
+    assert not trainer.stop  # a half-trained epoch is never recorded as done
+    trainer.run_epoch(0.2)
+    assert trainer.stop and state.snapshot()["batch"] == state.snapshot()["batches"] == len(trainer.train_loader)
     trainer.finish()
     assert (state.snapshot()["state"], state.snapshot()["reason"]) == ("stopped", "stop button")
     summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -125,11 +126,12 @@ def test_sigint_stops_gracefully_a_second_one_forces_and_after_a_kill_9_resume_f
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=300)
     assert child.returncode == 130, err[-3000:]  # as a shell reports a process SIGINT ended, not 0: not finished
+    assert not (save_dir / "train.lock").exists()
     assert status_of(out) == {"state": "stopped", "epoch": 2, "reason": "SIGINT received"}
     assert ckpt(save_dir / "weights/last.pt")["epoch"] == 1
     summary = assert_run_files_agree(save_dir, "stopped", [1, 2])
     assert summary["reason"] == "SIGINT received" and summary["final"] is not None  # all saved, best.pt validated
-    assert "stopping after this batch" in out + err and "exit status 130" in out + err
+    assert "stopping at the end of this epoch" in out + err and "exit status 130" in out + err
     before = json.loads((save_dir / "metrics.json").read_text())["epochs"]
 
     resume = {"resume": str(save_dir / "weights/last.pt")}
@@ -170,6 +172,7 @@ def test_sigterm_exits_143_a_failure_exits_1_and_the_files_agree_after_each(tiny
     assert child.returncode == 143, err[-3000:]
     assert status_of(out) == {"state": "stopped", "epoch": 2, "reason": "SIGTERM received"}
     assert_run_files_agree(save_dir, "stopped", [1, 2])
+    assert not (save_dir / "train.lock").exists()  # released at every ending
 
     fresh_markers(tmp_path)
     resume = {"resume": str(save_dir / "weights/last.pt")}
@@ -178,6 +181,7 @@ def test_sigterm_exits_143_a_failure_exits_1_and_the_files_agree_after_each(tiny
     assert child.returncode == 1 and "RuntimeError: injected failure in epoch 3" in err, err[-3000:]
     assert status_of(out)["state"] == "failed"
     summary = assert_run_files_agree(save_dir, "failed", [1, 2], session=[])
+    assert not (save_dir / "train.lock").exists()
     assert summary["reason"] == "RuntimeError: injected failure in epoch 3"
     events = [json.loads(line) for line in (save_dir / "events.jsonl").read_text().splitlines()]
     (error,) = [e for e in events if e["event"] == "error"]
@@ -296,6 +300,7 @@ def test_yolo_train_resume_from_best_pt_stops_naming_it_and_pointing_to_last_pt(
     text = out.stdout + out.stderr
     assert out.returncode == 1, text[-3000:]
     assert f"{best}: holds no optimizer state (a stripped checkpoint such as best.pt); resume from {last}" in text
+    assert "Traceback" not in text  # a known cause: one line
     assert "coco8" not in text and not project.exists()
 
 
@@ -495,6 +500,8 @@ def test_resuming_a_read_only_run_is_refused_naming_the_folder_before_anything_i
     with read_only(copy):
         out = run_yolo("train", "resume", f"model={last}", cwd=tmp_path)
     assert out.returncode != 0 and f"{copy}: read-only" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(f"yolo train: error: {copy}: read-only")
+    assert "Traceback" not in out.stderr
     assert (tree_digest(copy), tree_digest(stopped_run)) == before
 
 
@@ -524,3 +531,191 @@ def test_a_resume_refuses_a_save_dir_elsewhere_and_ddp_workers_rebuild_it_in_the
     trainer = SmartCashTrainer.resume(last, overrides={"save_dir": str(copy)})  # its own folder: as asked
     worker = SmartCashTrainer(overrides=vars(trainer.args))  # what Ultralytics' DDP launcher hands each worker
     assert trainer.save_dir == worker.save_dir == copy
+
+
+@pytest.mark.slow
+def test_a_live_training_holds_its_run_folder_and_a_killed_ones_lock_is_taken_over(tiny_data, tmp_path, log_lines):
+    """A second training or a resume into a folder a live training holds is refused; after a kill -9 it is not."""
+    child, save_dir = start_run(tiny_data, tmp_path, 2, "final validation")  # alive, holding its final validation
+    before = tree_digest(save_dir)
+    again = {"model": str(csp_n_yaml(tmp_path / "again")), "data": str(tiny_data), "epochs": 1, **FAST}
+    busy = rf"^{re.escape(str(save_dir))}: another training holds this run folder \(pid {child.pid} on "
+    with pytest.raises(RuntimeError, match=busy):  # exist_ok=True: the same project/name
+        SmartCashTrainer(overrides={**again, "project": str(tmp_path), "name": "run"})
+    with pytest.raises(RuntimeError, match=busy):
+        resume_training(save_dir / "weights/last.pt", additional_epochs=1)
+    assert tree_digest(save_dir) == before  # neither args.yaml nor results.csv touched
+    lock = save_dir / "train.lock"
+    assert json.loads(lock.read_text())["pid"] == child.pid
+
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    assert json.loads(lock.read_text())["pid"] == child.pid  # a stale lock stays
+    result = resume_training(save_dir / "weights/last.pt", additional_epochs=1)
+    assert any(f"taking over the run folder from pid {child.pid}" in line for line in log_lines)
+    assert ckpt(result.last)["epoch"] == 2 and epochs_in(save_dir) == [1, 2, 3] and not lock.exists()
+
+
+def test_a_run_folder_claim_is_shared_by_the_trainers_of_a_process_and_goes_with_the_last(tmp_path, monkeypatch):
+    import gc
+
+    from smartcash_ultra.engine.checkpoints import claim_run_folder
+
+    class Holder:
+        pass
+
+    run, first, second = tmp_path / "run", Holder(), Holder()
+    release_first = claim_run_folder(run, first)
+    claim_run_folder(run, second)  # a second trainer of this process into it shares the claim
+    assert json.loads((run / "train.lock").read_text())["pid"] == os.getpid()
+    release_first()
+    release_first()  # idempotent: the second trainer still holds it
+    assert os.listdir(run) == ["train.lock"]
+    del second  # a trainer that is never trained, collected: the last one
+    gc.collect()
+    assert os.listdir(run) == []
+
+    (run / "train.lock").write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "token": "t"}))
+    with pytest.raises(RuntimeError, match="pid .* on elsewhere"):  # another host: nothing here can tell; kept
+        claim_run_folder(run, Holder())
+    (run / "train.lock").write_text("garbled")
+    holder = Holder()
+    claim_run_folder(run, holder)()  # unreadable: its owner is unknown, taken over; then released
+    assert os.listdir(run) == []
+
+    def no_hard_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")  # as on a FUSE mount without hard links
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    release = claim_run_folder(run, holder)
+    assert json.loads((run / "train.lock").read_text())["pid"] == os.getpid() and os.listdir(run) == ["train.lock"]
+    (run / "train.lock").write_text(json.dumps({"pid": os.getppid(), "host": "elsewhere", "token": "t"}))
+    release()  # not this process's lock any more: left alone
+    assert os.listdir(run) == ["train.lock"]
+
+
+def data_yaml_of(tiny_data: Path, path: Path, **changes) -> Path:
+    """Write a data YAML for the tiny tree at ``path``, with ``changes`` over its keys."""
+    d = {**yaml.safe_load(tiny_data.read_text()), "path": str(tiny_data.parent), **changes}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_a_resume_on_other_classes_is_refused_naming_both_yamls_and_on_the_same_ones_records_the_new_data(
+    stopped_run, tiny_data, tmp_path
+):
+    copy = tmp_path / "copy"
+    shutil.copytree(stopped_run, copy)
+    last, before = copy / "weights/last.pt", tree_digest(copy)
+    names = yaml.safe_load(tiny_data.read_text())["names"]
+    other = data_yaml_of(tiny_data, tmp_path / "other/data.yaml", nc=18, names={**names, 17: "l3_extra"})
+    renamed = data_yaml_of(tiny_data, tmp_path / "renamed/data.yaml", names={**names, 16: "thread"})
+    for data, shown in ((other, "18 classes"), (renamed, "other class names")):
+        message = rf"^{re.escape(str(last))}: the run trained on {re.escape(str(tiny_data))} \(17 classes\); "
+        with pytest.raises(ValueError, match=message + re.escape(f"data={data} has {shown}")) as refused:
+            SmartCashTrainer.resume(last, overrides={"data": str(data)})
+        assert f"yolo train model={last} data={data}" in str(refused.value)  # the way out: a new run from it
+    assert tree_digest(copy) == before
+
+    moved = data_yaml_of(tiny_data, tmp_path / "moved/data.yaml")  # the same classes: the dataset moved
+    SmartCashTrainer.resume(last, overrides={"data": str(moved)}).train()
+    assert json.loads((copy / "metrics.json").read_text())["run"]["data"] == str(moved)
+    assert ckpt(last)["train_args"]["data"] == str(moved)
+
+
+@pytest.mark.slow
+def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
+    stopped_run, finished, tiny_data, tmp_path
+):
+    """Each cause the plugin knows: one line naming the file and the way out, exit 1, no traceback."""
+    from ultralytics import YOLO
+
+    runs = {name: tmp_path / name for name in ("empty", "truncated", "finished", "classes", "busy")}
+    for name, run in runs.items():
+        shutil.copytree(finished if name == "finished" else stopped_run, run)
+    whole = (runs["empty"] / "weights/last.pt").read_bytes()
+    (runs["empty"] / "weights/last.pt").write_bytes(b"")
+    (runs["truncated"] / "weights/last.pt").write_bytes(whole[: len(whole) // 2])
+    other = data_yaml_of(tiny_data, tmp_path / "other/data.yaml", nc=18, names={i: f"c{i}" for i in range(18)})
+    short = data_yaml_of(tiny_data, tmp_path / "short/data.yaml", nc=5, names={i: f"c{i}" for i in range(5)})
+    owner = subprocess.Popen(["sleep", "120"])  # a live process that is none of the yolo command's ancestors
+    lock = {"pid": owner.pid, "host": socket.gethostname(), "token": "t", "started": "now"}
+    (runs["busy"] / "train.lock").write_text(json.dumps(lock))
+    fast = [f"{k}={v}" for k, v in {**FAST, "epochs": 1, "project": tmp_path / "new"}.items()]
+    model = f"model={csp_n_yaml(tmp_path / 'model')}"
+    cases = {  # the yolo arguments -> what the one line says after "yolo train: error: "
+        "empty": (["resume", f"model={runs['empty']}/weights/last.pt"], "not a training checkpoint"),
+        "truncated": (["resume", f"model={runs['truncated']}/weights/last.pt"], "a truncated or damaged copy"),
+        "finished": (["resume", f"model={runs['finished']}/weights/last.pt"], "pass additional_epochs"),
+        "classes": (["resume", f"model={runs['classes']}/weights/last.pt", f"data={other}"], "yolo train model="),
+        "busy": (["resume", f"model={runs['busy']}/weights/last.pt"], "another training holds this run folder"),
+        "short": (["cfg=smartcash_cspdarknet.yaml", model, f"data={short}", *fast], "'names' is probably incomplete"),
+        "offline": (["cfg=smartcash_effb4.yaml", f"data={tiny_data}", *fast], "smartcash.backbone_weights: null"),
+        "pretrained": ([model, f"data={tiny_data}", "pretrained=b4.safetensors", *fast], "backbone_weights: <file>"),
+    }
+    try:
+        for name, (args, way_out) in cases.items():
+            out = run_yolo("train", *args, cwd=tmp_path, env={"HF_HOME": str(tmp_path / "empty_hf_home")})
+            text, last = out.stdout + out.stderr, out.stderr.strip().splitlines()[-1]
+            assert out.returncode == 1 and "Traceback" not in text, (name, text[-3000:])
+            assert last.startswith("yolo train: error: ") and way_out in last, (name, last)
+            assert text.count(way_out) == 1, (name, text[-3000:])  # one message, not a log line repeating it
+            named = {"short": short, "offline": "efficientnet_b4", "pretrained": "b4.safetensors"}.get(
+                name, runs.get(name)
+            )
+            assert str(named) in last, (name, last)
+    finally:
+        owner.kill()
+        owner.wait()
+    with pytest.raises(TypeError, match=f"^{re.escape(str(runs['empty']))}/weights/last.pt: not a training"):
+        YOLO(runs["empty"] / "weights/last.pt")  # a TypeError as Ultralytics raises, naming the file
+    out = run_yolo("train", "model=no_such_model.yaml", cwd=tmp_path)  # no cause the plugin knows: its traceback
+    assert out.returncode == 1 and "Traceback" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_stop_in_the_middle_of_an_epoch_finishes_it_and_a_resume_starts_at_the_next(tiny_data, tmp_path):
+    """No partial epoch is ever recorded as done: the stop takes effect once the epoch's batches have all run."""
+    overrides = {"model": str(csp_n_yaml(tmp_path)), "data": str(tiny_data), "epochs": 3, **FAST}
+    trainer = SmartCashTrainer(overrides={**overrides, "project": str(tmp_path), "name": "run"})
+    ran = []
+
+    def stop_in_epoch_2(tr):
+        if tr.epoch == 1:
+            ran.append(tr.run_state.batch)
+            tr.stop_training("stop button")  # after its first batch, as a UI's stop button would
+
+    trainer.add_callback("on_train_batch_end", stop_in_epoch_2)
+    trainer.train()
+    assert ran == list(range(1, len(trainer.train_loader) + 1))  # every batch of epoch 2 ran
+    save_dir = tmp_path / "run"
+    assert trainer.get_training_status()["state"] == "stopped" and ckpt(save_dir / "weights/last.pt")["epoch"] == 1
+    assert_run_files_agree(save_dir, "stopped", [1, 2])
+    SmartCashTrainer.resume(save_dir / "weights/last.pt").train()
+    assert_run_files_agree(save_dir, "completed", [1, 2, 3], session=[3])
+
+
+@pytest.mark.slow
+def test_yolo_train_resume_with_more_epochs_extends_a_finished_run_with_the_checks_of_the_python_call(
+    finished, tmp_path
+):
+    """``epochs=N`` on ``yolo train resume`` plans N epochs in all: ``resume_training(last, additional_epochs=...)``."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    last = copy / "weights/last.pt"
+    out = run_yolo("train", "resume", f"model={last}", "epochs=1", cwd=tmp_path)  # adds none: refused, as in Python
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    refused = out.stderr.splitlines()[-1]
+    assert f"{last}: the run finished its 1 epochs; pass additional_epochs" in refused
+    assert f"on the command line: yolo train resume model={last} epochs=M, M > 1" in refused
+    out = run_yolo("train", "resume", f"model={copy / 'weights/best.pt'}", "epochs=3", cwd=tmp_path)
+    assert out.returncode == 1 and f"resume from {last}" in out.stderr.splitlines()[-1]  # stripped: refused too
+
+    out = run_yolo("train", "resume", f"model={last}", "epochs=3", cwd=tmp_path)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    extended = ckpt(last)
+    assert extended["epoch"] == 2 and extended["optimizer"] is not None and extended["train_args"]["epochs"] == 3
+    assert extended["ema"].yaml["smartcash"]["training"]["schedule_epochs"] == 1  # the LR schedule keeps its length
+    assert_run_files_agree(copy, "completed", [1, 2, 3], session=[2, 3])

@@ -125,6 +125,17 @@ def test_check_resume_sets_the_save_dir_before_init_makes_it_and_writes_args_yam
     assert yaml.safe_load((chosen / "args.yaml").read_text())["save_dir"] == str(chosen)
     assert not recorded.exists()
 
+    class Claiming(DetectionTrainer):  # a new run: the run folder is claimed here, before anything is written in it
+        def check_resume(self, overrides):
+            super().check_resume(overrides)
+            self.seen = sorted(os.listdir(chosen))
+            self.args.save_dir = str(chosen)
+
+    (chosen / "results.csv").write_text("an earlier run's rows")  # BaseTrainer.__init__ deletes it for a new run
+    trainer = Claiming(overrides={"model": "yolov8n.yaml", "data": str(tiny_data), "exist_ok": True})
+    assert trainer.seen == ["args.yaml", "results.csv", "weights"] and trainer.save_dir == chosen
+    assert not (chosen / "results.csv").exists()
+
 
 @pytest.mark.slow
 def test_the_schedule_is_built_by_one_private_method_also_in_time_mode(watched_run):

@@ -67,7 +67,11 @@ class MetricsExporter(Callback):
         except (OSError, ValueError) as e:
             LOGGER.warning(f"{path}: unreadable ({e}); metric history restarts at this epoch")
             return []
-        self.run = {**saved.get("run", {}), "epochs": self.run["epochs"], "resumed": self.run["started"]}
+        self.run = {
+            **saved.get("run", {}),
+            **{k: self.run[k] for k in ("data", "epochs")},
+            "resumed": self.run["started"],
+        }
         kept = [r for r in saved.get("epochs", []) if r["epoch"] <= up_to_epoch]
         dropped = len(saved.get("epochs", [])) - len(kept)
         if dropped:

@@ -20,6 +20,7 @@ from ultralytics.utils import LOGGER, remove_colorstr
 from smartcash_ultra.callbacks.base import Callback, callback_settings, explicit_settings
 from smartcash_ultra.callbacks.epoch_record import epoch_record
 from smartcash_ultra.callbacks.run_state import RunState
+from smartcash_ultra.utils.errors import SmartCashError
 from smartcash_ultra.utils.settings import DEFAULTS, is_main_process
 
 EVENTS_NAME = "events.jsonl"
@@ -197,7 +198,8 @@ class ProgressReporter(Callback):
                     "batch": self.batch,
                     "save_dir": str(getattr(trainer, "save_dir", "")),
                 }
-                LOGGER.error(f"Training failed during {context['stage']} of epoch {context['epoch']}: {exc!r}")
+                if not isinstance(exc, SmartCashError):  # a known cause: its one message reaches the user as it is
+                    LOGGER.error(f"Training failed during {context['stage']} of epoch {context['epoch']}: {exc!r}")
                 self.call("error_callback", exc, context)
                 self.event("error", error=type(exc).__name__, message=str(exc), context=context)
             if self.state.closed is not None and self.state.closed == epoch and self.reported != epoch + 1:

@@ -6,10 +6,10 @@ same rows, the completion event's ``status``) all read it, so they agree. States
 :data:`OUTCOMES`: ``completed`` (all planned epochs), ``stopped_early`` (early stopping), ``stopped`` (a stop request:
 ``stop_training()``, SIGINT, SIGTERM) or ``failed`` (an exception ended it).
 
-A stop may be requested from any thread. It takes effect at the next safe point: in a single process, the end of the
-current training batch (Ultralytics then validates, writes ``last.pt``, the metric files and runs the final
-evaluation); under DDP, where a per-batch stop is not shared between ranks and would hang them, the end of the epoch,
-decided on rank 0 and broadcast by Ultralytics.
+A stop may be requested from any thread. It takes effect at the end of the current epoch, once its batches have all
+run and it is validated and saved (``last.pt``, the metric files; then the final evaluation): an epoch is recorded as
+done only when it ran whole, so a resume starts at the next one and never skips the rest of a half-trained epoch.
+Under DDP it is decided on rank 0 and broadcast by Ultralytics. A second Ctrl-C stops at once, without saving.
 
 It is a callback object like the others, registered by ``add_smartcash_callbacks`` before them, so a stock model with
 the SmartCash callbacks has one too; the trainer, the exporter and the reporter find it with :func:`registered`. It
@@ -184,11 +184,8 @@ class RunState(Callback):
             torch.cuda.reset_peak_memory_stats(trainer.device)  # per-epoch peak in the record
 
     def on_train_batch_end(self, trainer) -> None:
-        """Count the batch; in a single process, a requested stop takes effect here."""
         with self._lock:
             self.batch += 1
-        if self.stop_reason is not None and trainer.world_size <= 1:
-            trainer.stop = True
 
     def on_train_epoch_end(self, trainer) -> None:
         self.train_time = time.perf_counter() - self.epoch_start
@@ -202,7 +199,7 @@ class RunState(Callback):
         self.validated = self.validated or self.in_epoch
 
     def on_fit_epoch_end(self, trainer) -> None:
-        """Under DDP a requested stop takes effect here (rank 0 decides; Ultralytics broadcasts ``trainer.stop``)."""
+        """Close the epoch; a requested stop takes effect now that it ran whole (DDP: rank 0 decides, broadcast)."""
         if self.stop_reason is not None and is_main_process():
             trainer.stop = True
         self.end_epoch(trainer)

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from ultralytics.data.utils import IMG_FORMATS
 
+from smartcash_ultra.utils.errors import SmartCashError
+
 ARRAY_SUFFIX = ".npy"
 IMAGE_SUFFIXES = frozenset(IMG_FORMATS) | {"npy"}
 """File suffixes (no dot, lower case) a SmartCash tree may hold as images: arrays and Ultralytics' image formats."""
@@ -28,7 +30,7 @@ RANGE_TOLERANCE = 1e-3
 """Values this far (as a fraction of the range) outside it pass: float16 rounding and resampling overshoot."""
 
 
-class ArrayFormatError(ValueError):
+class ArrayFormatError(SmartCashError, ValueError):
     """An ``.npy`` file that is not a usable SmartCash image array; the message names the file and the problem."""
 
     def __init__(self, path: str | Path, problem: str):

@@ -54,6 +54,7 @@ from smartcash_ultra.data.label_cache import (
 )
 from smartcash_ultra.data.labels import ClassIdError, parse_label_rows
 from smartcash_ultra.data.preprocess import read_sidecar
+from smartcash_ultra.utils.errors import SmartCashError
 
 CORRUPT = "ignoring corrupt image/label: "
 """How a left-out item's message starts (Ultralytics' wording), after the dataset's prefix."""
@@ -61,7 +62,7 @@ VERIFIER_VERSION = "smartcash-4"
 """Part of the label-cache hash and version: a cache written by an older verifier is rebuilt."""
 
 
-class DatasetProblems(ValueError):
+class DatasetProblems(SmartCashError, ValueError):
     """A ``strict: true`` dataset with problems: raised before training, listing every problem (file: problem)."""
 
     def __init__(self, source: str, problems: list[str]):

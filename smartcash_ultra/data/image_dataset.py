@@ -30,6 +30,7 @@ from ultralytics.utils import DATASETS_DIR
 
 from smartcash_ultra.data.arrays import CHANNEL_ORDERS, DEFAULT_VALUE_RANGE, is_array_file
 from smartcash_ultra.utils.classes import NAMES
+from smartcash_ultra.utils.errors import SmartCashError
 
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
 """Data YAML split key -> SmartCash split folder name."""
@@ -39,7 +40,7 @@ YAML_NAMES = ("data.yaml", "data.yml")
 """Names a dataset folder's data YAML may have."""
 
 
-class DatasetError(ValueError):
+class DatasetError(SmartCashError, ValueError):
     """A dataset (or destination) that cannot be used as asked; the message names the file and the problem."""
 
     def __init__(self, path: str | Path, problem: str):

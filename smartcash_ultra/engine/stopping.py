@@ -82,8 +82,8 @@ def stop_on_signals(request: Callable[[str], bool]) -> Iterator[Signals]:
             return
         received.signum = signum
         LOGGER.warning(
-            f"{name} received: stopping after this batch (validation, last.pt and metric files are saved); "
-            "press Ctrl-C again to stop at once"
+            f"{name} received: stopping at the end of this epoch, once its batches have run (validation, last.pt and "
+            "metric files are saved); press Ctrl-C again to stop at once, without saving it (a resume reruns it)"
         )
 
     previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}

@@ -10,6 +10,7 @@ Ultralytics' DDP launcher rebuilds the trainer with it in every worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from copy import copy
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from torch import optim
+from ultralytics.cfg import get_save_dir
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
@@ -25,7 +27,15 @@ from ultralytics.utils.torch_utils import unwrap_model
 from smartcash_ultra.callbacks import RunState, UICallbacks, add_smartcash_callbacks, has_smartcash_callbacks
 from smartcash_ultra.callbacks.epoch_record import trim_results
 from smartcash_ultra.data.dataset import build_smartcash_dataset
-from smartcash_ultra.engine.checkpoints import AtomicPath, keep_last_whole, resumable, run_folder, write_named_best
+from smartcash_ultra.engine.checkpoints import (
+    AtomicPath,
+    claim_run_folder,
+    keep_last_whole,
+    refuse_other_classes,
+    resumable,
+    run_folder,
+    write_named_best,
+)
 from smartcash_ultra.engine.declarations import record
 from smartcash_ultra.engine.precision import offline_check_amp, settle
 from smartcash_ultra.engine.schedules import Schedule
@@ -33,6 +43,7 @@ from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.model import SmartCashDetectionModel
 from smartcash_ultra.nn.safe_load import read_checkpoint
+from smartcash_ultra.utils.errors import ArgumentError
 from smartcash_ultra.utils.settings import SECTION, load_train_cfg, model_settings, with_smartcash_defaults
 
 
@@ -54,17 +65,41 @@ class SmartCashDataTrainer(DetectionTrainer):
     as they trained. The model, its settings and everything else stay Ultralytics' own.
     """
 
+    def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
+        """Initialise Ultralytics' trainer; a failure after the run folder was claimed releases it."""
+        self.release_run_folder: Callable[[], Any] = lambda: None  # set when the run folder is claimed
+        try:
+            super().__init__(cfg, overrides, _callbacks)
+        except BaseException:
+            self.release_run_folder()
+            raise
+
     def check_resume(self, overrides):
-        """Take the checkpoint's arguments as Ultralytics does, but continue in the run folder that holds it.
+        """Take the checkpoint's arguments as Ultralytics does, continue in the run folder that holds it, claim it.
 
         Ultralytics keeps the ``save_dir`` recorded in the checkpoint, and ``BaseTrainer.__init__`` then makes that
         folder, writes its ``args.yaml`` and appends to its ``results.csv``: a copied or moved run would write into
         the original. Here it becomes the checkpoint's own ``weights/..`` (:func:`run_folder`, which also refuses a
-        checkpoint outside a ``weights/`` folder and a read-only run), before anything is written.
+        checkpoint outside a ``weights/`` folder and a read-only run), and a ``data=`` of other classes is refused
+        (:func:`refuse_other_classes`). Then, new run or resume, the folder is claimed
+        for this training (:func:`claim_run_folder`, refused while another live training holds it), before
+        ``BaseTrainer.__init__`` writes ``args.yaml`` or deletes an old ``results.csv`` there. DDP: the launching
+        process claims it; its workers share the claim.
         """
         super().check_resume(overrides)
         if self.resume:
             self.args.save_dir = str(run_folder(Path(self.args.resume), overrides.get("save_dir")))
+            refuse_other_classes(Path(self.args.resume), overrides.get("data"))
+        if RANK in {-1, 0}:
+            self.args.save_dir = str(get_save_dir(self.args))  # what BaseTrainer.__init__ takes next
+            self.release_run_folder = claim_run_folder(Path(self.args.save_dir), self)  # every ending calls it
+
+    def train(self):
+        """Train as Ultralytics does; the run folder is released however the training ends."""
+        try:
+            return super().train()
+        finally:
+            self.release_run_folder()
 
     def set_model_attributes(self):
         """Attach class count, names and arguments as Ultralytics does, and the data declarations (before the EMA)."""
@@ -110,7 +145,7 @@ class SmartCashTrainer(SmartCashDataTrainer):
         args = with_smartcash_defaults({**load_train_cfg(cfg), **(overrides or {})})
         pretrained = args.get("pretrained")  # refused before anything is made (a run folder) or built
         if isinstance(pretrained, (str, Path)) and Path(pretrained).suffix.lower() in {".safetensors", ".pth", ".bin"}:
-            raise ValueError(
+            raise ArgumentError(
                 f"pretrained={pretrained}: pretrained= takes an Ultralytics checkpoint (.pt) whose matching layers are "
                 "transferred (e.g. yolov5su.pt for CSPDarknet); timm backbone weights go in the model YAML: "
                 "smartcash.backbone_weights: <file> (smartcash-ultra copy-cfg smartcash_effb4_yolov5.yaml writes a "
@@ -127,6 +162,23 @@ class SmartCashTrainer(SmartCashDataTrainer):
         self._schedule_epochs: int | None = None  # set by extend(): the LR schedule keeps its original length
         self.extended_from: int | None = None  # set by extend(): the epochs planned before
         self._named_best: Path | None = None
+        if self.extend_to:
+            self.extend(self.extend_to, schedule_epochs=self.args.epochs)
+
+    def check_resume(self, overrides):
+        """Resume as :class:`SmartCashDataTrainer` does; an ``epochs=`` beyond the run's plan extends it.
+
+        Ultralytics ignores ``epochs`` on resume and refuses a finished run. ``yolo train resume model=last.pt
+        epochs=N`` plans N epochs in all, as ``SmartCashTrainer.resume(last.pt, additional_epochs=...)`` does (the
+        integration's ``refuse_unresumable`` checks it as that call does). A DDP worker rebuilt with the extended
+        ``epochs`` extends it alike.
+        """
+        asked = overrides.get("epochs") if overrides.get("resume") else None
+        super().check_resume({k: v for k, v in overrides.items() if k != "epochs"} if asked is not None else overrides)
+        planned = self.args.epochs
+        self.extend_to = asked if self.resume and asked is not None and asked > planned else None
+        if self.resume and asked is not None and asked < planned:
+            LOGGER.warning(f"Resume ignores epochs={asked}: the run plans {planned}; more would extend it")
 
     @classmethod
     def resume(
@@ -167,7 +219,9 @@ class SmartCashTrainer(SmartCashDataTrainer):
         self._schedule_epochs = schedule_epochs
 
     def stop_training(self, reason: str = "stop requested") -> bool:
-        """Ask the run to stop at the next batch end (thread-safe); it validates, saves and ends ``stopped``.
+        """Ask the run to stop at the end of the epoch it is in (thread-safe); it validates, saves, ends ``stopped``.
+
+        The epoch's remaining batches run first, so that no half-trained epoch is recorded as done.
 
         Returns False when a stop was already requested.
         """
@@ -188,7 +242,8 @@ class SmartCashTrainer(SmartCashDataTrainer):
     def validates_epoch(self, epoch: int) -> bool:
         """Return True when ``epoch`` (0-based) validates: every ``val_interval`` epochs, the last, a stopping one."""
         interval = self.training_settings()["val_interval"]
-        return interval <= 1 or (epoch + 1) % interval == 0 or epoch + 1 >= self.epochs or bool(self.stop)
+        stopping = bool(self.stop) or self.run_state.stop_reason is not None
+        return interval <= 1 or (epoch + 1) % interval == 0 or epoch + 1 >= self.epochs or stopping
 
     def validate(self):
         """Validate on the epochs :meth:`validates_epoch` names; others keep the last figures and no fitness.

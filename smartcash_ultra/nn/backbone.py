@@ -18,11 +18,13 @@ import torch
 from torch import nn
 from ultralytics.utils import LOGGER
 
+from smartcash_ultra.utils.errors import SmartCashError
+
 if TYPE_CHECKING:
     from timm.models import FeatureInfo
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(SmartCashError, RuntimeError):
     """The backbone weights asked for cannot be had; the message names them and how to supply them."""
 
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
-from smartcash_ultra.data.image_dataset import DatasetError
 from smartcash_ultra.tools.convert import check_size, check_workers, convert_dataset
 from smartcash_ultra.tools.report import scan_dataset
+from smartcash_ultra.utils.errors import SmartCashError, summary
 from smartcash_ultra.utils.shipped import MODELS, cfg_dir, copy_shipped
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_ERROR
     try:
         return COMMANDS[args.command].run(args)
-    except (DatasetError, OSError) as e:
-        print(f"smartcash-ultra {args.command}: error: {e}", file=sys.stderr)
+    except (SmartCashError, OSError) as e:  # the errors whose cause is known (utils/errors.py): one line
+        print(f"smartcash-ultra {args.command}: error: {summary(e)}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # a fault of the tool: exit 1 would read as "problems found", a traceback as the data's
         if args.command not in READERS:
