@@ -640,6 +640,8 @@ def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
     (runs["truncated"] / "weights/last.pt").write_bytes(whole[: len(whole) // 2])
     other = data_yaml_of(tiny_data, tmp_path / "other/data.yaml", nc=18, names={i: f"c{i}" for i in range(18)})
     short = data_yaml_of(tiny_data, tmp_path / "short/data.yaml", nc=5, names={i: f"c{i}" for i in range(5)})
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(f"path: {tiny_data.parent}\ntrain: train/images\nval: valid/images\nx: {'[' * 5000}{']' * 5000}\n")
     owner = subprocess.Popen(["sleep", "120"])  # a live process that is none of the yolo command's ancestors
     lock = {"pid": owner.pid, "host": socket.gethostname(), "token": "t", "started": "now"}
     (runs["busy"] / "train.lock").write_text(json.dumps(lock))
@@ -654,16 +656,19 @@ def test_yolo_prints_a_known_error_as_one_line_and_python_gets_the_exception(
         "short": (["cfg=smartcash_cspdarknet.yaml", model, f"data={short}", *fast], "'names' is probably incomplete"),
         "offline": (["cfg=smartcash_effb4.yaml", f"data={tiny_data}", *fast], "smartcash.backbone_weights: null"),
         "pretrained": ([model, f"data={tiny_data}", "pretrained=b4.safetensors", *fast], "backbone_weights: <file>"),
+        "missing": ([model, f"data={tmp_path / 'missing.yaml'}", *fast], "does not exist"),
+        "deep": ([model, f"data={deep}", *fast], "nesting depth"),
     }
     try:
         for name, (args, way_out) in cases.items():
             out = run_yolo("train", *args, cwd=tmp_path, env={"HF_HOME": str(tmp_path / "empty_hf_home")})
-            text, last = out.stdout + out.stderr, out.stderr.strip().splitlines()[-1]
+            text = out.stdout + out.stderr
+            last = out.stderr[out.stderr.rfind("\nyolo train: error: ") + 1 :]  # the message, with its own lines
             assert out.returncode == 1 and "Traceback" not in text, (name, text[-3000:])
             assert last.startswith("yolo train: error: ") and way_out in last, (name, last)
             assert text.count(way_out) == 1, (name, text[-3000:])  # one message, not a log line repeating it
-            named = {"short": short, "offline": "efficientnet_b4", "pretrained": "b4.safetensors"}.get(
-                name, runs.get(name)
+            named = {"short": short, "offline": "efficientnet_b4", "pretrained": "b4.safetensors", "deep": deep}.get(
+                name, runs.get(name, tmp_path / "missing.yaml")
             )
             assert str(named) in last, (name, last)
     finally:

@@ -43,7 +43,7 @@ from smartcash_ultra.engine.stopping import Signals, stop_on_signals, stopped_by
 from smartcash_ultra.engine.validator import SmartCashValidator
 from smartcash_ultra.nn.model import SmartCashDetectionModel
 from smartcash_ultra.nn.safe_load import read_checkpoint
-from smartcash_ultra.utils.errors import ArgumentError
+from smartcash_ultra.utils.errors import ArgumentError, DataYamlError
 from smartcash_ultra.utils.settings import SECTION, load_train_cfg, model_settings, with_smartcash_defaults
 
 
@@ -93,6 +93,17 @@ class SmartCashDataTrainer(DetectionTrainer):
         if RANK in {-1, 0}:
             self.args.save_dir = str(get_save_dir(self.args))  # what BaseTrainer.__init__ takes next
             self.release_run_folder = claim_run_folder(Path(self.args.save_dir), self)  # every ending calls it
+
+    def get_dataset(self):
+        """Check the data YAML as Ultralytics does; its refusal is the user's to fix, so it is a known error.
+
+        Ultralytics wraps whatever its check raised in a ``RuntimeError`` that names the YAML and the cause; as a
+        :class:`DataYamlError` the ``yolo`` command prints it as one message, not a traceback.
+        """
+        try:
+            return super().get_dataset()
+        except RuntimeError as e:
+            raise DataYamlError(str(e)) from None
 
     def train(self):
         """Train as Ultralytics does; the run folder is released however the training ends."""

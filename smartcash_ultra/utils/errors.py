@@ -32,6 +32,13 @@ class ArgumentError(SmartCashError, ValueError):
     """An argument the plugin refuses before anything is made, saying what to use instead."""
 
 
+class DataYamlError(SmartCashError, RuntimeError):
+    """A data YAML Ultralytics' dataset check refuses (a path that does not exist, YAML it cannot parse, no ``val``).
+
+    A ``RuntimeError``, as Ultralytics' trainer raises for it; its message already names the YAML and the cause.
+    """
+
+
 class RunFolderError(SmartCashError, PermissionError):
     """A run folder a training cannot write into: read-only."""
 
