@@ -298,8 +298,7 @@ def build_scenario_set(
             records[image.name] = _build_one(image, dataset, tmp, scenario, declared.value_range)
             if progress:
                 progress(i + 1, len(images), f"{scenario.name}: {i + 1}/{len(images)} images")
-        data = {
-            "path": str(root),
+        data = {  # no 'path': the splits resolve beside the YAML, wherever the set lies
             "train": "images",
             "val": "images",
             "test": "images",
