@@ -370,3 +370,17 @@ def test_runs_lists_checkpoints_and_picks_the_best_per_backbone(cspdarknet_run, 
     out = capsys.readouterr().out
     assert "cspdarknet/weights/best.pt" in out and "efficientnet_b4" in out and "cannot be read" in out
     assert not math.isnan(chosen["cspdarknet_n"].map50_95)
+
+
+@pytest.mark.slow
+def test_an_onnx_export_is_evaluated_and_timed_as_ultralytics_validates_it(cspdarknet_run, tiny_data, tmp_path):
+    weights = tmp_path / "weights/best.pt"  # a copy: the export is written beside it, never into the session run
+    weights.parent.mkdir()
+    shutil.copyfile(cspdarknet_run.result.best, weights)
+    onnx = YOLO(weights).export(format="onnx", imgsz=64, dynamic=True, simplify=False)
+    run = evaluate([onnx], tiny_data, scenarios="original", project=tmp_path / "runs", **EVAL)
+    (info,) = run.models
+    assert info.status == "ok" and info.label == f"{tmp_path.name}_onnx"  # the run folder holding weights/
+    assert info.backbone == "(onnx export)" and info.latency["batch1"]["ms_per_image"] > 0
+    metrics = YOLO(onnx).val(data=str(tiny_data), split="test", imgsz=64, batch=4, plots=False, verbose=False)
+    assert run.result(info.label, "original").metrics["mAP50-95"] == metrics.box.map

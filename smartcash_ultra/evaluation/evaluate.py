@@ -148,12 +148,24 @@ def resolve_models(specs: list[str | Path]) -> list[ModelInfo]:
     return found
 
 
+def export_format(path: Path) -> str:
+    """Return the export format of ``path`` as Ultralytics names its files (``onnx``, ``openvino``), '' for ``.pt``."""
+    if path.is_dir():  # best_openvino_model/, best_saved_model/, ...
+        return path.name.removesuffix("_model").rpartition("_")[2]
+    return "" if path.suffix == ".pt" else path.suffix[1:]
+
+
 def _label(path: Path) -> str:
-    """``<run>`` for a run's ``weights/best.pt``, ``<run>_<stem>`` for its other weights, else the file's stem."""
+    """``<run>`` for a run's ``weights/best.pt``, ``<run>_<stem>`` for its other weights, else the file's stem.
+
+    An export adds its format: ``<run>_onnx`` for ``weights/best.onnx``, ``best_openvino`` for ``best_openvino_model``.
+    """
+    stem = path.name.rsplit("_", 2)[0] if path.is_dir() else path.stem
+    form = f"_{export_format(path)}" if export_format(path) else ""
     if path.parent.name == "weights":
         run = path.parent.parent.name
-        return run if path.stem == "best" else f"{run}_{path.stem}"
-    return path.stem.removesuffix("_model") if path.is_dir() else path.stem
+        return f"{run}{form}" if stem == "best" else f"{run}_{stem}{form}"
+    return f"{stem}{form}"
 
 
 def _version() -> str:
@@ -283,11 +295,13 @@ def evaluate(
             clock["examples"] = time.perf_counter() - t0
     except KeyboardInterrupt:
         run.partial = True
+        run.environment = environment(device)
         run.timings = {k: round(v, 3) for k, v in clock.items()}
         write_outputs(run)
         events.event("stopped", reason="interrupted", results=len(run.results))
         raise
     run.timings = {k: round(v, 3) for k, v in clock.items()}
+    run.environment = environment(device)  # again: Ultralytics' select_device sets torch's threads on CPU
     write_outputs(run)
     events.event("finished", ok=run.ok, results=len(run.results))
     return run
@@ -344,7 +358,7 @@ def _describe(info: ModelInfo, model) -> None:
 
     module = model.model
     if not isinstance(module, nn.Module):
-        info.backbone = "export"
+        info.backbone = f"({export_format(Path(info.path))} export)"
         return
     from ultralytics.utils.torch_utils import get_flops
 
