@@ -384,3 +384,38 @@ def test_an_onnx_export_is_evaluated_and_timed_as_ultralytics_validates_it(cspda
     assert info.backbone == "(onnx export)" and info.latency["batch1"]["ms_per_image"] > 0
     metrics = YOLO(onnx).val(data=str(tiny_data), split="test", imgsz=64, batch=4, plots=False, verbose=False)
     assert run.result(info.label, "original").metrics["mAP50-95"] == metrics.box.map
+
+
+@pytest.mark.slow
+def test_a_model_failing_during_validation_is_marked_failed_and_the_others_go_on(
+    cspdarknet_run, tiny_data, tmp_path, monkeypatch
+):
+    import smartcash_ultra.evaluation.evaluate as module
+
+    copy = tmp_path / "second.pt"
+    shutil.copyfile(cspdarknet_run.result.best, copy)
+    validate = module._validate
+
+    def failing_on_lighting(info, model, scenario_set, *args):
+        if info.label == "second" and scenario_set.scenario.name == "lighting":
+            raise RuntimeError("out of memory\nmore")
+        return validate(info, model, scenario_set, *args)
+
+    monkeypatch.setattr(module, "_validate", failing_on_lighting)
+    progress = Collector()
+    run = evaluate(
+        [copy, cspdarknet_run.result.best],
+        tiny_data,
+        scenarios="original,lighting",
+        project=tmp_path / "runs",
+        progress_callback=progress,
+        latency=False,
+        **{**EVAL, "examples": 0},
+    )
+    second, first = run.models
+    assert second.status == "failed" and second.reason == "validation on lighting failed (RuntimeError: out of memory)"
+    assert first.status == "ok" and {(r.model, r.scenario) for r in run.results} == {
+        ("cspdarknet", "original"),
+        ("cspdarknet", "lighting"),
+    }
+    assert [c[1:3] for c in progress if c[0] == "overall"][-1] == (2, 2)

@@ -272,23 +272,32 @@ def evaluate(
         for info in infos:
             if info.label not in loaded:
                 continue
-            for scenario in chosen:
-                t0 = time.perf_counter()
-                result = _validate(
-                    info, loaded[info.label], sets[scenario.name], split, imgsz, batch, device, save_dir, events
-                )
-                clock["validation"] += time.perf_counter() - t0
-                run.results.append(result)
-                done += 1
-                events.event("evaluated", model=info.label, scenario=scenario.name, metrics=result.metrics)
-                events.progress(
-                    "overall", done, total, f"{info.label} on {scenario.name}: mAP50 {result.metrics['mAP50']:.3f}"
-                )
-            if latency:
-                t0 = time.perf_counter()
-                info.latency = measure_latency(loaded[info.label], imgsz, batch, device)
-                clock["latency"] += time.perf_counter() - t0
-                events.event("timed", model=info.label, latency=info.latency)
+            stage = "validation"
+            try:
+                for scenario in chosen:
+                    stage = f"validation on {scenario.name}"
+                    t0 = time.perf_counter()
+                    result = _validate(
+                        info, loaded[info.label], sets[scenario.name], split, imgsz, batch, device, save_dir, events
+                    )
+                    clock["validation"] += time.perf_counter() - t0
+                    run.results.append(result)
+                    done += 1
+                    events.event("evaluated", model=info.label, scenario=scenario.name, metrics=result.metrics)
+                    message = f"{info.label} on {scenario.name}: mAP50 {result.metrics['mAP50']:.3f}"
+                    events.progress("overall", done, total, message)
+                if latency:
+                    stage = "timing"
+                    t0 = time.perf_counter()
+                    info.latency = measure_latency(loaded[info.label], imgsz, batch, device)
+                    clock["latency"] += time.perf_counter() - t0
+                    events.event("timed", model=info.label, latency=info.latency)
+            except Exception as e:  # this model fails; the others go on
+                info.status, info.reason = "failed", f"{stage} failed ({type(e).__name__}: {_first_line(e)})"
+                run.results = [r for r in run.results if r.model != info.label]
+                del loaded[info.label]
+                done, total = len(run.results), total - len(chosen)
+                events.event("model_failed", model=info.label, path=info.path, reason=info.reason)
         if examples:
             t0 = time.perf_counter()
             draw_examples(save_dir / "examples", sets, loaded, split, imgsz, examples)
@@ -337,7 +346,7 @@ def _load(info: ModelInfo, names: dict[int, str]):
     try:
         model = YOLO(info.path, task="detect")
     except Exception as e:
-        info.status, info.reason = "failed", f"cannot be loaded ({type(e).__name__}: {str(e).strip().splitlines()[0]})"
+        info.status, info.reason = "failed", f"cannot be loaded ({type(e).__name__}: {_first_line(e)})"
         return None
     if dict(model.names) != dict(names):
         info.status, info.reason = (
@@ -350,6 +359,10 @@ def _load(info: ModelInfo, names: dict[int, str]):
         return None
     _describe(info, model)
     return model
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def _describe(info: ModelInfo, model) -> None:
