@@ -207,6 +207,9 @@ def test_bad_scenarios_and_an_empty_split_are_refused_before_any_work(tiny_data,
     data.write_text(yaml.safe_dump({**yaml.safe_load(tiny_data.read_text()), "path": str(empty)}))
     with pytest.raises(DatasetError, match="test split holds no image"):
         evaluate(["missing.pt"], data, project=tmp_path / "runs")
+    (tmp_path / "bare/test/images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="holds no data.yaml"):
+        evaluate(["missing.pt"], tmp_path / "bare", project=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
     assert main(["evaluate", "missing.pt", "--data", str(tiny_data), "--scenarios", str(bad)]) == 2
 

@@ -235,8 +235,9 @@ def evaluate(
         examples: images per scenario drawn with each model's predictions side by side (0: none).
         latency: time each PyTorch or exported model at batch 1 and at ``batch``.
 
-    A model that does not load or whose class names differ from the data's is marked failed with the reason, and
-    the others go on. Ctrl-C writes what is done, marked ``partial``, then raises ``KeyboardInterrupt``.
+    A model that does not load, whose class names differ from the data's, or whose validation or timing fails is
+    marked failed with the reason, and the others go on. Ctrl-C writes what is done, marked ``partial``, then raises
+    ``KeyboardInterrupt``.
 
     Raises:
         DatasetError: before any work, for a dataset or split that cannot be used or an impossible scenario.
@@ -246,6 +247,8 @@ def evaluate(
     if split not in SPLITS:
         raise DatasetError(str(data), f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     dataset = find_image_dataset(data, IMAGE_SUFFIXES)
+    if dataset.yaml_file is None:
+        raise DatasetError(dataset.root, "holds no data.yaml: the validator reads one (names, splits, declarations)")
     images = dataset.splits.get(SPLITS[split], [])
     if not images:
         raise DatasetError(dataset.yaml_file or dataset.root, f"the {split} split holds no image to evaluate")
@@ -254,7 +257,7 @@ def evaluate(
     # absolute, as the validator's project below must be: Ultralytics puts a relative one under runs_dir/<task>
     save_dir = increment_path(Path(project).resolve() / name, exist_ok=False, mkdir=True)
     events = Events(save_dir / "events.jsonl", progress_callback)
-    source_yaml = str(dataset.yaml_file) if dataset.yaml_file else str(data)
+    source_yaml = str(dataset.yaml_file)
     run = Evaluation(save_dir, source_yaml, split, [s.definition() for s in chosen], infos, [], {}, environment(device))
     events.event("started", data=source_yaml, split=split, models=[m.path for m in infos], scenarios=run.scenarios)
     clock = {"scenarios": 0.0, "validation": 0.0, "latency": 0.0, "examples": 0.0}
@@ -321,10 +324,10 @@ def _build_sets(dataset, split: str, scenarios: list[Scenario], cache: Path, eve
     sets = {}
     for scenario in scenarios:
         if scenario.is_original:
-            sets[scenario.name] = ScenarioSet(scenario, Path(dataset.yaml_file or dataset.root), dataset.root, False)
+            sets[scenario.name] = ScenarioSet(scenario, dataset.yaml_file, dataset.root, False)
             continue
 
-        def progress(current: int, total: int, message: str, name=scenario.name) -> None:
+        def progress(current: int, total: int, message: str) -> None:
             events.progress("scenario", current, total, message)
 
         t0 = time.perf_counter()
