@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -473,7 +474,9 @@ def measure_latency(model, imgsz: int, batch: int, device: str | None) -> dict[s
         verbose=False,
     )
     backend.eval()
-    out = {"device": str(dev), "threads": torch.get_num_threads(), "imgsz": imgsz, "warmup": LATENCY_WARMUP}
+    # an export runs in its own runtime (ONNX Runtime, OpenVINO), with that runtime's threads: all cores by default
+    threads = torch.get_num_threads() if backend.format == "pt" else f"{backend.format} default, {os.cpu_count()} cores"
+    out = {"device": str(dev), "threads": threads, "imgsz": imgsz, "warmup": LATENCY_WARMUP}
     for b in sorted({1, batch}):
         runs = LATENCY_RUNS if b == 1 else max(3, LATENCY_RUNS // 3)
         x = torch.zeros(b, 3, imgsz, imgsz, device=dev, dtype=torch.half if backend.fp16 else torch.float)
