@@ -108,16 +108,19 @@ def best_per_backbone(checkpoints: list[CheckpointInfo]) -> dict[str, Checkpoint
 
 
 def format_table(checkpoints: list[CheckpointInfo]) -> str:
-    """Format checkpoints as a fixed-width table, one line each."""
-    head = f"{'checkpoint':60} {'backbone':16} {'epochs':>7} {'best':>5} {'mAP50':>6} {'mAP50-95':>8} {'date':19} MB"
+    """Format checkpoints as a fixed-width table, one line each (the path column as wide as the longest path)."""
+    width = max([len("checkpoint"), *(len(c.path) for c in checkpoints)])
+    head = (
+        f"{'checkpoint':{width}} {'backbone':16} {'epochs':>7} {'best':>5} {'mAP50':>6} {'mAP50-95':>8} {'date':19} MB"
+    )
     lines = [head]
     for c in checkpoints:
         if c.problem:
-            lines.append(f"{c.path:60} {c.problem}")
+            lines.append(f"{c.path:{width}} {c.problem}")
             continue
         epochs = f"{c.epochs_trained}/{c.epochs_planned}" if c.epochs_planned else str(c.epochs_trained)
         lines.append(
-            f"{c.path:60} {c.backbone or '?':16} {epochs:>7} {c.best_epoch or '–':>5} "
+            f"{c.path:{width}} {c.backbone or '?':16} {epochs:>7} {c.best_epoch or '–':>5} "
             f"{_fmt(c.map50):>6} {_fmt(c.map50_95):>8} {(c.date or '')[:19]:19} {c.size_mb:.1f}"
         )
     return "\n".join(lines)
