@@ -5,7 +5,9 @@ checkpoint and exported with Ultralytics' exporter as ``yolo export format=onnx 
 ``best.pt``. Timed is the network's forward pass on a ready input tensor (no image decoding, letterbox or NMS):
 
 - PyTorch: the fused model (``model.fuse()``, Conv+BN folded, as Ultralytics predicts), eval mode, inference mode,
-  fp32 (``--half``: fp16 on a GPU);
+  fp32 (``--half``: fp16 on a GPU), in the memory format Ultralytics' ``AutoBackend`` gives it when ``predict`` or
+  ``val`` runs it: channels-last on x86 CPUs with oneDNN and on GPUs (backend ``pytorch-contiguous``: the same model
+  left contiguous, as this script timed it before);
 - ONNX Runtime: the exported graph on the CPU execution provider (on a GPU the CUDA provider, when installed).
 
 Batch 1 gives ms/image (median of ``--repeats`` calls per round), batch ``--batch`` (16) gives images/s (one call per
@@ -42,7 +44,14 @@ from benchlib import (
 BACKENDS = ("pytorch", "onnxruntime")
 UNFUSED = "pytorch-unfused-timm"
 """PyTorch with Ultralytics' own fuse only: the timm backbone's BatchNorm as it was before the plugin fused it."""
-BACKEND_LABELS = {"pytorch": "PyTorch (fused)", "onnxruntime": "ONNX Runtime", UNFUSED: "PyTorch (timm BN unfused)"}
+CONTIGUOUS = "pytorch-contiguous"
+"""The fused PyTorch model left in contiguous (NCHW) memory, where ``AutoBackend`` would make it channels-last."""
+BACKEND_LABELS = {
+    "pytorch": "PyTorch (fused)",
+    "onnxruntime": "ONNX Runtime",
+    UNFUSED: "PyTorch (timm BN unfused)",
+    CONTIGUOUS: "PyTorch (fused, contiguous)",
+}
 
 
 def build(name: str, folder: Path, args: argparse.Namespace, onnx: bool) -> tuple[dict, Path | None, dict]:
@@ -87,8 +96,15 @@ def build(name: str, folder: Path, args: argparse.Namespace, onnx: bool) -> tupl
         info["export_s"] = round(time.perf_counter() - start, 1)
     unfused = copy.deepcopy(model)
     DetectionModel.fuse(unfused, verbose=False)  # Ultralytics' fuse, without the SmartCash override
-    models = {"pytorch": model.fuse(verbose=False), UNFUSED: unfused}
+    fused = model.fuse(verbose=False)
+    models = {"pytorch": fused, UNFUSED: unfused, CONTIGUOUS: copy.deepcopy(fused)}
     models = {k: m.eval().to(device(args)) for k, m in models.items()}
+    from ultralytics.nn.autobackend import AutoBackend
+
+    for name in ("pytorch", UNFUSED):  # AutoBackend sets the memory format in place, as predict and val run them
+        AutoBackend(models[name], device=torch.device(device(args)), fuse=False, verbose=False)
+    conv = next(p for p in models["pytorch"].parameters() if p.dim() == 4 and p.shape[-1] > 1)  # not 1x1: both
+    info["channels_last"] = conv.is_contiguous(memory_format=torch.channels_last)  # formats are contiguous there
     return {k: m.half() if args.half else m for k, m in models.items()}, Path(onnx) if onnx else None, info
 
 
@@ -179,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--half", action="store_true", help="fp16 model and ONNX graph (GPU only)")
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads; 0: as Ultralytics on CPU")
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=[*BACKENDS, UNFUSED])
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=[*BACKENDS, UNFUSED, CONTIGUOUS])
     p.add_argument("--models", nargs=2, default=["cspdarknet-s", "effb4"], metavar=("CSPDARKNET", "EFFB4"))
     add_output_args(p, "latency")
     args = p.parse_args(argv)
@@ -304,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
             for be in backends
         ],
     )
-    title = f"forward pass, imgsz {args.imgsz}, {precision}, {dev}"
+    memory = "channels-last" if info[csp]["channels_last"] else "contiguous"
+    title = f"forward pass, imgsz {args.imgsz}, {precision}, {dev}, PyTorch (fused) {memory}"
     results = {"models": models, "backends": backends}
     chart(results, ratios, output_paths(args.name, args)[1], title, args.batch)
     figures = {"device": dev, "precision": precision, "models": models, "ratios": ratios}

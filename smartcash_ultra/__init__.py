@@ -24,6 +24,7 @@ _EXPORTS = {
     "TimmBackbone": "smartcash_ultra.nn.backbone",
     "generate_sample_dataset": "smartcash_ultra.tools.sample_data",
     "convert_dataset": "smartcash_ultra.tools.convert",
+    "evaluate": "smartcash_ultra.evaluation.evaluate",
 }
 __all__ = [*_EXPORTS, "__version__"]
 _moved.install()

@@ -19,7 +19,15 @@ from smartcash_ultra.nn import SmartCashDetectionModel, TimmBackbone
 
 FIXTURE = Path(__file__).parent / "fixtures/pre_layout_last.pt"
 """Written at f413e07 by ``fixtures/make_pre_layout_checkpoint.py``: its pickle names the flat layout's paths."""
-LAYERS = ["utils", ("nn", "data"), "callbacks", "engine", "tools", ("integration", "_startup", "__init__")]
+LAYERS = [
+    "utils",
+    ("nn", "data"),
+    "callbacks",
+    "engine",
+    "evaluation",
+    "tools",
+    ("integration", "_startup", "__init__"),
+]
 """Bottom to top; a module may import from its own layer and the ones below (``_moved`` sits beside them all)."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from smartcash_ultra.tools.convert import check_size, check_workers, convert_dataset
+from smartcash_ultra.tools.evaluation_commands import add_evaluate_arguments, add_runs_arguments, run_evaluate, run_runs
 from smartcash_ultra.tools.report import scan_dataset
 from smartcash_ultra.utils.errors import SmartCashError, summary
 from smartcash_ultra.utils.shipped import MODELS, cfg_dir, copy_shipped
@@ -124,6 +125,16 @@ COMMANDS: dict[str, Command] = {
         "convert a YOLO image dataset (jpg, png, ...) into SmartCash .npy arrays, labels and .meta.json sidecars",
         _add_convert_arguments,
         _run_convert,
+    ),
+    "evaluate": Command(
+        "evaluate models over test-set scenarios (original, lighting, position) with Ultralytics' validator",
+        add_evaluate_arguments,
+        run_evaluate,
+    ),
+    "runs": Command(
+        "list the checkpoints under a folder: backbone, epochs, best epoch, mAP, date, size",
+        add_runs_arguments,
+        run_runs,
     ),
 }
 """Subcommand name -> :class:`Command`; a new tool is one more entry."""
