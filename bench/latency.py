@@ -12,14 +12,15 @@ ready input tensor (no image decoding, letterbox or NMS), each backend set up as
   oneDNN, Linux or Windows);
 - ``onnxruntime``: the exported ONNX graph on the CPU execution provider (on a GPU the CUDA provider, when installed);
 - ``openvino``: the exported OpenVINO model on the CPU, compiled as Ultralytics' OpenVINO backend compiles it
-  (``PERFORMANCE_HINT`` LATENCY), CPU only.
+  (``PERFORMANCE_HINT`` LATENCY) in the precision OpenVINO picks for the CPU: bf16 where the CPU has AMX (the
+  tables and results name it), CPU only.
 
-Optional, for comparison (``--backends``): ``pytorch-contiguous`` (``channels_last=False``: the memory format before
-``AutoBackend`` chose channels-last), ``pytorch-compile`` (``compile=True``: ``torch.compile`` of the ``AutoBackend``
-as Ultralytics' predictor does it, compiled lazily in the untimed warm-up round, whose time the results record; the
-Detect head breaks the graph, so every layer compiles on its own, and dynamo's recompile limit is raised from 8 to 64
-so that all of them do) and ``pytorch-unfused-timm`` (Ultralytics' own ``fuse()`` only: the timm backbone's
-BatchNorm left unfolded).
+Optional, for comparison (``--backends``): ``openvino-f32`` (``INFERENCE_PRECISION_HINT`` f32: full precision on
+any CPU), ``pytorch-contiguous`` (``channels_last=False``: the memory format before ``AutoBackend`` chose
+channels-last), ``pytorch-compile`` (``compile=True``: ``torch.compile`` of the ``AutoBackend`` as Ultralytics'
+predictor does it, compiled lazily in the untimed warm-up round, whose time the results record; the Detect head breaks
+the graph, so every layer compiles on its own, and dynamo's recompile limit is raised from 8 to 64 so that all of them
+do) and ``pytorch-unfused-timm`` (Ultralytics' own ``fuse()`` only: the timm backbone's BatchNorm left unfolded).
 
 Batch 1 gives ms/image (median of ``--repeats`` calls per round), batch ``--batch`` (16) gives images/s (one call per
 round). Both models and all backends alternate within every round, in an order rotated each round, after one
@@ -61,7 +62,11 @@ PYTORCH = {  # backend: how AutoBackend gets the model (keyword arguments; the u
     "pytorch-compile": {},
     UNFUSED: {"fuse": False},
 }
-EXPORTS = {"onnxruntime": "onnx", "openvino": "openvino"}  # backend: Ultralytics' export format
+EXPORTS = {"onnxruntime": "onnx", "openvino": "openvino", "openvino-f32": "openvino"}  # backend: export format
+OPENVINO = {  # backend: compile config, Ultralytics' OpenVINO backend's hint and this run's threads added
+    "openvino": {},
+    "openvino-f32": {"INFERENCE_PRECISION_HINT": "f32"},  # OpenVINO's default on AMX CPUs is bf16
+}
 BACKENDS = ("pytorch", "onnxruntime", "openvino")  # the default: each as a user runs it
 BACKEND_LABELS = {
     "pytorch": "PyTorch",
@@ -70,13 +75,15 @@ BACKEND_LABELS = {
     UNFUSED: "PyTorch (timm BN unfused)",
     "onnxruntime": "ONNX Runtime",
     "openvino": "OpenVINO",
+    "openvino-f32": "OpenVINO (f32 hint)",
 }
 
 
 def build(name: str, folder: Path, args: argparse.Namespace, backends: list[str]) -> tuple[dict, dict]:
     """Build ``name`` (17 classes), save it as a checkpoint, export it; return each backend's model, and the info.
 
-    A PyTorch backend's model is an ``AutoBackend`` (compiled for ``pytorch-compile``), an exported one's the path.
+    A PyTorch backend's model is an ``AutoBackend`` (compiled for ``pytorch-compile``), ONNX Runtime's the exported
+    file, OpenVINO's the compiled model.
     """
     import copy
 
@@ -100,21 +107,33 @@ def build(name: str, folder: Path, args: argparse.Namespace, backends: list[str]
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / f"{name}.pt"
     torch.save({"model": model, "train_args": {"task": "detect", "imgsz": args.imgsz}}, ckpt)
+    exported = {}
+    for fmt in dict.fromkeys(EXPORTS[b] for b in backends if b in EXPORTS):
+        start = time.perf_counter()
+        exported[fmt] = YOLO(ckpt).export(
+            format=fmt,
+            imgsz=args.imgsz,
+            dynamic=True,  # one graph for batch 1 and batch 16
+            **({"simplify": not args.quick} if fmt == "onnx" else {}),  # onnxslim: slow, ONNX only
+            batch=1,
+            quantize=16 if args.half else None,
+            device="0" if args.device == "cuda" else "cpu",
+            verbose=False,
+        )
+        info[f"{fmt}_export_s"] = round(time.perf_counter() - start, 1)
     models = {}
     for backend in backends:
-        if backend in EXPORTS:
-            start = time.perf_counter()
-            models[backend] = YOLO(ckpt).export(
-                format=EXPORTS[backend],
-                imgsz=args.imgsz,
-                dynamic=True,  # one graph for batch 1 and batch 16
-                **({"simplify": not args.quick} if backend == "onnxruntime" else {}),  # onnxslim: slow, ONNX only
-                batch=1,
-                quantize=16 if args.half else None,
-                device="0" if args.device == "cuda" else "cpu",
-                verbose=False,
-            )
-            info[f"{backend}_export_s"] = round(time.perf_counter() - start, 1)
+        if backend == "onnxruntime":
+            models[backend] = exported["onnx"]
+            continue
+        if backend in OPENVINO:
+            import openvino as ov
+
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads, **OPENVINO[backend]}
+            xml = next(Path(exported["openvino"]).glob("*.xml"))
+            models[backend] = ov.Core().compile_model(str(xml), "CPU", config)
+            hint = models[backend].get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16, f16
+            info[f"{backend}_precision"] = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
             continue
         copied = copy.deepcopy(model)
         if backend == UNFUSED:
@@ -173,13 +192,9 @@ def runner(backend: str, model, args: argparse.Namespace):
             session.run(None, {name: feeds[b]})
 
     else:
-        import openvino as ov
-
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads}  # Ultralytics' hint
-        compiled = ov.Core().compile_model(str(next(Path(model).glob("*.xml"))), "CPU", config)
 
         def call(b: int) -> None:
-            compiled(inputs[b])
+            model(inputs[b])
 
     def run(b: int) -> float:
         sync()
@@ -248,9 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     backends = list(dict.fromkeys(args.backends))
     if args.device == "cuda":
-        if "openvino" in backends:
+        if any(be in OPENVINO for be in backends):
             print("OpenVINO is timed on the CPU only: left out on --device cuda")
-            backends.remove("openvino")
+            backends = [be for be in backends if be not in OPENVINO]
         if "onnxruntime" in backends:
             import onnxruntime as ort
 
@@ -330,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     precision = "fp16" if args.half else "fp32"
     memory = "channels-last" if info[csp].get("pytorch_channels_last") else "contiguous"  # as AutoBackend chose
     labels = {**BACKEND_LABELS, "pytorch": f"PyTorch {memory}"}
+    precisions = {be: info[csp].get(f"{be}_precision", precision) for be in backends}  # OpenVINO's own choice
     rows = []
     for be in backends:
         for name in args.models:
@@ -337,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(
                 [
                     models[name]["label"],
-                    f"{labels[be]} {precision}",
+                    f"{labels[be]} {precisions[be]}",
                     f"{r['b1_ms']:.1f}",
                     f"{min(r['b1_ms_rounds']):.1f}–{max(r['b1_ms_rounds']):.1f}",
                     f"{r['batch_images_per_s']:.2f}",
@@ -360,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         ["EfficientNet-B4 / CSPDarknet-s time per image", "batch 1", f"batch {args.batch}", "SmartCash study (GPU)"],
         [
             [
-                f"{labels[be]} {precision}, {dev}",
+                f"{labels[be]} {precisions[be]}, {dev}",
                 f"{ratios[be]['b1_time_ratio']:.2f}× "
                 f"({ratios[be]['b1_rounds'][0]:.2f}–{ratios[be]['b1_rounds'][1]:.2f})",
                 f"{ratios[be]['batch_time_ratio']:.2f}× "
