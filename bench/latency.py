@@ -147,8 +147,8 @@ def build(name: str, folder: Path, args: argparse.Namespace, backends: list[str]
         wrapped.eval()
         if backend == "pytorch-compile":
             # The Detect head's make_anchors breaks the graph, so dynamo compiles each layer's forward on its own,
-            # once per channel count and batch size: past its default limit of 8 variants it would run the rest
-            # uncompiled (in a user's predictor too) and this backend would time a half-compiled model.
+            # once per channel count and batch size: both models at two batch sizes need up to 19 variants of one
+            # forward, and past its default limit of 8 dynamo runs the rest uncompiled (a half-compiled model).
             torch._dynamo.config.recompile_limit = 64
             wrapped = attempt_compile(wrapped, device=torch.device(device(args)), mode=True)
         models[backend] = wrapped
