@@ -176,12 +176,6 @@ def machine() -> dict:
     if Path("/proc/meminfo").exists():
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         memory = round(kb / 2**20, 1)
-    try:
-        import onnxruntime
-
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = None
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -192,8 +186,18 @@ def machine() -> dict:
         "ultralytics": ultralytics.__version__,
         "timm": timm.__version__,
         "numpy": np.__version__,
-        "onnxruntime": ort,
+        **{runtime: installed_version(runtime) for runtime in ("onnxruntime", "openvino")},
     }
+
+
+def installed_version(distribution: str) -> str | None:
+    """Return the installed version of an optional package, None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def load_average() -> str:

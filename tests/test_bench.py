@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -35,8 +36,11 @@ def test_suite_quick_mode_writes_every_result_and_chart(tmp_path):
     assert {"cspdarknet-s / stock-yolov5s", "effb4 / cspdarknet-s"} <= throughput["ratios"].keys()
     assert throughput["ratios"]["cspdarknet-s / stock-yolov5s"]["same_layers_and_params"] is True
     latency = json.loads((out / "latency.json").read_text())
-    assert {"pytorch", "onnxruntime"} <= latency["ratios"].keys()
-    assert all(m["onnxruntime"]["b1_ms"] > 0 for m in latency["models"].values())
+    assert {"pytorch", "onnxruntime", "openvino"} <= latency["ratios"].keys()
+    assert all(m[be]["b1_ms"] > 0 for m in latency["models"].values() for be in ("onnxruntime", "openvino"))
+    assert latency["speedups"].keys() == {"onnxruntime", "openvino"}  # each over PyTorch as AutoBackend runs it
+    if platform.machine() in {"x86_64", "AMD64"} and sys.platform == "linux":  # where AutoBackend goes channels-last
+        assert all(m["pytorch_channels_last"] for m in latency["models"].values())
     accuracy = json.loads((out / "accuracy.json").read_text())
     assert {"cspdarknet-s", "effb4", "stock-yolov5s", "stock-yolov8n"} <= accuracy["runs"].keys()
     for run in accuracy["runs"].values():
