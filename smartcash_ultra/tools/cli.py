@@ -1,4 +1,4 @@
-"""The ``smartcash-ultra`` console script: SmartCash dataset tools, one subcommand each.
+"""The ``smartcash-ultra`` console script: SmartCash dataset, checkpoint and evaluation tools, one subcommand each.
 
 A subcommand is one :class:`Command` in :data:`COMMANDS`: a help line, a function adding its arguments to its parser
 and a function running it that returns the exit code. Exit codes: 0 done, 1 done but some inputs have problems
@@ -149,7 +149,9 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smartcash-ultra", description="SmartCash dataset tools.")
+    parser = argparse.ArgumentParser(
+        prog="smartcash-ultra", description="SmartCash dataset, checkpoint and evaluation tools."
+    )
     parser.add_argument("--version", action="version", version=f"smartcash-ultra {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
