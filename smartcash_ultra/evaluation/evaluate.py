@@ -27,6 +27,7 @@ from smartcash_ultra.data.image_dataset import SPLITS, DatasetError, find_image_
 from smartcash_ultra.evaluation.report import draw_examples, write_outputs
 from smartcash_ultra.evaluation.scenarios import BUILTIN, Scenario, ScenarioSet, build_scenario_set, load_scenarios
 from smartcash_ultra.utils.classes import LAYERS, is_full_scheme
+from smartcash_ultra.utils.shipped import installed_version
 
 DEFAULT_SCENARIOS = tuple(BUILTIN)
 MEANS = ("precision", "recall", "f1", "mAP50", "mAP75", "mAP50-95")
@@ -169,16 +170,6 @@ def _label(path: Path) -> str:
     return f"{stem}{form}"
 
 
-def _version() -> str:
-    """Return the installed distribution's version (the package's top module sits above this layer)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("smartcash-ultra")
-    except metadata.PackageNotFoundError:  # run from a clone that was never installed
-        return "(not installed)"
-
-
 def environment(device: str | None) -> dict[str, Any]:
     """Describe the software and hardware the figures were measured on."""
     import torch
@@ -193,7 +184,7 @@ def environment(device: str | None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "ultralytics": ultralytics.__version__,
-        "smartcash_ultra": _version(),
+        "smartcash_ultra": installed_version(),
         "platform": platform.platform(),
         "cpu": cpu,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -13,13 +13,12 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 from smartcash_ultra.tools.convert import check_size, check_workers, convert_dataset
 from smartcash_ultra.tools.evaluation_commands import add_evaluate_arguments, add_runs_arguments, run_evaluate, run_runs
 from smartcash_ultra.tools.report import scan_dataset
 from smartcash_ultra.utils.errors import SmartCashError, summary
-from smartcash_ultra.utils.shipped import MODELS, cfg_dir, copy_shipped
+from smartcash_ultra.utils.shipped import MODELS, cfg_dir, copy_shipped, installed_version
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
 READERS = ("check", "stats")
@@ -140,19 +139,11 @@ COMMANDS: dict[str, Command] = {
 """Subcommand name -> :class:`Command`; a new tool is one more entry."""
 
 
-def _version() -> str:
-    """Return the installed distribution's version (the package's top module sits above this layer)."""
-    try:
-        return metadata.version("smartcash-ultra")
-    except metadata.PackageNotFoundError:  # run from a clone that was never installed
-        return "(not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smartcash-ultra", description="SmartCash dataset, checkpoint and evaluation tools."
     )
-    parser.add_argument("--version", action="version", version=f"smartcash-ultra {_version()}")
+    parser.add_argument("--version", action="version", version=f"smartcash-ultra {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         command.add_arguments(subparsers.add_parser(name, help=command.help, description=command.help))

@@ -102,3 +102,13 @@ def copy_shipped(name: str, folder: str | Path = ".") -> Path:
     except FileExistsError:
         raise FileExistsError(f"{target} already exists: not overwritten (rename or remove it to copy again)") from None
     return target
+
+
+def installed_version() -> str:
+    """Return the installed distribution's version: the package's top module sits above every layer that asks."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("smartcash-ultra")
+    except metadata.PackageNotFoundError:  # run from a clone that was never installed
+        return "(not installed)"
